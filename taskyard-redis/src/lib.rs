@@ -1,0 +1,622 @@
+//! The Redis (and Valkey) store for taskyard.
+//!
+//! [`RedisStore`] implements [`taskyard::Store`] with one Lua script per state
+//! transition (`src/scripts/*.lua`, each with a header naming its ARGV and what it
+//! guarantees), every script working on a batch. All keys of a queue share the hash tag
+//! `taskyard:{queue}:…`, so a queue's scripts run in one cluster slot.
+//!
+//! - A ready job is one list entry (see `envelope.rs`): about its own bytes in memory.
+//! - Deadlines and due times use Redis `TIME` inside the scripts.
+//! - Idle workers block on `BLPOP` of the queue's signal list on a dedicated connection,
+//!   never on the shared multiplexed one.
+//! - A lost script cache (`NOSCRIPT` after a restart or `SCRIPT FLUSH`) is reloaded on the
+//!   spot; a lost connection is re-established by the connection manager.
+//!
+//! ```no_run
+//! # async fn example() -> taskyard::Result<()> {
+//! let store = taskyard_redis::RedisStore::connect("redis://:secret@127.0.0.1:6379/0").await?;
+//! let client = taskyard::Client::new(store);
+//! # Ok(()) }
+//! ```
+
+mod envelope;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Script, Value};
+use taskyard::{
+    AttemptError, Claim, ClaimedJob, DeadFilter, Due, Error, JobId, JobInfo, JobState, Lease,
+    Maintenance, NewJob, Outcome, QueueConfig, QueueName, QueueStats, Result, Store,
+};
+
+/// The set of every queue name used, for `stats` across queues.
+const QUEUES_KEY: &str = "taskyard:queues";
+
+/// A store on one Redis (or Valkey) server. Cheap to clone; clones share connections.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: redis::Client,
+    conn: ConnectionManager,
+    /// Connections for blocking waits, one per concurrent waiter.
+    waiters: tokio::sync::Mutex<Vec<MultiplexedConnection>>,
+    scripts: Scripts,
+    known_queues: Mutex<HashSet<String>>,
+}
+
+struct Scripts {
+    enqueue: Script,
+    claim: Script,
+    heartbeat: Script,
+    finish: Script,
+    release: Script,
+    maintain: Script,
+    redrive: Script,
+    purge: Script,
+    find: Script,
+    list: Script,
+    stats: Script,
+}
+
+impl Scripts {
+    fn load() -> Self {
+        let d = QueueConfig::default();
+        let common = include_str!("scripts/common.lua")
+            .replace("@DEAD_MAX@", &d.dead_max.to_string())
+            .replace("@DEAD_MAX_AGE_MS@", &d.dead_max_age_ms.to_string())
+            .replace("@COMPLETED_MAX@", &d.completed_max.to_string())
+            .replace("@COMPLETED_MAX_AGE_MS@", &d.completed_max_age_ms.to_string());
+        let s = |body: &str| Script::new(&format!("{common}\n{body}"));
+        Scripts {
+            enqueue: s(include_str!("scripts/enqueue.lua")),
+            claim: s(include_str!("scripts/claim.lua")),
+            heartbeat: s(include_str!("scripts/heartbeat.lua")),
+            finish: s(include_str!("scripts/finish.lua")),
+            release: s(include_str!("scripts/release.lua")),
+            maintain: s(include_str!("scripts/maintain.lua")),
+            redrive: s(include_str!("scripts/redrive.lua")),
+            purge: s(include_str!("scripts/purge.lua")),
+            find: s(include_str!("scripts/find.lua")),
+            list: s(include_str!("scripts/list.lua")),
+            stats: s(include_str!("scripts/stats.lua")),
+        }
+    }
+}
+
+/// The keys of one queue, in the order every script expects (see `common.lua`).
+fn keys(queue: &QueueName) -> [String; 9] {
+    let q = queue.as_str();
+    [
+        format!("taskyard:{{{q}}}:ready"),
+        format!("taskyard:{{{q}}}:scheduled"),
+        format!("taskyard:{{{q}}}:jobs"),
+        format!("taskyard:{{{q}}}:leases"),
+        format!("taskyard:{{{q}}}:dead"),
+        format!("taskyard:{{{q}}}:completed"),
+        format!("taskyard:{{{q}}}:errors"),
+        format!("taskyard:{{{q}}}:meta"),
+        format!("taskyard:{{{q}}}:signal"),
+    ]
+}
+
+fn signal_key(queue: &QueueName) -> String {
+    format!("taskyard:{{{}}}:signal", queue.as_str())
+}
+
+fn meta_key(queue: &QueueName) -> String {
+    format!("taskyard:{{{}}}:meta", queue.as_str())
+}
+
+fn store_err(e: redis::RedisError) -> Error {
+    Error::store(e)
+}
+
+impl RedisStore {
+    /// Connects to `redis://[user:password@]host[:port][/db]` or `rediss://…` (TLS).
+    ///
+    /// The connection is re-established on its own after a network error or a server
+    /// restart; calls made while it is down fail and the worker retries them.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let client = redis::Client::open(url).map_err(|e| {
+            Error::InvalidOption(format!("invalid Redis URL: {e}"))
+        })?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            // Large batches (a 10k-job enqueue, a redrive scan) take more than the
+            // crate's default 500 ms.
+            .set_response_timeout(Some(Duration::from_secs(30)))
+            .set_number_of_retries(3)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(store_err)?;
+        Ok(RedisStore {
+            inner: Arc::new(Inner {
+                client,
+                conn,
+                waiters: tokio::sync::Mutex::new(Vec::new()),
+                scripts: Scripts::load(),
+                known_queues: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.inner.conn.clone()
+    }
+
+    async fn run(&self, script: &Script, queue: &QueueName, args: Vec<Vec<u8>>) -> Result<Value> {
+        let mut inv = script.prepare_invoke();
+        for k in keys(queue) {
+            inv.key(k);
+        }
+        for a in args {
+            inv.arg(a);
+        }
+        let mut conn = self.conn();
+        inv.invoke_async(&mut conn).await.map_err(store_err)
+    }
+
+    /// Adds the queue to the set of known queues, once per process.
+    async fn remember(&self, queue: &QueueName) -> Result<()> {
+        let fresh = self
+            .inner
+            .known_queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(queue.as_str().to_string());
+        if fresh {
+            let mut conn = self.conn();
+            let r: redis::RedisResult<i64> = redis::cmd("SADD")
+                .arg(QUEUES_KEY)
+                .arg(queue.as_str())
+                .query_async(&mut conn)
+                .await;
+            if let Err(e) = r {
+                self.inner
+                    .known_queues
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(queue.as_str());
+                return Err(store_err(e));
+            }
+        }
+        Ok(())
+    }
+
+    async fn dead_loop(&self, script: &Script, queue: &QueueName, filter: &DeadFilter) -> Result<u64> {
+        let mut args: Vec<Vec<u8>> = Vec::new();
+        match filter {
+            DeadFilter::Ids(ids) => {
+                args.push(b"ids".to_vec());
+                args.push(Vec::new());
+                args.extend(ids.iter().map(|id| id.as_str().as_bytes().to_vec()));
+            }
+            DeadFilter::Kind(kind) => {
+                args.push(b"kind".to_vec());
+                args.push(kind.as_bytes().to_vec());
+            }
+            DeadFilter::All => {
+                args.push(b"all".to_vec());
+                args.push(Vec::new());
+            }
+        }
+        let mut total = 0;
+        loop {
+            let n = int(&self.run(script, queue, args.clone()).await?)?;
+            total += n as u64;
+            if n == 0 || matches!(filter, DeadFilter::Ids(_)) {
+                return Ok(total);
+            }
+            // Between chunks, let other clients in: a large redrive never holds Redis
+            // for long, and workers start on the first chunk at once.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+fn member(lease: &Lease) -> Vec<u8> {
+    format!("{}|{}", lease.id, lease.token).into_bytes()
+}
+
+/// Groups items by queue, keeping each item's index to put results back in order.
+fn by_queue<T>(items: &[T], queue: impl Fn(&T) -> &QueueName) -> Vec<(QueueName, Vec<usize>)> {
+    let mut groups: Vec<(QueueName, Vec<usize>)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let q = queue(item);
+        match groups.iter_mut().find(|(g, _)| g == q) {
+            Some((_, idx)) => idx.push(i),
+            None => groups.push((q.clone(), vec![i])),
+        }
+    }
+    groups
+}
+
+fn int(v: &Value) -> Result<i64> {
+    match v {
+        Value::Int(n) => Ok(*n),
+        Value::BulkString(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .map(|f| f as i64)
+            .ok_or_else(|| Error::Corrupt(format!("expected a number, got {v:?}"))),
+        Value::SimpleString(s) => s
+            .parse::<f64>()
+            .map(|f| f as i64)
+            .map_err(|_| Error::Corrupt(format!("expected a number, got {v:?}"))),
+        _ => Err(Error::Corrupt(format!("expected a number, got {v:?}"))),
+    }
+}
+
+fn bytes(v: Value) -> Result<Bytes> {
+    match v {
+        Value::BulkString(b) => Ok(Bytes::from(b)),
+        Value::SimpleString(s) => Ok(Bytes::from(s.into_bytes())),
+        Value::Int(n) => Ok(Bytes::from(n.to_string().into_bytes())),
+        other => Err(Error::Corrupt(format!("expected a string, got {other:?}"))),
+    }
+}
+
+fn array(v: Value) -> Result<Vec<Value>> {
+    match v {
+        Value::Array(items) => Ok(items),
+        Value::Nil => Ok(Vec::new()),
+        other => Err(Error::Corrupt(format!("expected an array, got {other:?}"))),
+    }
+}
+
+fn flags(v: Value) -> Result<Vec<bool>> {
+    array(v)?.iter().map(|x| int(x).map(|n| n == 1)).collect()
+}
+
+fn parse_errors(raw: &[u8]) -> Vec<AttemptError> {
+    String::from_utf8_lossy(raw)
+        .lines()
+        .filter_map(|line| {
+            let mut f = line.splitn(3, '\t');
+            Some(AttemptError {
+                attempt: f.next()?.parse().ok()?,
+                at_ms: f.next()?.parse().ok()?,
+                message: f.next()?.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// One line, bounded: an error message is kept per attempt, so it must stay small.
+fn clean_error(msg: &str) -> String {
+    let mut s: String = msg
+        .chars()
+        .map(|c| if c == '\n' || c == '\t' || c == '\r' { ' ' } else { c })
+        .collect();
+    if s.len() > 1024 {
+        let mut cut = 1024;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+fn info(queue: &QueueName, state: JobState, env: Value, at: Value, errors: Value) -> Result<JobInfo> {
+    let env = envelope::parse(bytes(env)?)?;
+    let at_ms = match &at {
+        Value::BulkString(b) if b.is_empty() => None,
+        Value::Nil => None,
+        v => int(v).ok().map(|n| n as u64),
+    };
+    let errors = match errors {
+        Value::BulkString(b) => parse_errors(&b),
+        _ => Vec::new(),
+    };
+    Ok(JobInfo {
+        id: env.id,
+        queue: queue.to_string(),
+        kind: env.kind,
+        state,
+        payload: String::from_utf8_lossy(&env.payload).into_owned(),
+        attempt: env.attempt,
+        max_attempts: env.max_attempts,
+        enqueued_at_ms: env.enqueued_at_ms,
+        at_ms,
+        errors,
+    })
+}
+
+#[async_trait::async_trait]
+impl Store for RedisStore {
+    async fn enqueue(&self, queue: &QueueName, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.remember(queue).await?;
+        let n = jobs.len();
+        let mut args = Vec::with_capacity(1 + 2 * n);
+        args.push(n.to_string().into_bytes());
+        for job in &jobs {
+            args.push(match job.due {
+                Due::Now => Vec::new(),
+                Due::After(ms) => format!("+{ms}").into_bytes(),
+                Due::At(ms) => format!("@{ms}").into_bytes(),
+            });
+            args.push(envelope::tail(job));
+        }
+        let out = array(self.run(&self.inner.scripts.enqueue, queue, args).await?)?;
+        if int(out.first().unwrap_or(&Value::Nil))? == 0 {
+            return Err(Error::QueueFull {
+                queue: queue.to_string(),
+                len: out.get(1).map(int).transpose()?.unwrap_or(0) as u64,
+                max_len: out.get(2).map(int).transpose()?.unwrap_or(0) as u64,
+            });
+        }
+        let first = int(out.get(1).unwrap_or(&Value::Nil))?;
+        Ok((0..n as i64).map(|i| JobId::new((first + i).to_string())).collect())
+    }
+
+    async fn claim(&self, queue: &QueueName, max: usize, lease: Duration, nonce: &str) -> Result<Claim> {
+        let args = vec![
+            max.to_string().into_bytes(),
+            lease.as_millis().to_string().into_bytes(),
+            nonce.as_bytes().to_vec(),
+        ];
+        let mut out = array(self.run(&self.inner.scripts.claim, queue, args).await?)?.into_iter();
+        let _now = out.next();
+        let next_due = match out.next().map(|v| int(&v)).transpose()? {
+            Some(ms) if ms >= 0 => Some(Duration::from_millis(ms as u64)),
+            _ => None,
+        };
+        let mut jobs = Vec::with_capacity(out.len());
+        for v in out {
+            let env = envelope::parse(bytes(v)?)?;
+            jobs.push(ClaimedJob {
+                lease: Lease {
+                    queue: queue.clone(),
+                    token: format!("{}:{}", env.attempt, nonce),
+                    id: env.id,
+                },
+                kind: env.kind,
+                payload: env.payload,
+                attempt: env.attempt,
+                max_attempts: env.max_attempts,
+                backoff: env.backoff,
+                enqueued_at_ms: env.enqueued_at_ms,
+            });
+        }
+        Ok(Claim { jobs, next_due })
+    }
+
+    async fn wait(&self, queues: &[QueueName], timeout: Duration) -> Result<()> {
+        if queues.is_empty() {
+            tokio::time::sleep(timeout).await;
+            return Ok(());
+        }
+        let pooled = self.inner.waiters.lock().await.pop();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => {
+                // No response timeout here: BLPOP is meant to block. The call below is
+                // bounded by its own timeout instead.
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(5)))
+                    .set_response_timeout(None);
+                self.inner
+                    .client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map_err(store_err)?
+            }
+        };
+        let mut cmd = redis::cmd("BLPOP");
+        for q in queues {
+            cmd.arg(signal_key(q));
+        }
+        cmd.arg(timeout.as_secs_f64().max(0.001));
+        let bound = timeout + Duration::from_secs(2);
+        match tokio::time::timeout(bound, cmd.query_async::<Value>(&mut conn)).await {
+            Ok(Ok(_)) => {
+                self.inner.waiters.lock().await.push(conn);
+                Ok(())
+            }
+            // A dead or stuck connection is dropped; the next wait opens a new one.
+            Ok(Err(e)) => Err(store_err(e)),
+            Err(_) => Ok(()),
+        }
+    }
+
+    async fn heartbeat(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>> {
+        let mut result = vec![false; leases.len()];
+        for (queue, idx) in by_queue(leases, |l| &l.queue) {
+            let mut args = vec![lease.as_millis().to_string().into_bytes()];
+            args.extend(idx.iter().map(|&i| member(&leases[i])));
+            let held = flags(self.run(&self.inner.scripts.heartbeat, &queue, args).await?)?;
+            for (&i, ok) in idx.iter().zip(held) {
+                result[i] = ok;
+            }
+        }
+        Ok(result)
+    }
+
+    async fn finish(&self, outcomes: &[(Lease, Outcome)]) -> Result<Vec<bool>> {
+        let mut result = vec![false; outcomes.len()];
+        for (queue, idx) in by_queue(outcomes, |(l, _)| &l.queue) {
+            let mut args = Vec::with_capacity(idx.len() * 4);
+            for &i in &idx {
+                let (lease, outcome) = &outcomes[i];
+                args.push(member(lease));
+                let (code, number, error) = match outcome {
+                    Outcome::Completed => ("c", 0, ""),
+                    Outcome::Retry { delay_ms, error } => ("r", *delay_ms, error.as_str()),
+                    Outcome::RetryAt { at_ms, error } => ("a", *at_ms, error.as_str()),
+                    Outcome::Dead { error } => ("d", 0, error.as_str()),
+                };
+                args.push(code.as_bytes().to_vec());
+                args.push(number.to_string().into_bytes());
+                args.push(clean_error(error).into_bytes());
+            }
+            let done = flags(self.run(&self.inner.scripts.finish, &queue, args).await?)?;
+            for (&i, ok) in idx.iter().zip(done) {
+                result[i] = ok;
+            }
+        }
+        Ok(result)
+    }
+
+    async fn release(&self, leases: &[Lease]) -> Result<Vec<bool>> {
+        let mut result = vec![false; leases.len()];
+        for (queue, idx) in by_queue(leases, |l| &l.queue) {
+            let args = idx.iter().map(|&i| member(&leases[i])).collect();
+            let done = flags(self.run(&self.inner.scripts.release, &queue, args).await?)?;
+            for (&i, ok) in idx.iter().zip(done) {
+                result[i] = ok;
+            }
+        }
+        Ok(result)
+    }
+
+    async fn maintain(&self, queue: &QueueName) -> Result<Maintenance> {
+        let out = array(self.run(&self.inner.scripts.maintain, queue, Vec::new()).await?)?;
+        let get = |i: usize| out.get(i).map(int).transpose().map(|n| n.unwrap_or(0) as u64);
+        Ok(Maintenance {
+            promoted: get(0)?,
+            expired: get(1)?,
+        })
+    }
+
+    async fn now_ms(&self) -> Result<u64> {
+        let mut conn = self.conn();
+        let (secs, micros): (u64, u64) = redis::cmd("TIME")
+            .query_async(&mut conn)
+            .await
+            .map_err(store_err)?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueName>> {
+        let mut conn = self.conn();
+        let mut names: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(QUEUES_KEY)
+            .query_async(&mut conn)
+            .await
+            .map_err(store_err)?;
+        names.sort();
+        names.into_iter().map(QueueName::new).collect()
+    }
+
+    async fn stats(&self, queue: &QueueName) -> Result<QueueStats> {
+        let out = array(self.run(&self.inner.scripts.stats, queue, Vec::new()).await?)?;
+        let n: Vec<u64> = out.iter().map(|v| int(v).map(|n| n as u64)).collect::<Result<_>>()?;
+        if n.len() != 6 {
+            return Err(Error::Corrupt("stats returned the wrong count".into()));
+        }
+        Ok(QueueStats {
+            queue: queue.to_string(),
+            ready: n[0],
+            scheduled: n[1],
+            running: n[2],
+            completed: n[3],
+            dead: n[4],
+            paused: n[5] == 1,
+        })
+    }
+
+    async fn list(&self, queue: &QueueName, state: JobState, offset: u64, limit: u64) -> Result<Vec<JobInfo>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let args = vec![
+            state.as_str().as_bytes().to_vec(),
+            offset.to_string().into_bytes(),
+            limit.to_string().into_bytes(),
+        ];
+        let out = array(self.run(&self.inner.scripts.list, queue, args).await?)?;
+        let mut jobs = Vec::with_capacity(out.len() / 3);
+        let mut it = out.into_iter();
+        while let (Some(env), Some(at), Some(errs)) = (it.next(), it.next(), it.next()) {
+            jobs.push(info(queue, state, env, at, errs)?);
+        }
+        Ok(jobs)
+    }
+
+    async fn job(&self, queue: &QueueName, id: &JobId) -> Result<Option<JobInfo>> {
+        let args = vec![id.as_str().as_bytes().to_vec()];
+        let out = array(self.run(&self.inner.scripts.find, queue, args).await?)?;
+        let mut it = out.into_iter();
+        let (Some(state), Some(env), Some(at), Some(errs)) = (it.next(), it.next(), it.next(), it.next()) else {
+            return Ok(None);
+        };
+        let state: JobState = String::from_utf8_lossy(&bytes(state)?).parse()?;
+        info(queue, state, env, at, errs).map(Some)
+    }
+
+    async fn redrive(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64> {
+        self.dead_loop(&self.inner.scripts.redrive, queue, filter).await
+    }
+
+    async fn purge(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64> {
+        self.dead_loop(&self.inner.scripts.purge, queue, filter).await
+    }
+
+    async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<()> {
+        self.remember(queue).await?;
+        let mut conn = self.conn();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if paused {
+            pipe.hset(meta_key(queue), "paused", 1).ignore();
+        } else {
+            pipe.hdel(meta_key(queue), "paused").ignore();
+            // Wake idle workers, who would otherwise sleep until their wait times out.
+            pipe.rpush(signal_key(queue), 1).ignore();
+            pipe.ltrim(signal_key(queue), 0, 0).ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await.map_err(store_err)
+    }
+
+    async fn config(&self, queue: &QueueName) -> Result<QueueConfig> {
+        let mut conn = self.conn();
+        let v: Vec<Option<u64>> = redis::cmd("HMGET")
+            .arg(meta_key(queue))
+            .arg(&["max_len", "dead_max", "dead_max_age_ms", "completed_max", "completed_max_age_ms"])
+            .query_async(&mut conn)
+            .await
+            .map_err(store_err)?;
+        let d = QueueConfig::default();
+        let get = |i: usize, default: u64| v.get(i).copied().flatten().unwrap_or(default);
+        Ok(QueueConfig {
+            max_len: get(0, d.max_len),
+            dead_max: get(1, d.dead_max),
+            dead_max_age_ms: get(2, d.dead_max_age_ms),
+            completed_max: get(3, d.completed_max),
+            completed_max_age_ms: get(4, d.completed_max_age_ms),
+        })
+    }
+
+    async fn configure(&self, queue: &QueueName, config: &QueueConfig) -> Result<()> {
+        self.remember(queue).await?;
+        let mut conn = self.conn();
+        redis::cmd("HSET")
+            .arg(meta_key(queue))
+            .arg("max_len")
+            .arg(config.max_len)
+            .arg("dead_max")
+            .arg(config.dead_max)
+            .arg("dead_max_age_ms")
+            .arg(config.dead_max_age_ms)
+            .arg("completed_max")
+            .arg(config.completed_max)
+            .arg("completed_max_age_ms")
+            .arg(config.completed_max_age_ms)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(store_err)
+    }
+}

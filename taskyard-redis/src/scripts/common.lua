@@ -1,0 +1,153 @@
+-- common.lua: prepended to every taskyard script.
+--
+-- KEYS (the same order for every script; all under one hash tag, so one cluster slot):
+--   1 ready      LIST of envelopes, claimed from the head
+--   2 scheduled  ZSET id -> due time (ms)
+--   3 jobs       HASH id -> envelope, for every job that is not ready
+--   4 leases     ZSET "id|token" -> lease end (ms)
+--   5 dead       ZSET id -> time it died (ms)
+--   6 completed  ZSET id -> time it completed (ms), only with retention
+--   7 errors     HASH id -> one line per failed attempt: "attempt\tat_ms\tmessage\n"
+--   8 meta       HASH seq, paused, max_len and retention settings
+--   9 signal     LIST a worker blocks on (BLPOP) while idle; holds at most one element
+--
+-- An envelope is "id\tattempt\tenqueued_ms\tmax_attempts\tkind\tbackoff\npayload": one
+-- string, so a ready job costs one list entry and nothing else.
+local READY, SCHEDULED, JOBS, LEASES = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local DEAD, COMPLETED, ERRORS, META, SIGNAL = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+
+-- Store time: every deadline and due time comes from here, never from a client.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Calls a variadic command in slices: Lua's unpack() has a small stack limit.
+local function batched(cmd, key, args)
+  for i = 1, #args, 1000 do
+    redis.call(cmd, key, unpack(args, i, math.min(i + 999, #args)))
+  end
+end
+
+-- ZMSCORE in slices; returns one score (or false) per member.
+local function scores_of(key, members)
+  local out = {}
+  for i = 1, #members, 1000 do
+    local s = redis.call('ZMSCORE', key, unpack(members, i, math.min(i + 999, #members)))
+    for j = 1, #s do out[#out + 1] = s[j] end
+  end
+  return out
+end
+
+-- The id, attempt and max attempts of an envelope, and where the attempt field ends.
+local function fields(env)
+  local p1 = string.find(env, '\t', 1, true)
+  local p2 = string.find(env, '\t', p1 + 1, true)
+  local p3 = string.find(env, '\t', p2 + 1, true)
+  local p4 = string.find(env, '\t', p3 + 1, true)
+  return string.sub(env, 1, p1 - 1), tonumber(string.sub(env, p1 + 1, p2 - 1)),
+    tonumber(string.sub(env, p3 + 1, p4 - 1)), p2, p4
+end
+
+local function with_attempt(env, id, attempt, p2)
+  return id .. '\t' .. attempt .. string.sub(env, p2)
+end
+
+local function kind_of(env)
+  local _, _, _, _, p4 = fields(env)
+  local p5 = string.find(env, '\t', p4 + 1, true)
+  return string.sub(env, p4 + 1, p5 - 1)
+end
+
+local function id_of_member(m)
+  return string.sub(m, 1, string.find(m, '|', 1, true) - 1)
+end
+
+-- Wakes one idle worker. One pending element is enough: the worker it wakes signals
+-- again when its claim leaves jobs behind.
+local function signal()
+  if redis.call('LLEN', SIGNAL) == 0 then redis.call('RPUSH', SIGNAL, '1') end
+end
+
+-- Moves due scheduled jobs to the tail of ready.
+local function promote(now, limit)
+  local due = redis.call('ZRANGEBYSCORE', SCHEDULED, '-inf', now, 'LIMIT', 0, limit)
+  if #due == 0 then return 0 end
+  local bodies = redis.call('HMGET', JOBS, unpack(due))
+  local ready = {}
+  for i = 1, #due do
+    if bodies[i] then ready[#ready + 1] = bodies[i] end
+  end
+  if #ready > 0 then batched('RPUSH', READY, ready) end
+  redis.call('HDEL', JOBS, unpack(due))
+  redis.call('ZREM', SCHEDULED, unpack(due))
+  return #due
+end
+
+local function add_error(id, attempt, now, message)
+  local line = attempt .. '\t' .. now .. '\t' .. message .. '\n'
+  local prev = redis.call('HGET', ERRORS, id)
+  if prev then line = prev .. line end
+  redis.call('HSET', ERRORS, id, line)
+end
+
+-- Retention settings, with the defaults of QueueConfig filled in by the Rust side.
+local function retention()
+  local v = redis.call('HMGET', META, 'dead_max', 'dead_max_age_ms', 'completed_max',
+    'completed_max_age_ms')
+  return tonumber(v[1]) or @DEAD_MAX@, tonumber(v[2]) or @DEAD_MAX_AGE_MS@,
+    tonumber(v[3]) or @COMPLETED_MAX@, tonumber(v[4]) or @COMPLETED_MAX_AGE_MS@
+end
+
+local function forget(ids)
+  if #ids > 0 then
+    batched('HDEL', JOBS, ids)
+    batched('HDEL', ERRORS, ids)
+  end
+end
+
+-- Keeps a finished set (dead or completed) within its count and age, so memory never
+-- grows without bound. At most 1000 removals per call; maintenance calls it often.
+local function trim(set, max, max_age, now)
+  local n = redis.call('ZCARD', set)
+  if n > max then
+    local old = redis.call('ZRANGE', set, 0, math.min(n - max, 1000) - 1)
+    forget(old)
+    batched('ZREM', set, old)
+  end
+  local old = redis.call('ZRANGEBYSCORE', set, '-inf', now - max_age, 'LIMIT', 0, 1000)
+  if #old > 0 then
+    forget(old)
+    batched('ZREM', set, old)
+  end
+end
+
+-- Dead job ids matching a filter: ARGV[1] = 'ids' | 'kind' | 'all', ARGV[2] = kind,
+-- ARGV[3..] = ids. At most `limit`.
+local function select_dead(limit)
+  local mode = ARGV[1]
+  local out = {}
+  if mode == 'ids' then
+    local ids = {}
+    for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
+    if #ids == 0 then return out end
+    local s = scores_of(DEAD, ids)
+    for i = 1, #ids do
+      if s[i] and #out < limit then out[#out + 1] = ids[i] end
+    end
+  elseif mode == 'all' then
+    out = redis.call('ZRANGE', DEAD, 0, limit - 1)
+  else
+    local n = redis.call('ZCARD', DEAD)
+    for start = 0, n - 1, 1000 do
+      local ids = redis.call('ZRANGE', DEAD, start, start + 999)
+      if #ids == 0 then break end
+      local bodies = redis.call('HMGET', JOBS, unpack(ids))
+      for i = 1, #ids do
+        if bodies[i] and kind_of(bodies[i]) == ARGV[2] then out[#out + 1] = ids[i] end
+        if #out >= limit then return out end
+      end
+    end
+  end
+  return out
+end

@@ -1,0 +1,32 @@
+-- find.lua: one job by id, in whatever state. ARGV[1] = id.
+-- Returns {state, envelope, time or '', errors or ''}, or {} if there is no such job.
+-- A ready job has no entry of its own, so finding one scans the ready list: fine for an
+-- operator's lookup, not for a hot path.
+local id = ARGV[1]
+local errs = redis.call('HGET', ERRORS, id) or ''
+local env = redis.call('HGET', JOBS, id)
+if env then
+  local s = redis.call('ZSCORE', SCHEDULED, id)
+  if s then return {'scheduled', env, s, errs} end
+  s = redis.call('ZSCORE', DEAD, id)
+  if s then return {'dead', env, s, errs} end
+  s = redis.call('ZSCORE', COMPLETED, id)
+  if s then return {'completed', env, s, errs} end
+  local prefix = id .. '|'
+  local leases = redis.call('ZRANGE', LEASES, 0, -1, 'WITHSCORES')
+  for i = 1, #leases, 2 do
+    if string.sub(leases[i], 1, #prefix) == prefix then
+      return {'running', env, leases[i + 1], errs}
+    end
+  end
+  return {'running', env, '', errs}
+end
+local prefix = id .. '\t'
+local len = redis.call('LLEN', READY)
+for start = 0, len - 1, 1000 do
+  local chunk = redis.call('LRANGE', READY, start, start + 999)
+  for i = 1, #chunk do
+    if string.sub(chunk[i], 1, #prefix) == prefix then return {'ready', chunk[i], '', errs} end
+  end
+end
+return {}

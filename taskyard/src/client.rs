@@ -1,0 +1,152 @@
+//! `Client`: enqueue jobs and look at queues.
+
+use std::sync::Arc;
+
+use crate::{
+    DeadFilter, EnqueueOptions, Job, JobId, JobInfo, JobState, NewJob, QueueConfig,
+    QueueName, QueueStats, Result, Store,
+};
+
+/// The producer and admin side of taskyard: enqueue jobs, inspect queues, redrive the
+/// dead. Cheap to clone; clones share the store.
+///
+/// ```no_run
+/// # async fn example() -> taskyard::Result<()> {
+/// use serde::{Deserialize, Serialize};
+/// use taskyard::{Client, EnqueueOptions, Job};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Welcome { user_id: u64 }
+/// impl Job for Welcome { const KIND: &'static str = "welcome"; }
+///
+/// let store = taskyard_redis::RedisStore::connect("redis://127.0.0.1:6379").await?;
+/// let client = Client::new(store);
+/// let id = client.enqueue(&Welcome { user_id: 7 }).await?;
+/// let ids = client
+///     .enqueue_many((0..100).map(|user_id| Welcome { user_id }), EnqueueOptions::default())
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    store: Arc<dyn Store>,
+}
+
+impl Client {
+    /// A client over a store.
+    pub fn new(store: impl Store) -> Self {
+        Client {
+            store: Arc::new(store),
+        }
+    }
+
+    /// A client over a shared store.
+    pub fn from_shared(store: Arc<dyn Store>) -> Self {
+        Client { store }
+    }
+
+    /// The store under this client.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Enqueues one job on the queue `default`, ready at once.
+    pub async fn enqueue<J: Job>(&self, job: &J) -> Result<JobId> {
+        self.enqueue_with(job, EnqueueOptions::default()).await
+    }
+
+    /// Enqueues one job with options.
+    pub async fn enqueue_with<J: Job>(&self, job: &J, opts: EnqueueOptions) -> Result<JobId> {
+        let queue = queue_of(&opts)?;
+        let new = NewJob::from_job(job, &opts)?;
+        let mut ids = self.store.enqueue(&queue, vec![new]).await?;
+        ids.pop()
+            .ok_or_else(|| crate::Error::Corrupt("enqueue returned no id".into()))
+    }
+
+    /// Enqueues many jobs of one kind in one store call: all or none are written.
+    /// Returns their ids in input order.
+    pub async fn enqueue_many<J: Job>(
+        &self,
+        jobs: impl IntoIterator<Item = J>,
+        opts: EnqueueOptions,
+    ) -> Result<Vec<JobId>> {
+        let queue = queue_of(&opts)?;
+        let batch = jobs
+            .into_iter()
+            .map(|job| NewJob::from_job(&job, &opts))
+            .collect::<Result<Vec<_>>>()?;
+        self.enqueue_raw(&queue, batch).await
+    }
+
+    /// Enqueues already encoded jobs, of any kinds, in one store call.
+    pub async fn enqueue_raw(&self, queue: &QueueName, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.store.enqueue(queue, jobs).await
+    }
+
+    /// The queues that have been used.
+    pub async fn queues(&self) -> Result<Vec<QueueName>> {
+        self.store.queues().await
+    }
+
+    /// Counts per state of a queue.
+    pub async fn stats(&self, queue: &QueueName) -> Result<QueueStats> {
+        self.store.stats(queue).await
+    }
+
+    /// Jobs of a queue in one state.
+    pub async fn list(
+        &self,
+        queue: &QueueName,
+        state: JobState,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Vec<JobInfo>> {
+        self.store.list(queue, state, offset, limit).await
+    }
+
+    /// One job by id.
+    pub async fn job(&self, queue: &QueueName, id: &JobId) -> Result<Option<JobInfo>> {
+        self.store.job(queue, id).await
+    }
+
+    /// Moves dead jobs back to ready with fresh attempts. Returns how many moved.
+    pub async fn redrive(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64> {
+        self.store.redrive(queue, filter).await
+    }
+
+    /// Deletes dead jobs. Returns how many were deleted.
+    pub async fn purge(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64> {
+        self.store.purge(queue, filter).await
+    }
+
+    /// Stops workers from claiming on a queue; enqueues still succeed.
+    pub async fn pause(&self, queue: &QueueName) -> Result<()> {
+        self.store.set_paused(queue, true).await
+    }
+
+    /// Lets workers claim on a queue again.
+    pub async fn resume(&self, queue: &QueueName) -> Result<()> {
+        self.store.set_paused(queue, false).await
+    }
+
+    /// A queue's settings (max length, retention).
+    pub async fn config(&self, queue: &QueueName) -> Result<QueueConfig> {
+        self.store.config(queue).await
+    }
+
+    /// Changes a queue's settings.
+    pub async fn configure(&self, queue: &QueueName, config: &QueueConfig) -> Result<()> {
+        self.store.configure(queue, config).await
+    }
+}
+
+fn queue_of(opts: &EnqueueOptions) -> Result<QueueName> {
+    match &opts.queue {
+        Some(name) => QueueName::new(name.clone()),
+        None => Ok(QueueName::default()),
+    }
+}

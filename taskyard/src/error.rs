@@ -1,0 +1,67 @@
+//! The one error type of the library, with messages a user can act on.
+
+/// Everything that can go wrong when talking to taskyard.
+///
+/// Input errors ([`Error::InvalidQueue`], [`Error::InvalidKind`],
+/// [`Error::PayloadTooLarge`], [`Error::QueueFull`], [`Error::InvalidOption`]) are raised
+/// before anything is written: the store is unchanged when you see them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A queue name is empty, too long, or has characters outside `[A-Za-z0-9_.-]`.
+    #[error("invalid queue name {name:?}: {reason}")]
+    InvalidQueue {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A job kind is empty, too long, or has characters outside `[A-Za-z0-9_.:-]`.
+    #[error("invalid job kind {kind:?}: {reason}")]
+    InvalidKind {
+        /// The kind as given.
+        kind: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A payload is larger than [`MAX_PAYLOAD_BYTES`](crate::MAX_PAYLOAD_BYTES).
+    #[error("payload of {size} bytes is over the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// Encoded size of the payload.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The queue has a max length and this enqueue would pass it; nothing was written.
+    #[error("queue {queue} is full: {len} jobs waiting, max length {max_len}")]
+    QueueFull {
+        /// The queue.
+        queue: String,
+        /// Jobs waiting (ready and scheduled) when the enqueue was refused.
+        len: u64,
+        /// The configured max length.
+        max_len: u64,
+    },
+    /// An option or argument has a value that makes no sense (zero attempts, ...).
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+    /// The payload could not be encoded as JSON.
+    #[error("could not encode the payload as JSON: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The store could not be reached or answered with an error.
+    #[error("store error: {0}")]
+    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The store holds data this version cannot read.
+    #[error("store holds malformed data: {0}")]
+    Corrupt(String),
+}
+
+impl Error {
+    /// Wraps an error of a store's engine (a Redis error, an SQLite error, ...).
+    pub fn store(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::Store(Box::new(err))
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,415 @@
+//! The job model: kinds, ids, queue names, states, enqueue options and what the store
+//! shows of a job.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{Error, Result, RetryPolicy};
+
+/// The largest payload accepted, in bytes of JSON: 512 KiB.
+///
+/// Larger inputs belong in object storage, with the job carrying a reference; a queue that
+/// accepts them makes every other job wait behind them.
+pub const MAX_PAYLOAD_BYTES: usize = 512 * 1024;
+
+/// A unit of work: a serde type with a stable kind name.
+///
+/// The kind names the handler a worker runs for it; keep it stable across deploys, since
+/// queued jobs carry it.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use taskyard::{Job, RetryPolicy};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Resize { image: String, width: u32 }
+///
+/// impl Job for Resize {
+///     const KIND: &'static str = "resize";
+///     fn retry_policy() -> RetryPolicy { RetryPolicy::default().max_attempts(3) }
+/// }
+/// ```
+pub trait Job: Serialize + DeserializeOwned + Send + 'static {
+    /// The kind name, `[A-Za-z0-9_.:-]{1,128}`.
+    const KIND: &'static str;
+
+    /// The retry policy for jobs of this kind, unless a job is enqueued with its own.
+    /// Defaults to [`RetryPolicy::default`].
+    fn retry_policy() -> RetryPolicy {
+        RetryPolicy::default()
+    }
+}
+
+/// A job's id, unique within its queue.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
+pub struct JobId(String);
+
+impl JobId {
+    /// Wraps an id as a store produced it.
+    pub fn new(id: impl Into<String>) -> Self {
+        JobId(id.into())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A validated queue name: `[A-Za-z0-9_.-]{1,64}`.
+///
+/// ```
+/// use taskyard::QueueName;
+/// assert!(QueueName::new("emails").is_ok());
+/// assert!(QueueName::new("bad{name}").is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueName(String);
+
+impl QueueName {
+    /// Checks and wraps a queue name.
+    pub fn new(name: impl Into<String>) -> Result<Self> {
+        let name = name.into();
+        let reason = check_name(&name, 64, |c| {
+            c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
+        });
+        match reason {
+            None => Ok(QueueName(name)),
+            Some(reason) => Err(Error::InvalidQueue { name, reason }),
+        }
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for QueueName {
+    /// The queue `default`.
+    fn default() -> Self {
+        QueueName("default".into())
+    }
+}
+
+impl fmt::Display for QueueName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Checks a job kind name: `[A-Za-z0-9_.:-]{1,128}`.
+pub fn validate_kind(kind: &str) -> Result<()> {
+    let reason = check_name(kind, 128, |c| {
+        c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')
+    });
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(Error::InvalidKind {
+            kind: kind.into(),
+            reason,
+        }),
+    }
+}
+
+fn check_name(name: &str, max: usize, allowed: impl Fn(char) -> bool) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > max {
+        Some("it is too long")
+    } else if !name.chars().all(allowed) {
+        Some("it has characters outside the allowed set")
+    } else {
+        None
+    }
+}
+
+/// Where a job stands.
+///
+/// ```text
+///  enqueue ──► scheduled ──(due)──► ready ──(claim)──► running ──► completed
+///     │                               ▲                   │
+///     └───────────(no delay)──────────┘                   ├──(retry)──► scheduled
+///                                                         ├──(lease expired)──► ready
+///                                                         └──(attempts spent, permanent)──► dead ──(redrive)──► ready
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Due in the future: delayed, or waiting for a retry.
+    Scheduled,
+    /// Waiting for a worker.
+    Ready,
+    /// Claimed by a worker and leased.
+    Running,
+    /// Finished successfully (kept only when retention asks for it).
+    Completed,
+    /// Failed for good; kept in the dead set until redriven or purged.
+    Dead,
+}
+
+impl JobState {
+    /// Every state, in life order.
+    pub const ALL: [JobState; 5] = [
+        JobState::Scheduled,
+        JobState::Ready,
+        JobState::Running,
+        JobState::Completed,
+        JobState::Dead,
+    ];
+
+    /// The state's name as used in the CLI and docs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Scheduled => "scheduled",
+            JobState::Ready => "ready",
+            JobState::Running => "running",
+            JobState::Completed => "completed",
+            JobState::Dead => "dead",
+        }
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for JobState {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        JobState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                Error::InvalidOption(format!(
+                    "unknown state {s:?} (one of scheduled, ready, running, completed, dead)"
+                ))
+            })
+    }
+}
+
+/// Options for one enqueue. Defaults to the queue `default`, no delay, and the kind's
+/// retry policy.
+///
+/// ```
+/// use std::time::Duration;
+/// use taskyard::{EnqueueOptions, RetryPolicy};
+///
+/// let opts = EnqueueOptions::default()
+///     .queue("emails")
+///     .delay(Duration::from_secs(30))
+///     .retry(RetryPolicy::default().max_attempts(5));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct EnqueueOptions {
+    pub(crate) queue: Option<String>,
+    pub(crate) due: Due,
+    pub(crate) max_attempts: Option<u32>,
+    pub(crate) retry: Option<RetryPolicy>,
+}
+
+impl EnqueueOptions {
+    /// The queue to put the job on. Defaults to `default`.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+
+    /// Runs the job no sooner than `delay` from now (the store's now).
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.due = Due::After(delay.as_millis() as u64);
+        self
+    }
+
+    /// Runs the job no sooner than `at`.
+    pub fn run_at(mut self, at: SystemTime) -> Self {
+        self.due = Due::At(system_time_ms(at));
+        self
+    }
+
+    /// Overrides the max attempts of the kind's policy.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = Some(n);
+        self
+    }
+
+    /// Gives this job its own retry policy (attempts, base, cap).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+}
+
+/// When a new job becomes ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Due {
+    /// At once.
+    #[default]
+    Now,
+    /// This many milliseconds after the store's current time.
+    After(u64),
+    /// At this Unix time in milliseconds.
+    At(u64),
+}
+
+/// A job as handed to [`Store::enqueue`](crate::Store::enqueue): validated, encoded.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// The kind name.
+    pub kind: String,
+    /// The JSON payload.
+    pub payload: Vec<u8>,
+    /// When it becomes ready.
+    pub due: Due,
+    /// Attempts in all.
+    pub max_attempts: u32,
+    /// A backoff of its own (base, cap), if it has one.
+    pub backoff: Option<Backoff>,
+}
+
+/// Backoff bounds carried by a job that has its own retry policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Base delay in milliseconds.
+    pub base_ms: u64,
+    /// Cap in milliseconds.
+    pub cap_ms: u64,
+}
+
+impl NewJob {
+    /// Builds a job from a kind name, a JSON payload and options, checking all three.
+    ///
+    /// `policy` is the kind's retry policy, used where the options give none.
+    pub fn new(
+        kind: &str,
+        payload: Vec<u8>,
+        opts: &EnqueueOptions,
+        policy: RetryPolicy,
+    ) -> Result<Self> {
+        validate_kind(kind)?;
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(Error::PayloadTooLarge {
+                size: payload.len(),
+                limit: MAX_PAYLOAD_BYTES,
+            });
+        }
+        let own = opts.retry;
+        let policy = own.unwrap_or(policy);
+        policy.validate()?;
+        let max_attempts = opts.max_attempts.unwrap_or(policy.max_attempts);
+        if max_attempts == 0 {
+            return Err(Error::InvalidOption(
+                "max_attempts must be at least 1".into(),
+            ));
+        }
+        Ok(NewJob {
+            kind: kind.into(),
+            payload,
+            due: opts.due,
+            max_attempts,
+            backoff: own.map(|p| Backoff {
+                base_ms: p.base.as_millis() as u64,
+                cap_ms: p.cap.as_millis() as u64,
+            }),
+        })
+    }
+
+    /// Encodes a typed job with its kind's policy.
+    pub fn from_job<J: Job>(job: &J, opts: &EnqueueOptions) -> Result<Self> {
+        let payload = serde_json::to_vec(job)?;
+        NewJob::new(J::KIND, payload, opts, J::retry_policy())
+    }
+}
+
+/// One failed attempt, as kept in a job's history.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AttemptError {
+    /// The attempt that failed (1-based).
+    pub attempt: u32,
+    /// When it failed, Unix ms (store time).
+    pub at_ms: u64,
+    /// What the handler (or the runtime) said.
+    pub message: String,
+}
+
+/// What the store shows of one job.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobInfo {
+    /// Its id.
+    pub id: JobId,
+    /// Its queue.
+    pub queue: String,
+    /// Its kind.
+    pub kind: String,
+    /// Where it stands.
+    pub state: JobState,
+    /// The JSON payload, as text (lossy if it is not UTF-8).
+    pub payload: String,
+    /// Attempts made so far (claims).
+    pub attempt: u32,
+    /// Attempts in all.
+    pub max_attempts: u32,
+    /// When it was enqueued, Unix ms.
+    pub enqueued_at_ms: u64,
+    /// Scheduled: when it is due; running: when its lease ends; dead or completed: when it
+    /// got there. Unix ms.
+    pub at_ms: Option<u64>,
+    /// The errors of its failed attempts, oldest first.
+    pub errors: Vec<AttemptError>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn system_time_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_names_are_checked() {
+        assert!(QueueName::new("a-b_c.d9").is_ok());
+        for bad in ["", "a b", "a{b}", "a:b", &"x".repeat(65)] {
+            assert!(
+                matches!(QueueName::new(bad), Err(Error::InvalidQueue { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn kinds_are_checked() {
+        assert!(validate_kind("mail:send").is_ok());
+        assert!(matches!(
+            validate_kind("a\tb"),
+            Err(Error::InvalidKind { .. })
+        ));
+    }
+
+    #[test]
+    fn oversized_payload_is_rejected() {
+        let big = vec![b'x'; MAX_PAYLOAD_BYTES + 1];
+        let err = NewJob::new(
+            "k",
+            big,
+            &EnqueueOptions::default(),
+            RetryPolicy::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::PayloadTooLarge { .. }));
+    }
+}

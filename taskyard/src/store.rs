@@ -1,0 +1,233 @@
+//! The `Store` trait: the batch-oriented operations every store implements.
+//!
+//! A store is a thin translation of these operations into its engine. Each operation works
+//! on a batch, because throughput comes from amortising round trips: a worker claims up to
+//! its free slots in one call, renews all its leases in one call, and reports many
+//! completions in one call. The conformance suite (`taskyard-conformance`) states what each
+//! operation must do; a store is done when the whole suite passes on it.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::{JobId, JobInfo, JobState, NewJob, QueueName, Result};
+
+/// A claimed job's proof of ownership: its id, queue and the lease token issued at claim.
+///
+/// The store rejects every later transition that names a token other than the current one,
+/// so a worker paused past its lease cannot complete a job another worker now holds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Lease {
+    /// The job's queue.
+    pub queue: QueueName,
+    /// The job's id.
+    pub id: JobId,
+    /// The token issued at claim (attempt number and the claimer's nonce).
+    pub token: String,
+}
+
+/// A job handed to a worker by [`Store::claim`].
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    /// The lease that proves this claim.
+    pub lease: Lease,
+    /// The kind name.
+    pub kind: String,
+    /// The JSON payload.
+    pub payload: Bytes,
+    /// This attempt's number, 1-based (attempts are counted at claim).
+    pub attempt: u32,
+    /// Attempts in all.
+    pub max_attempts: u32,
+    /// The job's own backoff, if it was enqueued with one.
+    pub backoff: Option<crate::Backoff>,
+    /// When it was enqueued, Unix ms (store time).
+    pub enqueued_at_ms: u64,
+}
+
+/// What came of a claim.
+#[derive(Debug, Clone, Default)]
+pub struct Claim {
+    /// The jobs claimed, at most the number asked for.
+    pub jobs: Vec<ClaimedJob>,
+    /// How long until the next scheduled job of the queue is due, if there is one.
+    pub next_due: Option<Duration>,
+}
+
+/// How a run ended, as reported to [`Store::finish`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Success: the job is removed (or kept, if the queue retains completed jobs).
+    Completed,
+    /// Failure: retry after `delay_ms` (store time), or go to dead if the attempts are spent.
+    Retry {
+        /// The delay before the next attempt.
+        delay_ms: u64,
+        /// What went wrong, kept in the job's history.
+        error: String,
+    },
+    /// Failure: retry at a Unix time in ms, or go to dead if the attempts are spent.
+    RetryAt {
+        /// When to try again.
+        at_ms: u64,
+        /// What went wrong.
+        error: String,
+    },
+    /// Permanent failure: straight to dead, whatever attempts are left.
+    Dead {
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// Which dead jobs a redrive or purge applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeadFilter {
+    /// These jobs.
+    Ids(Vec<JobId>),
+    /// Every dead job of this kind.
+    Kind(String),
+    /// Every dead job.
+    All,
+}
+
+/// Counts per state of one queue, and its settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QueueStats {
+    /// The queue.
+    pub queue: String,
+    /// Jobs waiting for a worker.
+    pub ready: u64,
+    /// Jobs due in the future.
+    pub scheduled: u64,
+    /// Jobs leased by a worker.
+    pub running: u64,
+    /// Completed jobs retained.
+    pub completed: u64,
+    /// Jobs in the dead set.
+    pub dead: u64,
+    /// Whether claims are paused.
+    pub paused: bool,
+}
+
+/// Settings of one queue, kept in the store so every worker and the CLI agree.
+///
+/// Defaults: no max length, dead jobs kept up to 10,000 and 30 days, completed jobs not
+/// kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct QueueConfig {
+    /// Ready plus scheduled jobs past which enqueue fails with `QueueFull`; 0 = no limit.
+    pub max_len: u64,
+    /// Dead jobs kept; the oldest are dropped past this count.
+    pub dead_max: u64,
+    /// Dead jobs older than this are dropped (ms).
+    pub dead_max_age_ms: u64,
+    /// Completed jobs kept; 0 removes them at once.
+    pub completed_max: u64,
+    /// Completed jobs older than this are dropped (ms).
+    pub completed_max_age_ms: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            max_len: 0,
+            dead_max: 10_000,
+            dead_max_age_ms: 30 * 24 * 3600 * 1000,
+            completed_max: 0,
+            completed_max_age_ms: 24 * 3600 * 1000,
+        }
+    }
+}
+
+/// What one maintenance pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Maintenance {
+    /// Scheduled jobs made ready.
+    pub promoted: u64,
+    /// Expired leases returned to ready (or dead).
+    pub expired: u64,
+}
+
+/// The operations a store implements. Every method works on a batch where it can.
+///
+/// Times are the store's: lease deadlines and due times come from the store's clock,
+/// never from the caller's, so workers with skewed clocks agree.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Adds jobs to a queue atomically: all are written, or (on `QueueFull`) none.
+    /// Returns their ids in input order.
+    async fn enqueue(&self, queue: &QueueName, jobs: Vec<NewJob>) -> Result<Vec<JobId>>;
+
+    /// Claims up to `max` ready jobs, oldest first: counts an attempt on each, leases it
+    /// for `lease`, and issues a token made with `nonce`. Due scheduled jobs are promoted
+    /// first. A paused queue yields nothing.
+    async fn claim(
+        &self,
+        queue: &QueueName,
+        max: usize,
+        lease: Duration,
+        nonce: &str,
+    ) -> Result<Claim>;
+
+    /// Waits until work may be ready on one of `queues` (an enqueue, a resume, a claim
+    /// that left jobs behind) or `timeout` passes. Spurious returns are allowed.
+    async fn wait(&self, queues: &[QueueName], timeout: Duration) -> Result<()>;
+
+    /// Extends the leases by `lease` from now. Returns, per lease, whether it was still
+    /// held (`false`: stale token, the job is no longer this worker's).
+    async fn heartbeat(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>>;
+
+    /// Records how runs ended. Returns, per item, whether the lease was still held; a
+    /// stale item changes nothing.
+    async fn finish(&self, outcomes: &[(Lease, Outcome)]) -> Result<Vec<bool>>;
+
+    /// Gives leases back without charging the attempt: the jobs return to the head of
+    /// ready. Used at shutdown for jobs that did not finish in the grace period.
+    async fn release(&self, leases: &[Lease]) -> Result<Vec<bool>>;
+
+    /// Promotes due scheduled jobs and returns expired leases to ready (or dead once
+    /// their attempts are spent); trims dead and completed jobs past retention.
+    /// Idempotent and safe to run from every worker at once.
+    async fn maintain(&self, queue: &QueueName) -> Result<Maintenance>;
+
+    /// The store's current time, Unix ms.
+    async fn now_ms(&self) -> Result<u64>;
+
+    /// The queues that have been used.
+    async fn queues(&self) -> Result<Vec<QueueName>>;
+
+    /// Counts per state of one queue.
+    async fn stats(&self, queue: &QueueName) -> Result<QueueStats>;
+
+    /// Jobs of one queue in one state, `offset` and `limit` in that state's order
+    /// (ready and scheduled: next first; running: earliest lease end first; dead and
+    /// completed: newest first).
+    async fn list(
+        &self,
+        queue: &QueueName,
+        state: JobState,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Vec<JobInfo>>;
+
+    /// One job by id, in whatever state it is.
+    async fn job(&self, queue: &QueueName, id: &JobId) -> Result<Option<JobInfo>>;
+
+    /// Moves dead jobs back to ready with a fresh count of attempts (their error history
+    /// is kept). Returns how many moved.
+    async fn redrive(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64>;
+
+    /// Deletes dead jobs. Returns how many were deleted.
+    async fn purge(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64>;
+
+    /// Pauses (no claims) or resumes a queue. Enqueues still succeed while paused.
+    async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<()>;
+
+    /// The queue's settings.
+    async fn config(&self, queue: &QueueName) -> Result<QueueConfig>;
+
+    /// Changes the queue's settings.
+    async fn configure(&self, queue: &QueueName, config: &QueueConfig) -> Result<()>;
+}

@@ -1,0 +1,60 @@
+//! The completer: records outcomes in batches.
+//!
+//! Why batch: recording an outcome is one store round trip, and a worker running fast
+//! jobs finishes far more of them per second than it can afford round trips. The
+//! completer sends whatever has piled up while its previous call was in flight, so the
+//! batch grows with load and a lone completion at rest goes out at once, with no timer.
+//! An outcome is never dropped: a failed call is retried until the store answers (the
+//! heartbeater keeps the leases alive meanwhile).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::Shared;
+use crate::{Lease, Outcome};
+
+/// The most outcomes sent in one call.
+const MAX_BATCH: usize = 1000;
+
+pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<(Lease, Outcome)>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let mut failures = 0u32;
+        let accepted = loop {
+            match shared.store.finish(&batch).await {
+                Ok(accepted) => break accepted,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, jobs = batch.len(), "recording outcomes failed; retrying");
+                    tokio::time::sleep(Duration::from_millis((20u64 << failures.min(7)).min(2000))).await;
+                }
+            }
+        };
+        let counters = &shared.counters;
+        {
+            let mut held = shared.held();
+            for ((lease, outcome), ok) in batch.iter().zip(accepted) {
+                held.remove(lease);
+                if !ok {
+                    counters.stale.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(queue = %lease.queue, id = %lease.id, "outcome rejected: lease no longer held");
+                } else if *outcome == Outcome::Completed {
+                    counters.completed.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    counters.failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        batch.clear();
+    }
+}

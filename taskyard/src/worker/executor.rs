@@ -1,0 +1,125 @@
+//! Executor slots: one task per claimed job, holding one slot of the worker's concurrency.
+//! A panic in a handler is caught and recorded as a failure; the worker lives on.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use futures::FutureExt;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+
+use super::{Failure, Held, JobContext, JobError, Shared};
+use crate::{ClaimedJob, Lease, Outcome, RetryPolicy};
+
+/// Starts a claimed job in its own task. The held lease is registered before the task can
+/// finish, so the completer always finds it.
+pub(crate) fn start(
+    shared: &Arc<Shared>,
+    job: ClaimedJob,
+    permit: OwnedSemaphorePermit,
+    done: mpsc::UnboundedSender<(Lease, Outcome)>,
+) {
+    let lease_lost = Arc::new(AtomicBool::new(false));
+    let ctx = JobContext {
+        id: job.lease.id.clone(),
+        queue: job.lease.queue.clone(),
+        kind: job.kind.clone(),
+        attempt: job.attempt,
+        max_attempts: job.max_attempts,
+        enqueued_at_ms: job.enqueued_at_ms,
+        lease_lost: lease_lost.clone(),
+    };
+    let handler = shared.handlers.get(&job.kind).cloned();
+    let lease = job.lease.clone();
+    let task_shared = shared.clone();
+
+    let mut held = shared.held();
+    let task = tokio::spawn(async move {
+        let result = match &handler {
+            Some(h) => AssertUnwindSafe((h.run)(ctx, job.payload.clone()))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| Err(JobError::retry(panic_message(&panic)))),
+            None => Err(JobError::retry(format!(
+                "no handler for kind {} on this worker",
+                job.kind
+            ))),
+        };
+        let policy = match job.backoff {
+            Some(b) => RetryPolicy::default()
+                .base(std::time::Duration::from_millis(b.base_ms))
+                .cap(std::time::Duration::from_millis(b.cap_ms)),
+            None => handler.map(|h| h.policy).unwrap_or_default(),
+        };
+        let outcome = outcome_of(result, job.attempt, &policy);
+        drop(permit);
+        {
+            let mut held = task_shared.held();
+            match held.get_mut(&job.lease) {
+                Some(h) if !h.released => h.finished = true,
+                _ => return,
+            }
+        }
+        let _ = done.send((job.lease, outcome));
+    });
+    held.insert(
+        lease,
+        Held {
+            lease_lost,
+            abort: Some(task.abort_handle()),
+            finished: false,
+            released: false,
+        },
+    );
+}
+
+/// Aborts every job still running and returns their leases, to be released.
+pub(crate) fn abort_running(shared: &Shared) -> Vec<Lease> {
+    let mut held = shared.held();
+    let mut leases = Vec::new();
+    for (lease, h) in held.iter_mut() {
+        if !h.finished && !h.released {
+            h.released = true;
+            if let Some(abort) = h.abort.take() {
+                abort.abort();
+            }
+            leases.push(lease.clone());
+        }
+    }
+    for lease in &leases {
+        held.remove(lease);
+    }
+    leases
+}
+
+fn outcome_of(result: Result<(), JobError>, attempt: u32, policy: &RetryPolicy) -> Outcome {
+    let err = match result {
+        Ok(()) => return Outcome::Completed,
+        Err(err) => err,
+    };
+    let error = err.message;
+    match err.how {
+        Failure::Retry => Outcome::Retry {
+            delay_ms: policy.backoff(attempt).as_millis() as u64,
+            error,
+        },
+        Failure::RetryAfter(d) => Outcome::Retry {
+            delay_ms: d.as_millis() as u64,
+            error,
+        },
+        Failure::RetryAt(at) => Outcome::RetryAt {
+            at_ms: crate::job::system_time_ms(at),
+            error,
+        },
+        Failure::Permanent => Outcome::Dead { error },
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let msg = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic payload".into());
+    format!("handler panicked: {msg}")
+}

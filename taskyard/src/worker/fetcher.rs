@@ -1,0 +1,134 @@
+//! The fetcher: claims as many jobs as there are free slots, in one store call per queue,
+//! and blocks in the store (no polling loop) while there is nothing to claim.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::{mpsc, watch};
+
+use super::{QueueOrder, Shared, executor};
+use crate::{Lease, Outcome, QueueName};
+
+/// The longest a wait lasts before the fetcher tries a claim anyway: a safety net for a
+/// lost wakeup, not a poll (an idle worker makes one claim call per this interval).
+const MAX_WAIT: Duration = Duration::from_secs(5);
+
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    done: mpsc::UnboundedSender<(Lease, Outcome)>,
+) {
+    let names = shared.queue_names();
+    let mut failures = 0u32;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let first = tokio::select! {
+            p = shared.slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = stop.changed() => return,
+        };
+        let mut permits = first;
+        let extra = shared.slots.available_permits();
+        if extra > 0
+            && let Ok(more) = shared
+                .slots
+                .clone()
+                .try_acquire_many_owned(extra as u32)
+        {
+            permits.merge(more);
+        }
+        let want = permits.num_permits();
+
+        let mut claimed = 0;
+        let mut next_due: Option<Duration> = None;
+        let mut failed = false;
+        for queue in order(&shared) {
+            if claimed == want {
+                break;
+            }
+            match shared
+                .store
+                .claim(&queue, want - claimed, shared.lease, &shared.nonce)
+                .await
+            {
+                Ok(claim) => {
+                    next_due = match (next_due, claim.next_due) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    for job in claim.jobs {
+                        let Some(permit) = permits.split(1) else {
+                            break;
+                        };
+                        executor::start(&shared, job, permit, done.clone());
+                        claimed += 1;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(queue = %queue, error = %e, "claim failed");
+                    failed = true;
+                }
+            }
+        }
+        drop(permits);
+
+        if failed {
+            failures += 1;
+            let pause = Duration::from_millis((50u64 << failures.min(6)).min(3000));
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.changed() => return,
+            }
+            continue;
+        }
+        failures = 0;
+        if claimed == 0 {
+            let timeout = next_due.unwrap_or(MAX_WAIT).min(MAX_WAIT);
+            tokio::select! {
+                r = shared.store.wait(&names, timeout) => {
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "wait failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
+
+/// The queues in the order to try them for this claim.
+fn order(shared: &Shared) -> Vec<QueueName> {
+    match shared.order {
+        QueueOrder::Strict => shared.queue_names(),
+        QueueOrder::Weighted => {
+            // Weighted draw without replacement: each queue's chance to come first is its
+            // share of the total weight.
+            let mut rest: Vec<(QueueName, u32)> = shared.queues.clone();
+            let mut out = Vec::with_capacity(rest.len());
+            let mut rng = rand::rng();
+            while !rest.is_empty() {
+                let total: u32 = rest.iter().map(|(_, w)| *w).sum();
+                let mut pick = rng.random_range(0..total);
+                let idx = rest
+                    .iter()
+                    .position(|(_, w)| {
+                        if pick < *w {
+                            true
+                        } else {
+                            pick -= *w;
+                            false
+                        }
+                    })
+                    .unwrap_or(0);
+                out.push(rest.remove(idx).0);
+            }
+            out
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! What a handler sees (`JobContext`) and what it can say (`JobError`), and the
+//! type-erased form the runtime stores handlers in.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use crate::{Job, JobId, QueueName, RetryPolicy};
+
+/// What a handler knows about the run it is in.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    pub(crate) id: JobId,
+    pub(crate) queue: QueueName,
+    pub(crate) kind: String,
+    pub(crate) attempt: u32,
+    pub(crate) max_attempts: u32,
+    pub(crate) enqueued_at_ms: u64,
+    pub(crate) lease_lost: Arc<AtomicBool>,
+}
+
+impl JobContext {
+    /// The job's id: use it as the idempotency key of side effects, since a job may run
+    /// more than once (delivery is at least once).
+    pub fn id(&self) -> &JobId {
+        &self.id
+    }
+
+    /// The job's queue.
+    pub fn queue(&self) -> &QueueName {
+        &self.queue
+    }
+
+    /// The job's kind.
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// This attempt's number, 1-based. Above 1, an earlier run failed or its worker died.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Attempts in all.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// When the job was enqueued, Unix ms (store time).
+    pub fn enqueued_at_ms(&self) -> u64 {
+        self.enqueued_at_ms
+    }
+
+    /// Whether the store refused this run's heartbeat: the lease expired and the job may
+    /// now run elsewhere. A long handler can check this and stop early; its outcome will
+    /// be rejected anyway.
+    pub fn lease_lost(&self) -> bool {
+        self.lease_lost.load(Ordering::Relaxed)
+    }
+}
+
+/// How a handler says a run failed.
+///
+/// Any `std::error::Error` converts into a retryable `JobError`, so `?` works in handlers.
+///
+/// ```
+/// use std::time::Duration;
+/// use taskyard::JobError;
+///
+/// let _ = JobError::retry("upstream returned 503");
+/// let _ = JobError::retry_after(Duration::from_secs(60), "rate limited");
+/// let _ = JobError::permanent("no such user");
+/// ```
+pub struct JobError {
+    pub(crate) how: Failure,
+    pub(crate) message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    Retry,
+    RetryAfter(Duration),
+    RetryAt(SystemTime),
+    Permanent,
+}
+
+impl JobError {
+    /// A failure to retry after the policy's backoff (or dead, once attempts are spent).
+    pub fn retry(message: impl fmt::Display) -> Self {
+        JobError {
+            how: Failure::Retry,
+            message: message.to_string(),
+        }
+    }
+
+    /// A failure to retry after `delay`, whatever the policy says.
+    pub fn retry_after(delay: Duration, message: impl fmt::Display) -> Self {
+        JobError {
+            how: Failure::RetryAfter(delay),
+            message: message.to_string(),
+        }
+    }
+
+    /// A failure to retry at `at`.
+    pub fn retry_at(at: SystemTime, message: impl fmt::Display) -> Self {
+        JobError {
+            how: Failure::RetryAt(at),
+            message: message.to_string(),
+        }
+    }
+
+    /// A failure that no retry can fix: the job goes straight to dead.
+    pub fn permanent(message: impl fmt::Display) -> Self {
+        JobError {
+            how: Failure::Permanent,
+            message: message.to_string(),
+        }
+    }
+
+    /// The message kept in the job's history.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Debug for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JobError({:?}: {})", self.how, self.message)
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for JobError {
+    fn from(err: E) -> Self {
+        JobError::retry(err)
+    }
+}
+
+pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>>;
+
+/// A handler with its payload decoding erased, and the kind's retry policy.
+#[derive(Clone)]
+pub(crate) struct Handler {
+    pub(crate) run: Arc<dyn Fn(JobContext, Bytes) -> HandlerFuture + Send + Sync>,
+    pub(crate) policy: RetryPolicy,
+}
+
+impl Handler {
+    /// Wraps a typed handler: decodes the payload as `J`; a payload that does not decode
+    /// is a permanent failure, since no retry will make it decode.
+    pub(crate) fn typed<J, F, Fut>(f: F) -> Self
+    where
+        J: Job,
+        F: Fn(J, JobContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), JobError>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        Handler {
+            run: Arc::new(move |ctx, payload| {
+                let f = f.clone();
+                Box::pin(async move {
+                    let job: J = serde_json::from_slice(&payload).map_err(|e| {
+                        JobError::permanent(format!(
+                            "payload does not decode as {}: {e}",
+                            J::KIND
+                        ))
+                    })?;
+                    f(job, ctx).await
+                })
+            }),
+            policy: J::retry_policy(),
+        }
+    }
+
+    pub(crate) fn raw<F, Fut>(f: F, policy: RetryPolicy) -> Self
+    where
+        F: Fn(JobContext, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), JobError>> + Send + 'static,
+    {
+        Handler {
+            run: Arc::new(move |ctx, payload| Box::pin(f(ctx, payload))),
+            policy,
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! The worker runtime: a small pipeline around the store.
+//!
+//! ```text
+//!  fetcher ──claim(up to free slots)──► executor slots ──outcomes──► completer ──finish(batch)──► store
+//!                                            ▲
+//!  heartbeater ── heartbeat(all held leases) every lease/3
+//!  maintenance ── promote due jobs, return expired leases, every second
+//! ```
+//!
+//! Each part is one task in its own file. The fetcher claims as many jobs as there are
+//! free slots in one store call; each job runs in its own task; the completer batches the
+//! outcomes that pile up while a store call is in flight, so under load one round trip
+//! carries many completions and at rest a completion goes out at once. Maintenance needs
+//! no leader: it is idempotent and every worker runs it.
+
+mod completer;
+mod executor;
+mod fetcher;
+mod handler;
+mod heartbeater;
+mod maintenance;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::AbortHandle;
+
+pub use handler::{JobContext, JobError};
+pub(crate) use handler::{Failure, Handler};
+
+use crate::{Error, Job, Lease, QueueName, Result, RetryPolicy, Store};
+
+/// How a worker picks among its queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueOrder {
+    /// Always the first queue with ready jobs, in the order given.
+    #[default]
+    Strict,
+    /// Each claim draws the queue order at random, by weight.
+    Weighted,
+}
+
+/// Counts of what a worker has done, as acknowledged by the store.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Runs recorded as completed.
+    pub completed: AtomicU64,
+    /// Runs recorded as failed (to retry or dead).
+    pub failed: AtomicU64,
+    /// Outcomes the store rejected because the lease was no longer held.
+    pub stale: AtomicU64,
+}
+
+impl Counters {
+    /// Completed runs so far.
+    pub fn completed(&self) -> u64 {
+        self.completed.load(Ordering::Relaxed)
+    }
+
+    /// Failed runs so far.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs jobs: claims them from its queues, runs their handlers with bounded concurrency,
+/// keeps their leases alive and records the outcomes.
+///
+/// ```no_run
+/// # async fn example() -> taskyard::Result<()> {
+/// use std::time::Duration;
+/// use serde::{Deserialize, Serialize};
+/// use taskyard::{Job, JobContext, JobError, Worker};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Welcome { user_id: u64 }
+/// impl Job for Welcome { const KIND: &'static str = "welcome"; }
+///
+/// let store = taskyard_redis::RedisStore::connect("redis://127.0.0.1:6379").await?;
+/// let worker = Worker::builder(store)
+///     .queue("default")
+///     .concurrency(50)
+///     .lease(Duration::from_secs(30))
+///     .handle(|job: Welcome, ctx: JobContext| async move {
+///         println!("welcome {} (attempt {})", job.user_id, ctx.attempt());
+///         Ok::<(), JobError>(())
+///     })
+///     .build()?;
+/// worker.run(taskyard::shutdown_signal()).await?;
+/// # Ok(()) }
+/// ```
+pub struct Worker {
+    shared: Arc<Shared>,
+}
+
+/// Builds a [`Worker`].
+pub struct WorkerBuilder {
+    store: Arc<dyn Store>,
+    queues: Vec<(String, u32)>,
+    order: QueueOrder,
+    concurrency: usize,
+    lease: Duration,
+    grace: Duration,
+    maintenance_every: Duration,
+    handlers: HashMap<String, Handler>,
+    default_policy: RetryPolicy,
+}
+
+impl WorkerBuilder {
+    /// Adds a queue to serve (weight 1). Defaults to the one queue `default`.
+    pub fn queue(self, name: impl Into<String>) -> Self {
+        self.weighted_queue(name, 1)
+    }
+
+    /// Adds a queue with a weight, used when the order is [`QueueOrder::Weighted`].
+    pub fn weighted_queue(mut self, name: impl Into<String>, weight: u32) -> Self {
+        self.queues.push((name.into(), weight));
+        self
+    }
+
+    /// How to pick among queues. Defaults to [`QueueOrder::Strict`].
+    pub fn order(mut self, order: QueueOrder) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// Jobs run at once. Defaults to 10.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// How long a claim holds a job before another worker may take it, unless renewed
+    /// by a heartbeat (every lease/3). Defaults to 30 s.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// How long shutdown waits for running jobs before releasing them. Defaults to 30 s.
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// How often maintenance runs (promote due jobs, return expired leases).
+    /// Defaults to 1 s.
+    pub fn maintenance_every(mut self, every: Duration) -> Self {
+        self.maintenance_every = every;
+        self
+    }
+
+    /// The retry policy for kinds registered with [`WorkerBuilder::handle_raw`].
+    /// Defaults to [`RetryPolicy::default`].
+    pub fn default_retry(mut self, policy: RetryPolicy) -> Self {
+        self.default_policy = policy;
+        self
+    }
+
+    /// Registers the handler of job type `J`. A payload that does not decode as `J`
+    /// sends the job to dead with the decode error.
+    pub fn handle<J, F, Fut>(mut self, f: F) -> Self
+    where
+        J: Job,
+        F: Fn(J, JobContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), JobError>> + Send + 'static,
+    {
+        self.handlers.insert(J::KIND.to_string(), Handler::typed(f));
+        self
+    }
+
+    /// Registers a handler for a kind by name, given the raw JSON payload.
+    pub fn handle_raw<F, Fut>(mut self, kind: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(JobContext, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), JobError>> + Send + 'static,
+    {
+        let handler = Handler::raw(f, self.default_policy);
+        self.handlers.insert(kind.into(), handler);
+        self
+    }
+
+    /// Checks the settings and builds the worker.
+    pub fn build(self) -> Result<Worker> {
+        if self.concurrency == 0 {
+            return Err(Error::InvalidOption("concurrency must be at least 1".into()));
+        }
+        if self.lease < Duration::from_millis(300) {
+            return Err(Error::InvalidOption("lease must be at least 300 ms".into()));
+        }
+        if self.handlers.is_empty() {
+            return Err(Error::InvalidOption(
+                "a worker needs at least one handler".into(),
+            ));
+        }
+        for kind in self.handlers.keys() {
+            crate::job::validate_kind(kind)?;
+        }
+        let names = if self.queues.is_empty() {
+            vec![("default".to_string(), 1)]
+        } else {
+            self.queues
+        };
+        let mut queues = Vec::new();
+        for (name, weight) in names {
+            if weight == 0 {
+                return Err(Error::InvalidOption(format!(
+                    "queue {name} has weight 0"
+                )));
+            }
+            queues.push((QueueName::new(name)?, weight));
+        }
+        let nonce = format!("{:016x}", rand::random::<u64>());
+        Ok(Worker {
+            shared: Arc::new(Shared {
+                store: self.store,
+                queues,
+                order: self.order,
+                concurrency: self.concurrency,
+                lease: self.lease,
+                grace: self.grace,
+                maintenance_every: self.maintenance_every,
+                handlers: self.handlers,
+                nonce,
+                slots: Arc::new(Semaphore::new(self.concurrency)),
+                running: Mutex::new(HashMap::new()),
+                counters: Arc::new(Counters::default()),
+            }),
+        })
+    }
+}
+
+/// State shared by the worker's tasks.
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) queues: Vec<(QueueName, u32)>,
+    pub(crate) order: QueueOrder,
+    pub(crate) concurrency: usize,
+    pub(crate) lease: Duration,
+    pub(crate) grace: Duration,
+    pub(crate) maintenance_every: Duration,
+    pub(crate) handlers: HashMap<String, Handler>,
+    pub(crate) nonce: String,
+    pub(crate) slots: Arc<Semaphore>,
+    /// Jobs this worker holds a lease on: running, or finished with the outcome not yet
+    /// recorded. The heartbeater renews all of them.
+    pub(crate) running: Mutex<HashMap<Lease, Held>>,
+    pub(crate) counters: Arc<Counters>,
+}
+
+/// One held lease.
+pub(crate) struct Held {
+    pub(crate) lease_lost: Arc<AtomicBool>,
+    pub(crate) abort: Option<AbortHandle>,
+    /// The handler returned; its outcome is on its way to the store.
+    pub(crate) finished: bool,
+    /// Shutdown gave the lease back; the handler's outcome, if any, is dropped.
+    pub(crate) released: bool,
+}
+
+impl Shared {
+    pub(crate) fn queue_names(&self) -> Vec<QueueName> {
+        self.queues.iter().map(|(q, _)| q.clone()).collect()
+    }
+
+    pub(crate) fn held(&self) -> std::sync::MutexGuard<'_, HashMap<Lease, Held>> {
+        // A panic never happens while the lock is held (no user code runs under it), so a
+        // poisoned lock still holds consistent data.
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Worker {
+    /// Starts building a worker on a store (a store, or an `Arc<dyn Store>` shared with a
+    /// [`Client`](crate::Client)).
+    pub fn builder(store: impl IntoStore) -> WorkerBuilder {
+        WorkerBuilder {
+            store: store.into_store(),
+            queues: Vec::new(),
+            order: QueueOrder::Strict,
+            concurrency: 10,
+            lease: Duration::from_secs(30),
+            grace: Duration::from_secs(30),
+            maintenance_every: Duration::from_secs(1),
+            handlers: HashMap::new(),
+            default_policy: RetryPolicy::default(),
+        }
+    }
+
+    /// The worker's counters; they keep counting while it runs.
+    pub fn counters(&self) -> Arc<Counters> {
+        self.shared.counters.clone()
+    }
+
+    /// Runs until `shutdown` resolves, then shuts down gracefully: stops claiming, lets
+    /// running jobs finish within the grace period, releases the leases of the rest (their
+    /// attempt is not charged), records every outcome, and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        let shared = self.shared;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+
+        let completer = tokio::spawn(completer::run(shared.clone(), done_rx));
+        let heartbeater = tokio::spawn(heartbeater::run(shared.clone()));
+        let maintenance = tokio::spawn(maintenance::run(shared.clone(), stop_rx.clone()));
+        let fetcher = tokio::spawn(fetcher::run(shared.clone(), stop_rx, done_tx));
+
+        shutdown.await;
+        tracing::info!("worker stopping: no more claims");
+        let _ = stop_tx.send(true);
+        let _ = fetcher.await;
+
+        let all = u32::try_from(shared.concurrency).unwrap_or(u32::MAX);
+        let finished = tokio::time::timeout(shared.grace, shared.slots.acquire_many(all)).await;
+        if finished.is_err() {
+            let leftover = executor::abort_running(&shared);
+            tracing::warn!(
+                jobs = leftover.len(),
+                "grace period over: releasing unfinished jobs"
+            );
+            release(&shared, &leftover).await;
+        }
+        // Every sender is gone once the fetcher and the job tasks are; the completer then
+        // flushes what it has and ends.
+        let _ = tokio::time::timeout(Duration::from_secs(30), completer).await;
+        heartbeater.abort();
+        maintenance.abort();
+        Ok(())
+    }
+}
+
+async fn release(shared: &Shared, leases: &[Lease]) {
+    if leases.is_empty() {
+        return;
+    }
+    for attempt in 0..5u32 {
+        match shared.store.release(leases).await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "release failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            }
+        }
+    }
+    tracing::error!("could not release leases; they return when they expire");
+}
+
+/// Anything a worker can be built on: a store, or a store already shared.
+pub trait IntoStore {
+    /// The store as a shared trait object.
+    fn into_store(self) -> Arc<dyn Store>;
+}
+
+impl<S: Store> IntoStore for S {
+    fn into_store(self) -> Arc<dyn Store> {
+        Arc::new(self)
+    }
+}
+
+impl IntoStore for Arc<dyn Store> {
+    fn into_store(self) -> Arc<dyn Store> {
+        self
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM: the usual shutdown signal for
+/// [`Worker::run`].
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
