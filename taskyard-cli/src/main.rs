@@ -1,1 +1,3 @@
+//! The `taskyard` command.
+
 fn main() {}

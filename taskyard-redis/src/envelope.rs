@@ -33,7 +33,12 @@ pub(crate) fn tail(job: &NewJob) -> Vec<u8> {
 }
 
 pub(crate) fn parse(raw: Bytes) -> Result<Envelope> {
-    let bad = || Error::Corrupt(format!("malformed envelope: {:?}", String::from_utf8_lossy(&raw[..raw.len().min(80)])));
+    let bad = || {
+        Error::Corrupt(format!(
+            "malformed envelope: {:?}",
+            String::from_utf8_lossy(&raw[..raw.len().min(80)])
+        ))
+    };
     let nl = raw.iter().position(|&b| b == b'\n').ok_or_else(bad)?;
     let head = std::str::from_utf8(&raw[..nl]).map_err(|_| bad())?;
     let mut f = head.split('\t');
@@ -77,7 +82,13 @@ mod tests {
                 .base(std::time::Duration::from_millis(10))
                 .cap(std::time::Duration::from_millis(90)),
         );
-        let job = NewJob::new("k:x", b"{\"a\":\"t\\tb\\n\"}".to_vec(), &opts, RetryPolicy::default()).unwrap();
+        let job = NewJob::new(
+            "k:x",
+            b"{\"a\":\"t\\tb\\n\"}".to_vec(),
+            &opts,
+            RetryPolicy::default(),
+        )
+        .unwrap();
         let mut raw = b"42\t3\t1700000000000\t".to_vec();
         raw.extend(tail(&job));
         let env = parse(Bytes::from(raw)).unwrap();
@@ -85,7 +96,13 @@ mod tests {
         assert_eq!(env.attempt, 3);
         assert_eq!(env.max_attempts, 4);
         assert_eq!(env.kind, "k:x");
-        assert_eq!(env.backoff, Some(Backoff { base_ms: 10, cap_ms: 90 }));
+        assert_eq!(
+            env.backoff,
+            Some(Backoff {
+                base_ms: 10,
+                cap_ms: 90
+            })
+        );
         assert_eq!(&env.payload[..], &job.payload[..]);
     }
 

@@ -72,7 +72,10 @@ impl Scripts {
             .replace("@DEAD_MAX@", &d.dead_max.to_string())
             .replace("@DEAD_MAX_AGE_MS@", &d.dead_max_age_ms.to_string())
             .replace("@COMPLETED_MAX@", &d.completed_max.to_string())
-            .replace("@COMPLETED_MAX_AGE_MS@", &d.completed_max_age_ms.to_string());
+            .replace(
+                "@COMPLETED_MAX_AGE_MS@",
+                &d.completed_max_age_ms.to_string(),
+            );
         let s = |body: &str| Script::new(&format!("{common}\n{body}"));
         Scripts {
             enqueue: s(include_str!("scripts/enqueue.lua")),
@@ -124,9 +127,8 @@ impl RedisStore {
     /// The connection is re-established on its own after a network error or a server
     /// restart; calls made while it is down fail and the worker retries them.
     pub async fn connect(url: &str) -> Result<Self> {
-        let client = redis::Client::open(url).map_err(|e| {
-            Error::InvalidOption(format!("invalid Redis URL: {e}"))
-        })?;
+        let client = redis::Client::open(url)
+            .map_err(|e| Error::InvalidOption(format!("invalid Redis URL: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             // Large batches (a 10k-job enqueue, a redrive scan) take more than the
@@ -192,7 +194,12 @@ impl RedisStore {
         Ok(())
     }
 
-    async fn dead_loop(&self, script: &Script, queue: &QueueName, filter: &DeadFilter) -> Result<u64> {
+    async fn dead_loop(
+        &self,
+        script: &Script,
+        queue: &QueueName,
+        filter: &DeadFilter,
+    ) -> Result<u64> {
         let mut args: Vec<Vec<u8>> = Vec::new();
         match filter {
             DeadFilter::Ids(ids) => {
@@ -295,7 +302,13 @@ fn parse_errors(raw: &[u8]) -> Vec<AttemptError> {
 fn clean_error(msg: &str) -> String {
     let mut s: String = msg
         .chars()
-        .map(|c| if c == '\n' || c == '\t' || c == '\r' { ' ' } else { c })
+        .map(|c| {
+            if c == '\n' || c == '\t' || c == '\r' {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect();
     if s.len() > 1024 {
         let mut cut = 1024;
@@ -307,7 +320,13 @@ fn clean_error(msg: &str) -> String {
     s
 }
 
-fn info(queue: &QueueName, state: JobState, env: Value, at: Value, errors: Value) -> Result<JobInfo> {
+fn info(
+    queue: &QueueName,
+    state: JobState,
+    env: Value,
+    at: Value,
+    errors: Value,
+) -> Result<JobInfo> {
     let env = envelope::parse(bytes(env)?)?;
     let at_ms = match &at {
         Value::BulkString(b) if b.is_empty() => None,
@@ -359,10 +378,18 @@ impl Store for RedisStore {
             });
         }
         let first = int(out.get(1).unwrap_or(&Value::Nil))?;
-        Ok((0..n as i64).map(|i| JobId::new((first + i).to_string())).collect())
+        Ok((0..n as i64)
+            .map(|i| JobId::new((first + i).to_string()))
+            .collect())
     }
 
-    async fn claim(&self, queue: &QueueName, max: usize, lease: Duration, nonce: &str) -> Result<Claim> {
+    async fn claim(
+        &self,
+        queue: &QueueName,
+        max: usize,
+        lease: Duration,
+        nonce: &str,
+    ) -> Result<Claim> {
         let args = vec![
             max.to_string().into_bytes(),
             lease.as_millis().to_string().into_bytes(),
@@ -437,7 +464,10 @@ impl Store for RedisStore {
         for (queue, idx) in by_queue(leases, |l| &l.queue) {
             let mut args = vec![lease.as_millis().to_string().into_bytes()];
             args.extend(idx.iter().map(|&i| member(&leases[i])));
-            let held = flags(self.run(&self.inner.scripts.heartbeat, &queue, args).await?)?;
+            let held = flags(
+                self.run(&self.inner.scripts.heartbeat, &queue, args)
+                    .await?,
+            )?;
             for (&i, ok) in idx.iter().zip(held) {
                 result[i] = ok;
             }
@@ -483,8 +513,16 @@ impl Store for RedisStore {
     }
 
     async fn maintain(&self, queue: &QueueName) -> Result<Maintenance> {
-        let out = array(self.run(&self.inner.scripts.maintain, queue, Vec::new()).await?)?;
-        let get = |i: usize| out.get(i).map(int).transpose().map(|n| n.unwrap_or(0) as u64);
+        let out = array(
+            self.run(&self.inner.scripts.maintain, queue, Vec::new())
+                .await?,
+        )?;
+        let get = |i: usize| {
+            out.get(i)
+                .map(int)
+                .transpose()
+                .map(|n| n.unwrap_or(0) as u64)
+        };
         Ok(Maintenance {
             promoted: get(0)?,
             expired: get(1)?,
@@ -512,8 +550,14 @@ impl Store for RedisStore {
     }
 
     async fn stats(&self, queue: &QueueName) -> Result<QueueStats> {
-        let out = array(self.run(&self.inner.scripts.stats, queue, Vec::new()).await?)?;
-        let n: Vec<u64> = out.iter().map(|v| int(v).map(|n| n as u64)).collect::<Result<_>>()?;
+        let out = array(
+            self.run(&self.inner.scripts.stats, queue, Vec::new())
+                .await?,
+        )?;
+        let n: Vec<u64> = out
+            .iter()
+            .map(|v| int(v).map(|n| n as u64))
+            .collect::<Result<_>>()?;
         if n.len() != 6 {
             return Err(Error::Corrupt("stats returned the wrong count".into()));
         }
@@ -528,7 +572,13 @@ impl Store for RedisStore {
         })
     }
 
-    async fn list(&self, queue: &QueueName, state: JobState, offset: u64, limit: u64) -> Result<Vec<JobInfo>> {
+    async fn list(
+        &self,
+        queue: &QueueName,
+        state: JobState,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Vec<JobInfo>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -550,7 +600,9 @@ impl Store for RedisStore {
         let args = vec![id.as_str().as_bytes().to_vec()];
         let out = array(self.run(&self.inner.scripts.find, queue, args).await?)?;
         let mut it = out.into_iter();
-        let (Some(state), Some(env), Some(at), Some(errs)) = (it.next(), it.next(), it.next(), it.next()) else {
+        let (Some(state), Some(env), Some(at), Some(errs)) =
+            (it.next(), it.next(), it.next(), it.next())
+        else {
             return Ok(None);
         };
         let state: JobState = String::from_utf8_lossy(&bytes(state)?).parse()?;
@@ -558,11 +610,13 @@ impl Store for RedisStore {
     }
 
     async fn redrive(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64> {
-        self.dead_loop(&self.inner.scripts.redrive, queue, filter).await
+        self.dead_loop(&self.inner.scripts.redrive, queue, filter)
+            .await
     }
 
     async fn purge(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64> {
-        self.dead_loop(&self.inner.scripts.purge, queue, filter).await
+        self.dead_loop(&self.inner.scripts.purge, queue, filter)
+            .await
     }
 
     async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<()> {
@@ -585,7 +639,13 @@ impl Store for RedisStore {
         let mut conn = self.conn();
         let v: Vec<Option<u64>> = redis::cmd("HMGET")
             .arg(meta_key(queue))
-            .arg(&["max_len", "dead_max", "dead_max_age_ms", "completed_max", "completed_max_age_ms"])
+            .arg(&[
+                "max_len",
+                "dead_max",
+                "dead_max_age_ms",
+                "completed_max",
+                "completed_max_age_ms",
+            ])
             .query_async(&mut conn)
             .await
             .map_err(store_err)?;

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use crate::{
-    DeadFilter, EnqueueOptions, Job, JobId, JobInfo, JobState, NewJob, QueueConfig,
-    QueueName, QueueStats, Result, Store,
+    DeadFilter, EnqueueOptions, Job, JobId, JobInfo, JobState, NewJob, QueueConfig, QueueName,
+    QueueStats, Result, Store,
 };
 
 /// The producer and admin side of taskyard: enqueue jobs, inspect queues, redrive the

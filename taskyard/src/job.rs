@@ -403,13 +403,8 @@ mod tests {
     #[test]
     fn oversized_payload_is_rejected() {
         let big = vec![b'x'; MAX_PAYLOAD_BYTES + 1];
-        let err = NewJob::new(
-            "k",
-            big,
-            &EnqueueOptions::default(),
-            RetryPolicy::default(),
-        )
-        .unwrap_err();
+        let err =
+            NewJob::new("k", big, &EnqueueOptions::default(), RetryPolicy::default()).unwrap_err();
         assert!(matches!(err, Error::PayloadTooLarge { .. }));
     }
 }

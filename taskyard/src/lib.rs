@@ -62,8 +62,7 @@ pub use store::{
     Claim, ClaimedJob, DeadFilter, Lease, Maintenance, Outcome, QueueConfig, QueueStats, Store,
 };
 pub use worker::{
-    Counters, IntoStore, JobContext, JobError, QueueOrder, Worker, WorkerBuilder,
-    shutdown_signal,
+    Counters, IntoStore, JobContext, JobError, QueueOrder, Worker, WorkerBuilder, shutdown_signal,
 };
 
 /// Re-exported so stores implement [`Store`] with the same macro.

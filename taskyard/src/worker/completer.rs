@@ -36,7 +36,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<(Le
                 Err(e) => {
                     failures += 1;
                     tracing::warn!(error = %e, jobs = batch.len(), "recording outcomes failed; retrying");
-                    tokio::time::sleep(Duration::from_millis((20u64 << failures.min(7)).min(2000))).await;
+                    tokio::time::sleep(Duration::from_millis((20u64 << failures.min(7)).min(2000)))
+                        .await;
                 }
             }
         };

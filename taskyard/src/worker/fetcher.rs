@@ -35,10 +35,7 @@ pub(crate) async fn run(
         let mut permits = first;
         let extra = shared.slots.available_permits();
         if extra > 0
-            && let Ok(more) = shared
-                .slots
-                .clone()
-                .try_acquire_many_owned(extra as u32)
+            && let Ok(more) = shared.slots.clone().try_acquire_many_owned(extra as u32)
         {
             permits.merge(more);
         }

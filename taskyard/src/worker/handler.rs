@@ -170,10 +170,7 @@ impl Handler {
                 let f = f.clone();
                 Box::pin(async move {
                     let job: J = serde_json::from_slice(&payload).map_err(|e| {
-                        JobError::permanent(format!(
-                            "payload does not decode as {}: {e}",
-                            J::KIND
-                        ))
+                        JobError::permanent(format!("payload does not decode as {}: {e}", J::KIND))
                     })?;
                     f(job, ctx).await
                 })

@@ -19,8 +19,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             Ok(held) => {
                 let map = shared.held();
                 for (lease, ok) in leases.iter().zip(held) {
-                    if !ok && let Some(h) = map.get(lease) {
-                        if !h.lease_lost.swap(true, Ordering::Relaxed) {
+                    if !ok
+                        && let Some(h) = map.get(lease)
+                        && !h.lease_lost.swap(true, Ordering::Relaxed)
+                    {
+                        {
                             tracing::warn!(queue = %lease.queue, id = %lease.id, "lease lost: the job may run elsewhere");
                         }
                     }

@@ -30,8 +30,8 @@ use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::AbortHandle;
 
-pub use handler::{JobContext, JobError};
 pub(crate) use handler::{Failure, Handler};
+pub use handler::{JobContext, JobError};
 
 use crate::{Error, Job, Lease, QueueName, Result, RetryPolicy, Store};
 
@@ -188,7 +188,9 @@ impl WorkerBuilder {
     /// Checks the settings and builds the worker.
     pub fn build(self) -> Result<Worker> {
         if self.concurrency == 0 {
-            return Err(Error::InvalidOption("concurrency must be at least 1".into()));
+            return Err(Error::InvalidOption(
+                "concurrency must be at least 1".into(),
+            ));
         }
         if self.lease < Duration::from_millis(300) {
             return Err(Error::InvalidOption("lease must be at least 300 ms".into()));
@@ -209,9 +211,7 @@ impl WorkerBuilder {
         let mut queues = Vec::new();
         for (name, weight) in names {
             if weight == 0 {
-                return Err(Error::InvalidOption(format!(
-                    "queue {name} has weight 0"
-                )));
+                return Err(Error::InvalidOption(format!("queue {name} has weight 0")));
             }
             queues.push((QueueName::new(name)?, weight));
         }

@@ -1,0 +1,12 @@
+//! The store conformance suite on Redis: each test gets its own `redis-server`.
+
+use taskyard_conformance::{RedisServer, Subject};
+use taskyard_redis::RedisStore;
+
+async fn subject() -> Subject {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url()).await.expect("connect");
+    Subject::new(store, server)
+}
+
+taskyard_conformance::conformance_suite!(subject);
