@@ -1,3 +1,92 @@
-//! The `taskyard` command.
+//! The `taskyard` command: enqueue jobs, look at queues, redrive the dead, pause and
+//! resume queues, and benchmark a store.
+//!
+//! Flags are parsed by clap into [`Cli`], then each command resolves its arguments into
+//! library calls; every error ends as one line on stderr and a non-zero exit.
 
-fn main() {}
+mod bench;
+mod commands;
+mod open;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// taskyard: a background job queue.
+#[derive(Parser)]
+#[command(name = "taskyard", version, about)]
+struct Cli {
+    /// The store: redis://[user:pass@]host[:port][/db] or rediss://… for TLS.
+    #[arg(long, env = "TASKYARD_STORE", global = true)]
+    store: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Enqueue one job: `taskyard enqueue send_email '{"to":"ada@example.com"}'`.
+    Enqueue(commands::EnqueueArgs),
+    /// Counts per state of every queue (or one).
+    Stats(commands::StatsArgs),
+    /// List or show jobs.
+    #[command(subcommand)]
+    Jobs(commands::JobsCommand),
+    /// The dead set: list, redrive, purge.
+    #[command(subcommand)]
+    Dead(commands::DeadCommand),
+    /// Pause, resume or configure a queue.
+    #[command(subcommand)]
+    Queue(commands::QueueCommand),
+    /// Benchmark the store with the peer workload (see docs/benchmarks.md).
+    Bench(bench::BenchArgs),
+}
+
+/// Flags shared by commands that act on one queue.
+#[derive(Args, Clone)]
+struct QueueArg {
+    /// The queue.
+    #[arg(long, short, default_value = "default")]
+    queue: String,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TASKYARD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let url = cli.store;
+    match cli.command {
+        Command::Enqueue(args) => commands::enqueue(open::store(url).await?, args).await,
+        Command::Stats(args) => commands::stats(open::store(url).await?, args).await,
+        Command::Jobs(cmd) => commands::jobs(open::store(url).await?, cmd).await,
+        Command::Dead(cmd) => commands::dead(open::store(url).await?, cmd).await,
+        Command::Queue(cmd) => commands::queue(open::store(url).await?, cmd).await,
+        Command::Bench(args) => bench::run(url, args).await,
+    }
+}

@@ -151,6 +151,39 @@ impl RedisStore {
         })
     }
 
+    /// Redis `used_memory` in bytes (from `INFO memory`), to measure footprints.
+    pub async fn used_memory(&self) -> Result<u64> {
+        let mut conn = self.conn();
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut conn)
+            .await
+            .map_err(store_err)?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| Error::Corrupt("INFO memory has no used_memory".into()))
+    }
+
+    /// Deletes a queue and every job in it, whatever their state. For tests and
+    /// benchmarks; there is no undo.
+    pub async fn delete_queue(&self, queue: &QueueName) -> Result<()> {
+        let mut conn = self.conn();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for k in keys(queue) {
+            pipe.del(k).ignore();
+        }
+        pipe.srem(QUEUES_KEY, queue.as_str()).ignore();
+        pipe.query_async::<()>(&mut conn).await.map_err(store_err)?;
+        self.inner
+            .known_queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(queue.as_str());
+        Ok(())
+    }
+
     fn conn(&self) -> ConnectionManager {
         self.inner.conn.clone()
     }

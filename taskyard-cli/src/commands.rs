@@ -1,0 +1,337 @@
+//! The inspection and admin commands.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use taskyard::{
+    Client, DeadFilter, EnqueueOptions, Error, JobId, JobInfo, JobState, NewJob, QueueName,
+    RetryPolicy, Store,
+};
+
+use crate::QueueArg;
+
+type Res = Result<(), Box<dyn std::error::Error>>;
+
+#[derive(Args)]
+pub(crate) struct EnqueueArgs {
+    /// The job kind.
+    kind: String,
+    /// The JSON payload.
+    #[arg(default_value = "{}")]
+    payload: String,
+    #[command(flatten)]
+    queue: QueueArg,
+    /// Run no sooner than this from now: 500ms, 30s, 5m, 2h.
+    #[arg(long, value_parser = parse_duration)]
+    delay: Option<Duration>,
+    /// Attempts in all.
+    #[arg(long)]
+    max_attempts: Option<u32>,
+}
+
+#[derive(Args)]
+pub(crate) struct StatsArgs {
+    /// Only this queue.
+    #[arg(long, short)]
+    queue: Option<String>,
+    /// One JSON line.
+    #[arg(long)]
+    json: bool,
+    /// Repeat every second until interrupted.
+    #[arg(long)]
+    watch: bool,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum JobsCommand {
+    /// Jobs in one state.
+    List {
+        /// scheduled, ready, running, completed or dead.
+        #[arg(long)]
+        state: JobState,
+        #[command(flatten)]
+        queue: QueueArg,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+        /// Skip this many.
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        /// JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job, with its errors.
+    Show {
+        /// The job id.
+        id: String,
+        #[command(flatten)]
+        queue: QueueArg,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum DeadCommand {
+    /// Dead jobs, newest first.
+    List {
+        #[command(flatten)]
+        queue: QueueArg,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+        /// JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move dead jobs back to ready with fresh attempts.
+    Redrive(DeadSelect),
+    /// Delete dead jobs.
+    Purge(DeadSelect),
+}
+
+#[derive(Args)]
+pub(crate) struct DeadSelect {
+    /// These job ids.
+    ids: Vec<String>,
+    /// Every dead job of this kind.
+    #[arg(long, conflicts_with = "ids")]
+    kind: Option<String>,
+    /// Every dead job.
+    #[arg(long, conflicts_with_all = ["ids", "kind"])]
+    all: bool,
+    #[command(flatten)]
+    queue: QueueArg,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum QueueCommand {
+    /// Stop workers from claiming; enqueues still succeed.
+    Pause {
+        /// The queue.
+        queue: String,
+    },
+    /// Let workers claim again.
+    Resume {
+        /// The queue.
+        queue: String,
+    },
+    /// Show or change a queue's settings.
+    Config {
+        /// The queue.
+        queue: String,
+        /// Max ready + scheduled jobs; 0 = no limit.
+        #[arg(long)]
+        max_len: Option<u64>,
+        /// Dead jobs kept.
+        #[arg(long)]
+        dead_max: Option<u64>,
+        /// Completed jobs kept; 0 = removed at once.
+        #[arg(long)]
+        completed_max: Option<u64>,
+    },
+}
+
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: use 500ms, 30s, 5m or 2h"))?;
+    let ms = match unit {
+        "ms" => n,
+        "s" | "" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        _ => return Err(format!("invalid duration {s:?}: use 500ms, 30s, 5m or 2h")),
+    };
+    Ok(Duration::from_millis(ms))
+}
+
+pub(crate) async fn enqueue(store: Arc<dyn Store>, args: EnqueueArgs) -> Res {
+    let queue = QueueName::new(args.queue.queue)?;
+    let value: serde_json::Value = serde_json::from_str(&args.payload)
+        .map_err(|e| Error::InvalidOption(format!("payload is not valid JSON: {e}")))?;
+    let mut opts = EnqueueOptions::default();
+    if let Some(d) = args.delay {
+        opts = opts.delay(d);
+    }
+    if let Some(n) = args.max_attempts {
+        opts = opts.max_attempts(n);
+    }
+    let job = NewJob::new(
+        &args.kind,
+        serde_json::to_vec(&value)?,
+        &opts,
+        RetryPolicy::default(),
+    )?;
+    let ids = Client::from_shared(store)
+        .enqueue_raw(&queue, vec![job])
+        .await?;
+    for id in ids {
+        println!("{id}");
+    }
+    Ok(())
+}
+
+pub(crate) async fn stats(store: Arc<dyn Store>, args: StatsArgs) -> Res {
+    loop {
+        let queues = match &args.queue {
+            Some(q) => vec![QueueName::new(q.clone())?],
+            None => store.queues().await?,
+        };
+        let mut all = Vec::with_capacity(queues.len());
+        for q in &queues {
+            all.push(store.stats(q).await?);
+        }
+        if args.json {
+            println!("{}", serde_json::to_string(&all)?);
+        } else {
+            if args.watch {
+                print!("\x1b[2J\x1b[H");
+            }
+            println!(
+                "{:<24} {:>10} {:>10} {:>8} {:>10} {:>8}  paused",
+                "queue", "ready", "scheduled", "running", "completed", "dead"
+            );
+            for s in &all {
+                println!(
+                    "{:<24} {:>10} {:>10} {:>8} {:>10} {:>8}  {}",
+                    s.queue,
+                    s.ready,
+                    s.scheduled,
+                    s.running,
+                    s.completed,
+                    s.dead,
+                    if s.paused { "yes" } else { "no" }
+                );
+            }
+        }
+        if !args.watch {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+fn print_jobs(jobs: &[JobInfo], json: bool) -> Res {
+    if json {
+        for j in jobs {
+            println!("{}", serde_json::to_string(j)?);
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<12} {:<20} {:<10} {:>8}  last error",
+        "id", "kind", "state", "attempt"
+    );
+    for j in jobs {
+        let err = j.errors.last().map(|e| e.message.as_str()).unwrap_or("");
+        println!(
+            "{:<12} {:<20} {:<10} {:>8}  {}",
+            j.id,
+            j.kind,
+            j.state,
+            format!("{}/{}", j.attempt, j.max_attempts),
+            err
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn jobs(store: Arc<dyn Store>, cmd: JobsCommand) -> Res {
+    match cmd {
+        JobsCommand::List {
+            state,
+            queue,
+            limit,
+            offset,
+            json,
+        } => {
+            let q = QueueName::new(queue.queue)?;
+            print_jobs(&store.list(&q, state, offset, limit).await?, json)
+        }
+        JobsCommand::Show { id, queue } => {
+            let q = QueueName::new(queue.queue)?;
+            match store.job(&q, &JobId::new(id.clone())).await? {
+                Some(job) => {
+                    println!("{}", serde_json::to_string_pretty(&job)?);
+                    Ok(())
+                }
+                None => Err(format!("no job {id} in queue {q}").into()),
+            }
+        }
+    }
+}
+
+pub(crate) async fn dead(store: Arc<dyn Store>, cmd: DeadCommand) -> Res {
+    match cmd {
+        DeadCommand::List { queue, limit, json } => {
+            let q = QueueName::new(queue.queue)?;
+            print_jobs(&store.list(&q, JobState::Dead, 0, limit).await?, json)
+        }
+        DeadCommand::Redrive(sel) => {
+            let (q, filter) = select(sel)?;
+            let n = store.redrive(&q, &filter).await?;
+            println!("redrove {n} jobs");
+            Ok(())
+        }
+        DeadCommand::Purge(sel) => {
+            let (q, filter) = select(sel)?;
+            let n = store.purge(&q, &filter).await?;
+            println!("purged {n} jobs");
+            Ok(())
+        }
+    }
+}
+
+fn select(sel: DeadSelect) -> Result<(QueueName, DeadFilter), Box<dyn std::error::Error>> {
+    let q = QueueName::new(sel.queue.queue)?;
+    let filter = if sel.all {
+        DeadFilter::All
+    } else if let Some(kind) = sel.kind {
+        DeadFilter::Kind(kind)
+    } else if !sel.ids.is_empty() {
+        DeadFilter::Ids(sel.ids.into_iter().map(JobId::new).collect())
+    } else {
+        return Err("say which dead jobs: ids, --kind KIND or --all".into());
+    };
+    Ok((q, filter))
+}
+
+pub(crate) async fn queue(store: Arc<dyn Store>, cmd: QueueCommand) -> Res {
+    match cmd {
+        QueueCommand::Pause { queue } => {
+            store
+                .set_paused(&QueueName::new(queue.clone())?, true)
+                .await?;
+            println!("paused {queue}");
+        }
+        QueueCommand::Resume { queue } => {
+            store
+                .set_paused(&QueueName::new(queue.clone())?, false)
+                .await?;
+            println!("resumed {queue}");
+        }
+        QueueCommand::Config {
+            queue,
+            max_len,
+            dead_max,
+            completed_max,
+        } => {
+            let q = QueueName::new(queue)?;
+            let mut config = store.config(&q).await?;
+            if max_len.is_some() || dead_max.is_some() || completed_max.is_some() {
+                config.max_len = max_len.unwrap_or(config.max_len);
+                config.dead_max = dead_max.unwrap_or(config.dead_max);
+                config.completed_max = completed_max.unwrap_or(config.completed_max);
+                store.configure(&q, &config).await?;
+            }
+            println!("{}", serde_json::to_string(&config)?);
+        }
+    }
+    Ok(())
+}
