@@ -22,6 +22,7 @@
 mod envelope;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,6 +50,8 @@ struct Inner {
     waiters: tokio::sync::Mutex<Vec<MultiplexedConnection>>,
     scripts: Scripts,
     known_queues: Mutex<HashSet<String>>,
+    /// Claims made through this store, to make each claim's token unique.
+    claims: AtomicU64,
 }
 
 struct Scripts {
@@ -147,6 +150,7 @@ impl RedisStore {
                 waiters: tokio::sync::Mutex::new(Vec::new()),
                 scripts: Scripts::load(),
                 known_queues: Mutex::new(HashSet::new()),
+                claims: AtomicU64::new(0),
             }),
         })
     }
@@ -376,7 +380,8 @@ fn info(
         kind: env.kind,
         state,
         payload: String::from_utf8_lossy(&env.payload).into_owned(),
-        attempt: env.attempt,
+        // A running job's envelope holds the attempts made before the current one.
+        attempt: env.attempt + u32::from(state == JobState::Running),
         max_attempts: env.max_attempts,
         enqueued_at_ms: env.enqueued_at_ms,
         at_ms,
@@ -423,10 +428,14 @@ impl Store for RedisStore {
         lease: Duration,
         nonce: &str,
     ) -> Result<Claim> {
+        // The token must differ between two claims of the same job; the claimer's nonce
+        // and this store's claim counter make it so.
+        let seq = self.inner.claims.fetch_add(1, Ordering::Relaxed);
+        let token = format!("{nonce}.{seq}");
         let args = vec![
             max.to_string().into_bytes(),
             lease.as_millis().to_string().into_bytes(),
-            nonce.as_bytes().to_vec(),
+            token.as_bytes().to_vec(),
         ];
         let mut out = array(self.run(&self.inner.scripts.claim, queue, args).await?)?.into_iter();
         let _now = out.next();
@@ -434,18 +443,20 @@ impl Store for RedisStore {
             Some(ms) if ms >= 0 => Some(Duration::from_millis(ms as u64)),
             _ => None,
         };
-        let mut jobs = Vec::with_capacity(out.len());
-        for v in out {
+        let envs = array(out.next().unwrap_or(Value::Nil))?;
+        let mut jobs = Vec::with_capacity(envs.len());
+        for v in envs {
             let env = envelope::parse(bytes(v)?)?;
             jobs.push(ClaimedJob {
                 lease: Lease {
                     queue: queue.clone(),
-                    token: format!("{}:{}", env.attempt, nonce),
+                    token: token.clone(),
                     id: env.id,
                 },
                 kind: env.kind,
                 payload: env.payload,
-                attempt: env.attempt,
+                // A running job's envelope holds the attempts made before this claim.
+                attempt: env.attempt + 1,
                 max_attempts: env.max_attempts,
                 backoff: env.backoff,
                 enqueued_at_ms: env.enqueued_at_ms,
@@ -511,22 +522,34 @@ impl Store for RedisStore {
     async fn finish(&self, outcomes: &[(Lease, Outcome)]) -> Result<Vec<bool>> {
         let mut result = vec![false; outcomes.len()];
         for (queue, idx) in by_queue(outcomes, |(l, _)| &l.queue) {
-            let mut args = Vec::with_capacity(idx.len() * 4);
-            for &i in &idx {
+            // Completed runs first, as two lists (members, ids) the script passes to
+            // variadic commands whole; then each failed run with its details.
+            let (done, failed): (Vec<usize>, Vec<usize>) = idx
+                .iter()
+                .partition(|&&i| outcomes[i].1 == Outcome::Completed);
+            let mut args = Vec::with_capacity(1 + done.len() * 2 + failed.len() * 5);
+            args.push(done.len().to_string().into_bytes());
+            args.extend(done.iter().map(|&i| member(&outcomes[i].0)));
+            args.extend(
+                done.iter()
+                    .map(|&i| outcomes[i].0.id.as_str().as_bytes().to_vec()),
+            );
+            for &i in &failed {
                 let (lease, outcome) = &outcomes[i];
-                args.push(member(lease));
                 let (code, number, error) = match outcome {
                     Outcome::Completed => ("c", 0, ""),
                     Outcome::Retry { delay_ms, error } => ("r", *delay_ms, error.as_str()),
                     Outcome::RetryAt { at_ms, error } => ("a", *at_ms, error.as_str()),
                     Outcome::Dead { error } => ("d", 0, error.as_str()),
                 };
+                args.push(member(lease));
+                args.push(lease.id.as_str().as_bytes().to_vec());
                 args.push(code.as_bytes().to_vec());
                 args.push(number.to_string().into_bytes());
                 args.push(clean_error(error).into_bytes());
             }
-            let done = flags(self.run(&self.inner.scripts.finish, &queue, args).await?)?;
-            for (&i, ok) in idx.iter().zip(done) {
+            let recorded = flags(self.run(&self.inner.scripts.finish, &queue, args).await?)?;
+            for (&i, ok) in done.iter().chain(failed.iter()).zip(recorded) {
                 result[i] = ok;
             }
         }

@@ -12,7 +12,9 @@
 --   9 signal     LIST a worker blocks on (BLPOP) while idle; holds at most one element
 --
 -- An envelope is "id\tattempt\tenqueued_ms\tmax_attempts\tkind\tbackoff\npayload": one
--- string, so a ready job costs one list entry and nothing else.
+-- string, so a ready job costs one list entry and nothing else. `attempt` counts the
+-- attempts made; while a job runs it still holds the count before the current attempt
+-- (claim does not rewrite the envelope), so a running job is on attempt + 1.
 local READY, SCHEDULED, JOBS, LEASES = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local DEAD, COMPLETED, ERRORS, META, SIGNAL = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 

@@ -11,9 +11,13 @@ for i = 1, #expired do
   local id = id_of_member(expired[i])
   local env = redis.call('HGET', JOBS, id)
   if env then
-    local _, attempt, max = fields(env)
+    -- The envelope of a running job holds the attempts before this one.
+    local _, before, max, p2 = fields(env)
+    local attempt = before + 1
+    env = with_attempt(env, id, attempt, p2)
     add_error(id, attempt, now, 'lease expired: the worker died or stalled')
     if attempt >= max then
+      redis.call('HSET', JOBS, id, env)
       dead[#dead + 1] = now
       dead[#dead + 1] = id
     else

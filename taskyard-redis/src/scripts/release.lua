@@ -1,5 +1,6 @@
 -- release.lua: gives leases back without charging the attempt (shutdown).
--- ARGV = "id|token"... The jobs go back to the head of ready, attempt - 1.
+-- ARGV = "id|token"... The jobs go back to the head of ready as they were claimed
+-- (a running job's envelope holds the attempts made before the current one).
 -- Returns 1 per lease released, 0 per stale token.
 local members = ARGV
 local s = scores_of(LEASES, members)
@@ -10,8 +11,7 @@ for i = 1, #members do
     local id = id_of_member(members[i])
     local env = redis.call('HGET', JOBS, id)
     if env then
-      local _, attempt, _, p2 = fields(env)
-      redis.call('LPUSH', READY, with_attempt(env, id, math.max(0, attempt - 1), p2))
+      redis.call('LPUSH', READY, env)
       redis.call('HDEL', JOBS, id)
     end
     held[#held + 1] = members[i]
