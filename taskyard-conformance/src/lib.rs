@@ -4,7 +4,7 @@
 //! A store enlists with one line in an integration test, naming an async function that
 //! returns a fresh [`Subject`]:
 //!
-//! ```ignore
+//! ```text
 //! async fn subject() -> taskyard_conformance::Subject { /* start a store */ }
 //! taskyard_conformance::conformance_suite!(subject);
 //! ```

@@ -66,6 +66,8 @@ struct Scripts {
     find: Script,
     list: Script,
     stats: Script,
+    /// Every script's full source, to load them all at connect.
+    sources: Vec<String>,
 }
 
 impl Scripts {
@@ -79,7 +81,13 @@ impl Scripts {
                 "@COMPLETED_MAX_AGE_MS@",
                 &d.completed_max_age_ms.to_string(),
             );
-        let s = |body: &str| Script::new(&format!("{common}\n{body}"));
+        let sources = std::cell::RefCell::new(Vec::new());
+        let s = |body: &str| {
+            let source = format!("{common}\n{body}");
+            let script = Script::new(&source);
+            sources.borrow_mut().push(source);
+            script
+        };
         Scripts {
             enqueue: s(include_str!("scripts/enqueue.lua")),
             claim: s(include_str!("scripts/claim.lua")),
@@ -92,6 +100,7 @@ impl Scripts {
             find: s(include_str!("scripts/find.lua")),
             list: s(include_str!("scripts/list.lua")),
             stats: s(include_str!("scripts/stats.lua")),
+            sources: sources.take(),
         }
     }
 }
@@ -143,12 +152,22 @@ impl RedisStore {
             .get_connection_manager_with_config(config)
             .await
             .map_err(store_err)?;
+        let scripts = Scripts::load();
+        // Load every script up front, in one round trip, so first calls need no
+        // NOSCRIPT retry. After a restart the retry path reloads them one by one.
+        let mut pipe = redis::pipe();
+        for source in &scripts.sources {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(source).ignore();
+        }
+        pipe.query_async::<()>(&mut conn.clone())
+            .await
+            .map_err(store_err)?;
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 client,
                 conn,
                 waiters: tokio::sync::Mutex::new(Vec::new()),
-                scripts: Scripts::load(),
+                scripts,
                 known_queues: Mutex::new(HashSet::new()),
                 claims: AtomicU64::new(0),
             }),
