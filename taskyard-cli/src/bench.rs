@@ -33,6 +33,9 @@ pub(crate) struct BenchArgs {
     /// Seconds of the pickup-latency phase.
     #[arg(long, default_value_t = 5.0)]
     latency_secs: f64,
+    /// Runtime threads for the producer and worker (0: one per core).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) threads: usize,
     /// Print one JSON line instead of a summary.
     #[arg(long)]
     json: bool,
@@ -51,6 +54,7 @@ struct Report {
     pickup_p99_ms: f64,
     pickup_max_ms: f64,
     latency_rate: u32,
+    threads: usize,
 }
 
 fn unix_ms_f64() -> f64 {
@@ -169,6 +173,7 @@ async fn measure(
         pickup_p99_ms: round(p99),
         pickup_max_ms: round(max),
         latency_rate: args.latency_rate,
+        threads: args.threads,
     })
 }
 

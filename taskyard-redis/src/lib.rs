@@ -106,7 +106,7 @@ impl Scripts {
 }
 
 /// The keys of one queue, in the order every script expects (see `common.lua`).
-fn keys(queue: &QueueName) -> [String; 9] {
+fn keys(queue: &QueueName) -> [String; 11] {
     let q = queue.as_str();
     [
         format!("taskyard:{{{q}}}:ready"),
@@ -118,6 +118,8 @@ fn keys(queue: &QueueName) -> [String; 9] {
         format!("taskyard:{{{q}}}:errors"),
         format!("taskyard:{{{q}}}:meta"),
         format!("taskyard:{{{q}}}:signal"),
+        format!("taskyard:{{{q}}}:running"),
+        format!("taskyard:{{{q}}}:batches"),
     ]
 }
 
@@ -286,8 +288,8 @@ impl RedisStore {
     }
 }
 
-fn member(lease: &Lease) -> Vec<u8> {
-    format!("{}|{}", lease.id, lease.token).into_bytes()
+fn arg(s: &str) -> Vec<u8> {
+    s.as_bytes().to_vec()
 }
 
 /// Groups items by queue, keeping each item's index to put results back in order.
@@ -450,7 +452,7 @@ impl Store for RedisStore {
         // The token must differ between two claims of the same job; the claimer's nonce
         // and this store's claim counter make it so.
         let seq = self.inner.claims.fetch_add(1, Ordering::Relaxed);
-        let token = format!("{nonce}.{seq}");
+        let token: Arc<str> = Arc::from(format!("{nonce}.{seq}"));
         let args = vec![
             max.to_string().into_bytes(),
             lease.as_millis().to_string().into_bytes(),
@@ -525,14 +527,19 @@ impl Store for RedisStore {
     async fn heartbeat(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>> {
         let mut result = vec![false; leases.len()];
         for (queue, idx) in by_queue(leases, |l| &l.queue) {
+            // One lease per claim call: renew each token once.
+            let mut tokens: Vec<&str> = idx.iter().map(|&i| &*leases[i].token).collect();
+            tokens.sort_unstable();
+            tokens.dedup();
             let mut args = vec![lease.as_millis().to_string().into_bytes()];
-            args.extend(idx.iter().map(|&i| member(&leases[i])));
+            args.extend(tokens.iter().map(|t| arg(t)));
             let held = flags(
                 self.run(&self.inner.scripts.heartbeat, &queue, args)
                     .await?,
             )?;
-            for (&i, ok) in idx.iter().zip(held) {
-                result[i] = ok;
+            for &i in &idx {
+                let pos = tokens.binary_search(&&*leases[i].token);
+                result[i] = pos.ok().and_then(|p| held.get(p).copied()).unwrap_or(false);
             }
         }
         Ok(result)
@@ -541,18 +548,26 @@ impl Store for RedisStore {
     async fn finish(&self, outcomes: &[(Lease, Outcome)]) -> Result<Vec<bool>> {
         let mut result = vec![false; outcomes.len()];
         for (queue, idx) in by_queue(outcomes, |(l, _)| &l.queue) {
-            // Completed runs first, as two lists (members, ids) the script passes to
-            // variadic commands whole; then each failed run with its details.
+            // Completed runs grouped by lease token, so the script handles each group
+            // with a few variadic calls; then each failed run with its details.
             let (done, failed): (Vec<usize>, Vec<usize>) = idx
                 .iter()
                 .partition(|&&i| outcomes[i].1 == Outcome::Completed);
-            let mut args = Vec::with_capacity(1 + done.len() * 2 + failed.len() * 5);
-            args.push(done.len().to_string().into_bytes());
-            args.extend(done.iter().map(|&i| member(&outcomes[i].0)));
-            args.extend(
-                done.iter()
-                    .map(|&i| outcomes[i].0.id.as_str().as_bytes().to_vec()),
-            );
+            let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+            for &i in &done {
+                let token = &*outcomes[i].0.token;
+                match groups.iter_mut().find(|(t, _)| *t == token) {
+                    Some((_, members)) => members.push(i),
+                    None => groups.push((token, vec![i])),
+                }
+            }
+            let mut args = Vec::with_capacity(1 + groups.len() * 2 + done.len() + failed.len() * 5);
+            args.push(groups.len().to_string().into_bytes());
+            for (token, members) in &groups {
+                args.push(arg(token));
+                args.push(members.len().to_string().into_bytes());
+                args.extend(members.iter().map(|&i| arg(outcomes[i].0.id.as_str())));
+            }
             for &i in &failed {
                 let (lease, outcome) = &outcomes[i];
                 let (code, number, error) = match outcome {
@@ -561,14 +576,18 @@ impl Store for RedisStore {
                     Outcome::RetryAt { at_ms, error } => ("a", *at_ms, error.as_str()),
                     Outcome::Dead { error } => ("d", 0, error.as_str()),
                 };
-                args.push(member(lease));
-                args.push(lease.id.as_str().as_bytes().to_vec());
-                args.push(code.as_bytes().to_vec());
+                args.push(arg(&lease.token));
+                args.push(arg(lease.id.as_str()));
+                args.push(arg(code));
                 args.push(number.to_string().into_bytes());
                 args.push(clean_error(error).into_bytes());
             }
             let recorded = flags(self.run(&self.inner.scripts.finish, &queue, args).await?)?;
-            for (&i, ok) in done.iter().chain(failed.iter()).zip(recorded) {
+            let order = groups
+                .iter()
+                .flat_map(|(_, m)| m.iter())
+                .chain(failed.iter());
+            for (&i, ok) in order.zip(recorded) {
                 result[i] = ok;
             }
         }
@@ -578,7 +597,10 @@ impl Store for RedisStore {
     async fn release(&self, leases: &[Lease]) -> Result<Vec<bool>> {
         let mut result = vec![false; leases.len()];
         for (queue, idx) in by_queue(leases, |l| &l.queue) {
-            let args = idx.iter().map(|&i| member(&leases[i])).collect();
+            let args = idx
+                .iter()
+                .flat_map(|&i| [arg(&leases[i].token), arg(leases[i].id.as_str())])
+                .collect();
             let done = flags(self.run(&self.inner.scripts.release, &queue, args).await?)?;
             for (&i, ok) in idx.iter().zip(done) {
                 result[i] = ok;

@@ -2,6 +2,7 @@
 //! shows of a job.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Serialize, de::DeserializeOwned};
@@ -42,15 +43,20 @@ pub trait Job: Serialize + DeserializeOwned + Send + 'static {
     }
 }
 
-/// A job's id, unique within its queue.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(transparent)]
-pub struct JobId(String);
+/// A job's id, unique within its queue. Cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(Arc<str>);
+
+impl serde::Serialize for JobId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
 
 impl JobId {
     /// Wraps an id as a store produced it.
     pub fn new(id: impl Into<String>) -> Self {
-        JobId(id.into())
+        JobId(Arc::from(id.into()))
     }
 
     /// The id as text.
@@ -65,7 +71,7 @@ impl fmt::Display for JobId {
     }
 }
 
-/// A validated queue name: `[A-Za-z0-9_.-]{1,64}`.
+/// A validated queue name: `[A-Za-z0-9_.-]{1,64}`. Cheap to clone.
 ///
 /// ```
 /// use taskyard::QueueName;
@@ -73,7 +79,7 @@ impl fmt::Display for JobId {
 /// assert!(QueueName::new("bad{name}").is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct QueueName(String);
+pub struct QueueName(Arc<str>);
 
 impl QueueName {
     /// Checks and wraps a queue name.
@@ -83,7 +89,7 @@ impl QueueName {
             c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
         });
         match reason {
-            None => Ok(QueueName(name)),
+            None => Ok(QueueName(Arc::from(name))),
             Some(reason) => Err(Error::InvalidQueue { name, reason }),
         }
     }
@@ -97,7 +103,7 @@ impl QueueName {
 impl Default for QueueName {
     /// The queue `default`.
     fn default() -> Self {
-        QueueName("default".into())
+        QueueName(Arc::from("default"))
     }
 }
 

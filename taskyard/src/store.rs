@@ -6,6 +6,7 @@
 //! completions in one call. The conformance suite (`taskyard-conformance`) states what each
 //! operation must do; a store is done when the whole suite passes on it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,8 +24,8 @@ pub struct Lease {
     pub queue: QueueName,
     /// The job's id.
     pub id: JobId,
-    /// The token issued at claim (attempt number and the claimer's nonce).
-    pub token: String,
+    /// The token issued at claim: one per claim call, shared by the jobs it claimed.
+    pub token: Arc<str>,
 }
 
 /// A job handed to a worker by [`Store::claim`].

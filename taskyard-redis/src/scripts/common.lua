@@ -3,13 +3,21 @@
 -- KEYS (the same order for every script; all under one hash tag, so one cluster slot):
 --   1 ready      LIST of envelopes, claimed from the head
 --   2 scheduled  ZSET id -> due time (ms)
---   3 jobs       HASH id -> envelope, for every job that is not ready
---   4 leases     ZSET "id|token" -> lease end (ms)
+--   3 jobs       HASH id -> envelope, for scheduled, dead and retained completed jobs
+--   4 leases     ZSET token -> lease end (ms): one entry per claim call, not per job
 --   5 dead       ZSET id -> time it died (ms)
 --   6 completed  ZSET id -> time it completed (ms), only with retention
 --   7 errors     HASH id -> one line per failed attempt: "attempt\tat_ms\tmessage\n"
 --   8 meta       HASH seq, paused, max_len and retention settings
 --   9 signal     LIST a worker blocks on (BLPOP) while idle; holds at most one element
+--  10 running    HASH "token|id" -> envelope of every job under lease
+--  11 batches    HASH token -> ids claimed with it ("1,2,3"), "#token" -> how many of
+--                them are still running
+--
+-- Why leases per claim, not per job: a worker claims a batch, heartbeats all of it and
+-- finishes most of it together, so one sorted-set entry per batch carries the deadline
+-- and the per-job work is one hash field. A lease that expires returns every job of its
+-- batch still running; a token that is gone makes every later call naming it stale.
 --
 -- An envelope is "id\tattempt\tenqueued_ms\tmax_attempts\tkind\tbackoff\npayload": one
 -- string, so a ready job costs one list entry and nothing else. `attempt` counts the
@@ -17,6 +25,7 @@
 -- (claim does not rewrite the envelope), so a running job is on attempt + 1.
 local READY, SCHEDULED, JOBS, LEASES = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local DEAD, COMPLETED, ERRORS, META, SIGNAL = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local RUNNING, BATCHES = KEYS[10], KEYS[11]
 
 -- Store time: every deadline and due time comes from here, never from a client.
 local function now_ms()
@@ -41,6 +50,16 @@ local function scores_of(key, members)
   return out
 end
 
+-- HMGET in slices; returns one value (or false) per field.
+local function hmget_all(key, names)
+  local out = {}
+  for i = 1, #names, 1000 do
+    local part = redis.call('HMGET', key, unpack(names, i, math.min(i + 999, #names)))
+    for j = 1, #part do out[#out + 1] = part[j] end
+  end
+  return out
+end
+
 -- The id, attempt and max attempts of an envelope, and where the attempt field ends.
 local function fields(env)
   local p1 = string.find(env, '\t', 1, true)
@@ -61,8 +80,22 @@ local function kind_of(env)
   return string.sub(env, p4 + 1, p5 - 1)
 end
 
-local function id_of_member(m)
-  return string.sub(m, 1, string.find(m, '|', 1, true) - 1)
+-- One job of a batch is done (or gone): forget the batch once none is left running.
+local function settle(token, n)
+  if redis.call('HINCRBY', BATCHES, '#' .. token, -n) <= 0 then
+    redis.call('HDEL', BATCHES, token, '#' .. token)
+    redis.call('ZREM', LEASES, token)
+  end
+end
+
+-- The running fields of a batch, "token|id" each.
+local function batch_fields(token)
+  local names = {}
+  local ids = redis.call('HGET', BATCHES, token)
+  if ids then
+    for id in string.gmatch(ids, '[^,]+') do names[#names + 1] = token .. '|' .. id end
+  end
+  return names
 end
 
 -- Wakes one idle worker. One pending element is enough: the worker it wakes signals

@@ -1,6 +1,7 @@
 -- find.lua: one job by id, in whatever state. ARGV[1] = id.
 -- Returns {state, envelope, time or '', errors or ''}, or {} if there is no such job.
--- A ready job has no entry of its own, so finding one scans the ready list: fine for an
+-- Running and ready jobs have no entry keyed by id alone, so finding one scans the
+-- running hash (bounded by the workers' concurrency) or the ready list: fine for an
 -- operator's lookup, not for a hot path.
 local id = ARGV[1]
 local errs = redis.call('HGET', ERRORS, id) or ''
@@ -12,14 +13,15 @@ if env then
   if s then return {'dead', env, s, errs} end
   s = redis.call('ZSCORE', COMPLETED, id)
   if s then return {'completed', env, s, errs} end
-  local prefix = id .. '|'
-  local leases = redis.call('ZRANGE', LEASES, 0, -1, 'WITHSCORES')
-  for i = 1, #leases, 2 do
-    if string.sub(leases[i], 1, #prefix) == prefix then
-      return {'running', env, leases[i + 1], errs}
-    end
+end
+local suffix = '|' .. id
+local names = redis.call('HKEYS', RUNNING)
+for i = 1, #names do
+  local f = names[i]
+  if string.sub(f, -#suffix) == suffix then
+    local token = string.sub(f, 1, #f - #suffix)
+    return {'running', redis.call('HGET', RUNNING, f), redis.call('ZSCORE', LEASES, token) or '', errs}
   end
-  return {'running', env, '', errs}
 end
 local prefix = id .. '\t'
 local len = redis.call('LLEN', READY)

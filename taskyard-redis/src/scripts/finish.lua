@@ -1,64 +1,69 @@
 -- finish.lua: records how runs ended.
--- ARGV[1] = k, the number of completed runs; ARGV[2..k+1] = their "id|token";
--- ARGV[k+2..2k+1] = their ids. Then per failed run, 5 ARGV: "id|token", id, code,
--- number, error. code: r = retry after number ms; a = retry at number (Unix ms);
--- d = dead. A retry whose attempts are spent goes to dead. A stale token changes nothing.
--- Returns 1 per run recorded, 0 per stale token, completed runs first.
+-- ARGV[1] = g, groups of completed runs; per group: token, k, then k ids.
+-- Then per failed run, 5 ARGV: token, id, code, number, error. code: r = retry after
+-- number ms; a = retry at number (Unix ms); d = dead. A retry whose attempts are spent
+-- goes to dead. A run whose lease is gone (stale token) changes nothing.
+-- Returns 1 per run recorded, 0 per stale one: completed runs first, in order.
 local now = now_ms()
-local k = tonumber(ARGV[1])
 local res = {}
+local at = 2
+local forgotten = {}
+local done_max, done_age
 
 -- Completed runs: the hot path, a few variadic calls per batch.
-if k > 0 then
-  local members, ids = {}, {}
+for _ = 1, tonumber(ARGV[1]) do
+  local token, k = ARGV[at], tonumber(ARGV[at + 1])
+  local names, ids = {}, {}
   for i = 1, k do
-    members[i] = ARGV[1 + i]
-    ids[i] = ARGV[1 + k + i]
+    ids[i] = ARGV[at + 1 + i]
+    names[i] = token .. '|' .. ids[i]
   end
-  local s = scores_of(LEASES, members)
-  local held, held_ids = {}, {}
-  for i = 1, k do
-    if s[i] then
-      res[i] = 1
-      held[#held + 1] = members[i]
-      held_ids[#held_ids + 1] = ids[i]
-    else
-      res[i] = 0
+  at = at + 2 + k
+  local ok = redis.call('ZSCORE', LEASES, token) and 1 or 0
+  for i = 1, k do res[#res + 1] = ok end
+  if ok == 1 then
+    if not done_max then
+      local _
+      _, _, done_max, done_age = retention()
     end
-  end
-  if #held > 0 then
-    batched('ZREM', LEASES, held)
-    local _, _, done_max, done_age = retention()
     if done_max > 0 then
+      local envs = hmget_all(RUNNING, names)
       local done = {}
-      for i = 1, #held_ids do
-        local id = held_ids[i]
-        local env = redis.call('HGET', JOBS, id)
-        if env then
-          local _, attempt, _, p2 = fields(env)
-          redis.call('HSET', JOBS, id, with_attempt(env, id, attempt + 1, p2))
+      for i = 1, k do
+        if envs[i] then
+          local id, before, _, p2 = fields(envs[i])
+          redis.call('HSET', JOBS, id, with_attempt(envs[i], id, before + 1, p2))
+          done[#done + 1] = now
+          done[#done + 1] = id
         end
-        done[#done + 1] = now
-        done[#done + 1] = id
       end
-      batched('ZADD', COMPLETED, done)
-      trim(COMPLETED, done_max, done_age, now)
+      if #done > 0 then
+        batched('ZADD', COMPLETED, done)
+        trim(COMPLETED, done_max, done_age, now)
+      end
     else
-      forget(held_ids)
+      for i = 1, k do forgotten[#forgotten + 1] = ids[i] end
     end
+    local n = 0
+    for i = 1, k, 1000 do
+      n = n + redis.call('HDEL', RUNNING, unpack(names, i, math.min(i + 999, k)))
+    end
+    if n > 0 then settle(token, n) end
   end
 end
+-- A completed job's error history (from earlier attempts) goes with it.
+if #forgotten > 0 then batched('HDEL', ERRORS, forgotten) end
 
 -- Failed runs: rarer; each moves to scheduled, ready or dead with its new attempt count.
-local first = 2 + 2 * k
-local n = (#ARGV - first + 1) / 5
 local ready, sched, dead = {}, {}, {}
-for j = 0, n - 1 do
-  local at = first + 5 * j
-  local member, id, code = ARGV[at], ARGV[at + 1], ARGV[at + 2]
-  local env = redis.call('HGET', JOBS, id)
-  if redis.call('ZREM', LEASES, member) == 1 and env then
+while at <= #ARGV do
+  local token, id, code = ARGV[at], ARGV[at + 1], ARGV[at + 2]
+  local field = token .. '|' .. id
+  local env = redis.call('HGET', RUNNING, field)
+  if env then
     res[#res + 1] = 1
+    redis.call('HDEL', RUNNING, field)
+    settle(token, 1)
     local _, before, max, p2 = fields(env)
     local attempt = before + 1
     env = with_attempt(env, id, attempt, p2)
@@ -71,7 +76,6 @@ for j = 0, n - 1 do
       dead[#dead + 1] = id
     elseif due <= now then
       ready[#ready + 1] = env
-      redis.call('HDEL', JOBS, id)
     else
       redis.call('HSET', JOBS, id, env)
       sched[#sched + 1] = due
@@ -80,6 +84,7 @@ for j = 0, n - 1 do
   else
     res[#res + 1] = 0
   end
+  at = at + 5
 end
 if #ready > 0 then
   batched('RPUSH', READY, ready)
