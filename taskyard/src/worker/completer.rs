@@ -18,15 +18,16 @@ use std::time::Duration;
 use tokio::sync::{Mutex, mpsc};
 
 use super::Shared;
+use super::executor::Done;
 use crate::{Lease, Outcome};
 
 /// The most outcomes sent in one call.
 const MAX_BATCH: usize = 1000;
 
-type Outcomes = Arc<Mutex<mpsc::UnboundedReceiver<(Lease, Outcome)>>>;
+type Outcomes = Arc<Mutex<mpsc::UnboundedReceiver<Done>>>;
 
 /// Runs until every sender of outcomes is gone and all are recorded.
-pub(crate) async fn run(shared: Arc<Shared>, rx: mpsc::UnboundedReceiver<(Lease, Outcome)>) {
+pub(crate) async fn run(shared: Arc<Shared>, rx: mpsc::UnboundedReceiver<Done>) {
     let rx: Outcomes = Arc::new(Mutex::new(rx));
     let second = tokio::spawn(record_loop(shared.clone(), rx.clone()));
     record_loop(shared, rx).await;
@@ -34,27 +35,33 @@ pub(crate) async fn run(shared: Arc<Shared>, rx: mpsc::UnboundedReceiver<(Lease,
 }
 
 async fn record_loop(shared: Arc<Shared>, rx: Outcomes) {
+    let mut keys = Vec::with_capacity(MAX_BATCH);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         {
             let mut rx = rx.lock().await;
-            let Some(first) = rx.recv().await else {
+            let Some((key, lease, outcome)) = rx.recv().await else {
                 return;
             };
-            batch.push(first);
+            keys.push(key);
+            batch.push((lease, outcome));
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(item) => batch.push(item),
+                    Ok((key, lease, outcome)) => {
+                        keys.push(key);
+                        batch.push((lease, outcome));
+                    }
                     Err(_) => break,
                 }
             }
         }
-        record(&shared, &batch).await;
+        record(&shared, &keys, &batch).await;
+        keys.clear();
         batch.clear();
     }
 }
 
-async fn record(shared: &Shared, batch: &[(Lease, Outcome)]) {
+async fn record(shared: &Shared, keys: &[u64], batch: &[(Lease, Outcome)]) {
     let mut failures = 0u32;
     let accepted = loop {
         match shared.store.finish(batch).await {
@@ -69,8 +76,8 @@ async fn record(shared: &Shared, batch: &[(Lease, Outcome)]) {
     };
     let counters = &shared.counters;
     let mut held = shared.held();
-    for ((lease, outcome), ok) in batch.iter().zip(accepted) {
-        held.remove(lease);
+    for (((lease, outcome), ok), key) in batch.iter().zip(accepted).zip(keys) {
+        held.remove(key);
         if !ok {
             counters.stale.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(queue = %lease.queue, id = %lease.id, "outcome rejected: lease no longer held");

@@ -3,7 +3,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
@@ -11,14 +11,18 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use super::{Failure, Held, JobContext, JobError, Shared};
 use crate::{ClaimedJob, Lease, Outcome, RetryPolicy};
 
+/// A finished run on its way to the completer: its key in `running`, lease and outcome.
+pub(crate) type Done = (u64, Lease, Outcome);
+
 /// Starts a claimed job in its own task. The held lease is registered before the task can
 /// finish, so the completer always finds it.
 pub(crate) fn start(
     shared: &Arc<Shared>,
     job: ClaimedJob,
     permit: OwnedSemaphorePermit,
-    done: mpsc::UnboundedSender<(Lease, Outcome)>,
+    done: mpsc::UnboundedSender<Done>,
 ) {
+    let key = shared.next_key.fetch_add(1, Ordering::Relaxed);
     let lease_lost = Arc::new(AtomicBool::new(false));
     let ctx = JobContext {
         id: job.lease.id.clone(),
@@ -55,16 +59,17 @@ pub(crate) fn start(
         drop(permit);
         {
             let mut held = task_shared.held();
-            match held.get_mut(&job.lease) {
+            match held.get_mut(&key) {
                 Some(h) if !h.released => h.finished = true,
                 _ => return,
             }
         }
-        let _ = done.send((job.lease, outcome));
+        let _ = done.send((key, job.lease, outcome));
     });
     held.insert(
-        lease,
+        key,
         Held {
+            lease,
             lease_lost,
             abort: Some(task.abort_handle()),
             finished: false,
@@ -77,18 +82,17 @@ pub(crate) fn start(
 pub(crate) fn abort_running(shared: &Shared) -> Vec<Lease> {
     let mut held = shared.held();
     let mut leases = Vec::new();
-    for (lease, h) in held.iter_mut() {
-        if !h.finished && !h.released {
-            h.released = true;
-            if let Some(abort) = h.abort.take() {
-                abort.abort();
-            }
-            leases.push(lease.clone());
+    held.retain(|_, h| {
+        if h.finished || h.released {
+            return true;
         }
-    }
-    for lease in &leases {
-        held.remove(lease);
-    }
+        h.released = true;
+        if let Some(abort) = h.abort.take() {
+            abort.abort();
+        }
+        leases.push(h.lease.clone());
+        false
+    });
     leases
 }
 

@@ -8,7 +8,7 @@ use rand::Rng;
 use tokio::sync::{mpsc, watch};
 
 use super::{QueueOrder, Shared, executor};
-use crate::{Lease, Outcome, QueueName};
+use crate::QueueName;
 
 /// The longest a wait lasts before the fetcher tries a claim anyway: a safety net for a
 /// lost wakeup, not a poll (an idle worker makes one claim call per this interval).
@@ -17,7 +17,7 @@ const MAX_WAIT: Duration = Duration::from_secs(5);
 pub(crate) async fn run(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
-    done: mpsc::UnboundedSender<(Lease, Outcome)>,
+    done: mpsc::UnboundedSender<executor::Done>,
 ) {
     let names = shared.queue_names();
     let mut failures = 0u32;

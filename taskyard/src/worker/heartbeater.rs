@@ -11,16 +11,20 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     let every = shared.lease / 3;
     loop {
         tokio::time::sleep(every).await;
-        let leases: Vec<_> = shared.held().keys().cloned().collect();
+        let (keys, leases): (Vec<u64>, Vec<_>) = shared
+            .held()
+            .iter()
+            .map(|(k, h)| (*k, h.lease.clone()))
+            .unzip();
         if leases.is_empty() {
             continue;
         }
         match shared.store.heartbeat(&leases, shared.lease).await {
             Ok(held) => {
                 let map = shared.held();
-                for (lease, ok) in leases.iter().zip(held) {
+                for ((key, lease), ok) in keys.iter().zip(&leases).zip(held) {
                     if !ok
-                        && let Some(h) = map.get(lease)
+                        && let Some(h) = map.get(key)
                         && !h.lease_lost.swap(true, Ordering::Relaxed)
                     {
                         {

@@ -229,6 +229,7 @@ impl WorkerBuilder {
                 nonce,
                 slots: Arc::new(Semaphore::new(self.concurrency)),
                 running: Mutex::new(HashMap::new()),
+                next_key: AtomicU64::new(0),
                 counters: Arc::new(Counters::default()),
             }),
         })
@@ -249,12 +250,15 @@ pub(crate) struct Shared {
     pub(crate) slots: Arc<Semaphore>,
     /// Jobs this worker holds a lease on: running, or finished with the outcome not yet
     /// recorded. The heartbeater renews all of them.
-    pub(crate) running: Mutex<HashMap<Lease, Held>>,
+    pub(crate) running: Mutex<HashMap<u64, Held>>,
+    /// Keys of `running`: a number per claimed job, cheaper to hash than its lease.
+    pub(crate) next_key: AtomicU64,
     pub(crate) counters: Arc<Counters>,
 }
 
 /// One held lease.
 pub(crate) struct Held {
+    pub(crate) lease: Lease,
     pub(crate) lease_lost: Arc<AtomicBool>,
     pub(crate) abort: Option<AbortHandle>,
     /// The handler returned; its outcome is on its way to the store.
@@ -268,7 +272,7 @@ impl Shared {
         self.queues.iter().map(|(q, _)| q.clone()).collect()
     }
 
-    pub(crate) fn held(&self) -> std::sync::MutexGuard<'_, HashMap<Lease, Held>> {
+    pub(crate) fn held(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Held>> {
         // A panic never happens while the lock is held (no user code runs under it), so a
         // poisoned lock still holds consistent data.
         self.running.lock().unwrap_or_else(|e| e.into_inner())
