@@ -499,6 +499,36 @@ pub async fn dead_set_is_trimmed_to_its_max(s: Subject) {
     assert!(s.store.job(&q, &ids[4]).await.unwrap().is_some());
 }
 
+/// Dead jobs older than the configured age are dropped by maintenance.
+pub async fn dead_jobs_past_their_age_are_dropped(s: Subject) {
+    let q = unique_queue();
+    let config = QueueConfig {
+        dead_max_age_ms: 200,
+        ..QueueConfig::default()
+    };
+    s.store.configure(&q, &config).await.unwrap();
+    enqueue(&s.store, &q, (0..3).map(new_job).collect()).await;
+    kill_all(&s.store, &q, 3).await;
+    let (store, q2) = (s.store.clone(), q.clone());
+    assert!(
+        eventually(SOON, || {
+            let (store, q) = (store.clone(), q2.clone());
+            async move {
+                store.maintain(&q).await.unwrap();
+                store.stats(&q).await.unwrap().dead == 0
+            }
+        })
+        .await
+    );
+    assert!(
+        s.store
+            .list(&q, JobState::Dead, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// Completed jobs leave no trace by default; with retention they are kept, up to the max.
 pub async fn completed_jobs_are_removed_unless_retained(s: Subject) {
     let q = unique_queue();
@@ -840,6 +870,45 @@ pub async fn worker_retries_with_backoff_until_success(s: Subject) {
     assert_eq!(*seen.lock().unwrap(), vec![(7, 1), (7, 2), (7, 3)]);
     assert_eq!(counters.failed(), 2);
     assert!(s.store.job(&q, &id).await.unwrap().is_none());
+}
+
+/// A handler can ask for its retry at a given time, and fail for good.
+pub async fn handler_chooses_retry_time_or_permanent_failure(s: Subject) {
+    let q = unique_queue();
+    let w = worker(&s, &q)
+        .handle(move |job: Ping, _ctx: JobContext| async move {
+            match job.n {
+                0 => Err(JobError::retry_at(
+                    SystemTime::now() + Duration::from_secs(3600),
+                    "later",
+                )),
+                _ => Err(JobError::permanent("no such user")),
+            }
+        })
+        .build()
+        .unwrap();
+    let counters = w.counters();
+    let running = Running::start(w);
+    let ids = enqueue(&s.store, &q, vec![new_job(0), new_job(1)]).await;
+    assert!(
+        eventually(SOON, || {
+            let c = counters.clone();
+            async move { c.failed() == 2 }
+        })
+        .await
+    );
+    running.shutdown().await;
+    let later = s.store.job(&q, &ids[0]).await.unwrap().unwrap();
+    assert_eq!(later.state, JobState::Scheduled);
+    let now = s.store.now_ms().await.unwrap();
+    let due = later.at_ms.unwrap();
+    assert!(
+        due > now + 3_500_000 && due < now + 3_700_000,
+        "due {due}, now {now}"
+    );
+    let dead = s.store.job(&q, &ids[1]).await.unwrap().unwrap();
+    assert_eq!((dead.state, dead.attempt), (JobState::Dead, 1));
+    assert_eq!(dead.errors[0].message, "no such user");
 }
 
 /// A panic in a handler is a failed attempt; the worker keeps running jobs.
