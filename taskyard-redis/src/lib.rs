@@ -140,9 +140,29 @@ impl RedisStore {
     ///
     /// The connection is re-established on its own after a network error or a server
     /// restart; calls made while it is down fail and the worker retries them.
+    ///
+    /// For `rediss://`, the server's certificate is checked against the system's trust
+    /// store (which honours `SSL_CERT_FILE`); see [`RedisStore::connect_with_root_ca`] for
+    /// a private CA.
     pub async fn connect(url: &str) -> Result<Self> {
         let client = redis::Client::open(url)
             .map_err(|e| Error::InvalidOption(format!("invalid Redis URL: {e}")))?;
+        Self::from_client(client).await
+    }
+
+    /// Connects to a `rediss://` URL whose server certificate is signed by the CA in
+    /// `ca_pem` (PEM), instead of one the system trusts.
+    pub async fn connect_with_root_ca(url: &str, ca_pem: &[u8]) -> Result<Self> {
+        let certs = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca_pem.to_vec()),
+        };
+        let client = redis::Client::build_with_tls(url, certs)
+            .map_err(|e| Error::InvalidOption(format!("invalid Redis TLS setup: {e}")))?;
+        Self::from_client(client).await
+    }
+
+    async fn from_client(client: redis::Client) -> Result<Self> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             // Large batches (a 10k-job enqueue, a redrive scan) take more than the
