@@ -51,8 +51,9 @@ for _ = 1, tonumber(ARGV[1]) do
     if n > 0 then settle(token, n) end
   end
 end
--- A completed job's error history (from earlier attempts) goes with it.
-if #forgotten > 0 then batched('HDEL', ERRORS, forgotten) end
+-- A completed job's error history (from earlier attempts) goes with it; most queues
+-- have no history at all, and then there is nothing to delete.
+if #forgotten > 0 and redis.call('EXISTS', ERRORS) == 1 then batched('HDEL', ERRORS, forgotten) end
 
 -- Failed runs: rarer; each moves to scheduled, ready or dead with its new attempt count.
 local ready, sched, dead = {}, {}, {}
