@@ -193,3 +193,53 @@ async fn worker_reconnects_after_redis_restart_and_keeps_acknowledged_jobs() {
     let _ = stop.send(());
     running.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn finished_work_leaves_no_keys_behind() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let q = QueueName::new("clean").unwrap();
+    let w = Worker::builder(store.clone())
+        .queue(q.as_str())
+        .concurrency(16)
+        .handle(|job: Ping, ctx: JobContext| async move {
+            // Every third job fails once, so error history is written and must go too.
+            if job.n % 3 == 0 && ctx.attempt() == 1 {
+                Err(JobError::retry_after(Duration::ZERO, "once"))
+            } else {
+                Ok(())
+            }
+        })
+        .build()
+        .unwrap();
+    let counters = w.counters();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(w.run(async {
+        let _ = stopped.await;
+    }));
+    let opts = EnqueueOptions::default().queue("clean");
+    Client::new(store.clone())
+        .enqueue_many((0..3000).map(|n| Ping { n }), opts)
+        .await
+        .unwrap();
+    let c = counters.clone();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let c = c.clone();
+            async move { c.completed() == 3000 }
+        })
+        .await
+    );
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+    let mut conn = raw(&server).await;
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg("taskyard:{clean}:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    keys.sort();
+    // The id counter lives in meta; the signal list holds at most one element.
+    keys.retain(|k| !k.ends_with(":meta") && !k.ends_with(":signal"));
+    assert!(keys.is_empty(), "left behind: {keys:?}");
+}
