@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# taskyard and BullMQ on the same fresh redis-server, round after round (docs/benchmarks.md).
+#   bench/side-by-side.sh [rounds] [port]
+# Needs: a release build (cargo build --release -p taskyard-cli), redis-server, and the
+# peer harness in ../shared/peers (Node and npm; it installs bullmq once).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+port=${2:-6391}
+peers=${TASKYARD_PEERS:-../shared/peers}
+bin=target/release/taskyard
+[ -x "$bin" ] || cargo build --release -p taskyard-cli
+redis-server --port "$port" --save "" --appendonly no --daemonize yes >/dev/null
+trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true' EXIT
+until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done
+for _ in $(seq "$rounds"); do
+  redis-cli -p "$port" flushall >/dev/null
+  "$bin" bench --store "redis://127.0.0.1:$port" --jobs 100000 --concurrency 100 \
+    --latency-rate 1000 --latency-secs 10 --json
+  redis-cli -p "$port" flushall >/dev/null
+  "$peers/bullmq/run" "$port" 100000 100
+  redis-cli -p "$port" flushall >/dev/null
+  "$peers/bullmq/run" latency "$port" 1000 10
+done
