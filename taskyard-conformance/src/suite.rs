@@ -156,7 +156,7 @@ pub async fn claim_counts_attempt_and_leases_oldest_first(s: Subject) {
     assert_eq!(payload_n(&jobs[0].payload), 0);
     assert!(
         jobs.iter()
-            .all(|j| j.attempt == 1 && j.kind == "ping" && j.max_attempts == 25)
+            .all(|j| j.attempt == 1 && &*j.kind == "ping" && j.max_attempts == 25)
     );
     assert!(!jobs[0].lease.token.is_empty(), "a claim issues a token");
     let st = stats(&s.store, &q).await;

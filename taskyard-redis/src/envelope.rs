@@ -14,7 +14,7 @@ pub(crate) struct Envelope {
     pub(crate) attempt: u32,
     pub(crate) enqueued_at_ms: u64,
     pub(crate) max_attempts: u32,
-    pub(crate) kind: String,
+    pub(crate) kind: std::sync::Arc<str>,
     pub(crate) backoff: Option<Backoff>,
     pub(crate) payload: Bytes,
 }
@@ -47,7 +47,7 @@ pub(crate) fn parse(raw: Bytes) -> Result<Envelope> {
     let attempt = next()?.parse().map_err(|_| bad())?;
     let enqueued_at_ms = next()?.parse().map_err(|_| bad())?;
     let max_attempts = next()?.parse().map_err(|_| bad())?;
-    let kind = next()?.to_string();
+    let kind = std::sync::Arc::from(next()?);
     let backoff = match next()? {
         "" => None,
         b => {
@@ -95,7 +95,7 @@ mod tests {
         assert_eq!(env.id.as_str(), "42");
         assert_eq!(env.attempt, 3);
         assert_eq!(env.max_attempts, 4);
-        assert_eq!(env.kind, "k:x");
+        assert_eq!(&*env.kind, "k:x");
         assert_eq!(
             env.backoff,
             Some(Backoff {

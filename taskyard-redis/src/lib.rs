@@ -418,7 +418,7 @@ fn info(
     Ok(JobInfo {
         id: env.id,
         queue: queue.to_string(),
-        kind: env.kind,
+        kind: env.kind.to_string(),
         state,
         payload: String::from_utf8_lossy(&env.payload).into_owned(),
         // A running job's envelope holds the attempts made before the current one.

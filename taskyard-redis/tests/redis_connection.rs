@@ -204,7 +204,7 @@ async fn finished_work_leaves_no_keys_behind() {
         .concurrency(16)
         .handle(|job: Ping, ctx: JobContext| async move {
             // Every third job fails once, so error history is written and must go too.
-            if job.n % 3 == 0 && ctx.attempt() == 1 {
+            if job.n.is_multiple_of(3) && ctx.attempt() == 1 {
                 Err(JobError::retry_after(Duration::ZERO, "once"))
             } else {
                 Ok(())

@@ -34,7 +34,7 @@ pub struct ClaimedJob {
     /// The lease that proves this claim.
     pub lease: Lease,
     /// The kind name.
-    pub kind: String,
+    pub kind: Arc<str>,
     /// The JSON payload.
     pub payload: Bytes,
     /// This attempt's number, 1-based (attempts are counted at claim).

@@ -17,7 +17,7 @@ use crate::{Job, JobId, QueueName, RetryPolicy};
 pub struct JobContext {
     pub(crate) id: JobId,
     pub(crate) queue: QueueName,
-    pub(crate) kind: String,
+    pub(crate) kind: Arc<str>,
     pub(crate) attempt: u32,
     pub(crate) max_attempts: u32,
     pub(crate) enqueued_at_ms: u64,
