@@ -10,8 +10,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use taskyard::{
-    Client, DeadFilter, Due, EnqueueOptions, Error, Job, JobContext, JobError, JobId, JobState,
-    Lease, NewJob, Outcome, QueueConfig, QueueName, QueueOrder, RetryPolicy, Store, Worker,
+    Client, Counters, DeadFilter, Due, EnqueueOptions, Error, Job, JobContext, JobError, JobId,
+    JobState, Lease, NewJob, Outcome, QueueConfig, QueueName, QueueOrder, RetryPolicy, Store,
+    Worker,
 };
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -94,6 +95,40 @@ impl Running {
         let _ = self.stop.send(());
         self.task.await.expect("worker task").expect("worker run");
     }
+}
+
+/// Waits (with the usual deadline) until the worker's counters satisfy `done`.
+async fn until(counters: &Arc<Counters>, done: impl Fn(&Counters) -> bool) {
+    let deadline = Instant::now() + SOON;
+    while !done(counters) {
+        assert!(
+            Instant::now() < deadline,
+            "worker did not get there: completed {}, failed {}",
+            counters.completed(),
+            counters.failed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+type Run = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), JobError>> + Send>>;
+
+/// A handler that reports when it starts, then sleeps for `run` (for shutdown tests).
+fn sleeper(
+    run: Duration,
+) -> (
+    impl Fn(Ping, JobContext) -> Run + Send + Sync + 'static,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    let (started_tx, started_rx) = tokio::sync::mpsc::unbounded_channel();
+    let handler = move |_job: Ping, _ctx: JobContext| -> Run {
+        let _ = started_tx.send(());
+        Box::pin(async move {
+            tokio::time::sleep(run).await;
+            Ok(())
+        })
+    };
+    (handler, started_rx)
 }
 
 /// Ids and attempts of the runs a handler saw.
@@ -810,13 +845,7 @@ pub async fn worker_completes_every_job(s: Subject) {
         )
         .await
         .unwrap();
-    assert!(
-        eventually(SOON, || {
-            let c = counters.clone();
-            async move { c.completed() == 500 }
-        })
-        .await
-    );
+    until(&counters, |c| c.completed() == 500).await;
     running.shutdown().await;
     let mut ns: Vec<u64> = seen.lock().unwrap().iter().map(|(n, _)| *n).collect();
     ns.sort();
@@ -859,13 +888,7 @@ pub async fn worker_retries_with_backoff_until_success(s: Subject) {
         )
         .await
         .unwrap();
-    assert!(
-        eventually(SOON, || {
-            let c = counters.clone();
-            async move { c.completed() == 1 }
-        })
-        .await
-    );
+    until(&counters, |c| c.completed() == 1).await;
     running.shutdown().await;
     assert_eq!(*seen.lock().unwrap(), vec![(7, 1), (7, 2), (7, 3)]);
     assert_eq!(counters.failed(), 2);
@@ -890,13 +913,7 @@ pub async fn handler_chooses_retry_time_or_permanent_failure(s: Subject) {
     let counters = w.counters();
     let running = Running::start(w);
     let ids = enqueue(&s.store, &q, vec![new_job(0), new_job(1)]).await;
-    assert!(
-        eventually(SOON, || {
-            let c = counters.clone();
-            async move { c.failed() == 2 }
-        })
-        .await
-    );
+    until(&counters, |c| c.failed() == 2).await;
     running.shutdown().await;
     let later = s.store.job(&q, &ids[0]).await.unwrap().unwrap();
     assert_eq!(later.state, JobState::Scheduled);
@@ -938,13 +955,7 @@ pub async fn handler_panic_is_a_failure_and_worker_lives_on(s: Subject) {
         .enqueue_many((0..5).map(|n| Ping { n }), opts)
         .await
         .unwrap();
-    assert!(
-        eventually(SOON, || {
-            let c = counters.clone();
-            async move { c.completed() == 5 }
-        })
-        .await
-    );
+    until(&counters, |c| c.completed() == 5).await;
     running.shutdown().await;
     assert_eq!(attempts.load(Ordering::SeqCst), 6);
     assert_eq!(counters.failed(), 1);
@@ -965,13 +976,7 @@ pub async fn undecodable_payload_goes_to_dead_with_decode_error(s: Subject) {
     )
     .unwrap();
     let ids = enqueue(&s.store, &q, vec![bad, new_job(1)]).await;
-    assert!(
-        eventually(SOON, || {
-            let c = counters.clone();
-            async move { c.completed() == 1 && c.failed() == 1 }
-        })
-        .await
-    );
+    until(&counters, |c| c.completed() == 1 && c.failed() == 1).await;
     running.shutdown().await;
     let info = s.store.job(&q, &ids[0]).await.unwrap().unwrap();
     assert_eq!(info.state, JobState::Dead);
@@ -1006,13 +1011,7 @@ pub async fn long_job_is_kept_alive_by_heartbeats(s: Subject) {
     let counters = w.counters();
     let running = Running::start(w);
     enqueue(&s.store, &q, vec![new_job(1)]).await;
-    assert!(
-        eventually(SOON, || {
-            let c = counters.clone();
-            async move { c.completed() == 1 }
-        })
-        .await
-    );
+    until(&counters, |c| c.completed() == 1).await;
     running.shutdown().await;
     assert_eq!(
         *seen.lock().unwrap(),
@@ -1025,16 +1024,10 @@ pub async fn long_job_is_kept_alive_by_heartbeats(s: Subject) {
 /// Shutdown stops claiming and lets running jobs finish within the grace period.
 pub async fn shutdown_waits_for_running_jobs(s: Subject) {
     let q = unique_queue();
-    let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (handler, mut started_rx) = sleeper(Duration::from_millis(300));
     let w = worker(&s, &q)
         .grace(Duration::from_secs(10))
-        .handle(move |_job: Ping, _ctx: JobContext| {
-            let _ = started_tx.send(());
-            async move {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                Ok(())
-            }
-        })
+        .handle(handler)
         .build()
         .unwrap();
     let counters = w.counters();
@@ -1051,16 +1044,10 @@ pub async fn shutdown_waits_for_running_jobs(s: Subject) {
 /// attempt not charged.
 pub async fn shutdown_releases_jobs_past_grace(s: Subject) {
     let q = unique_queue();
-    let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (handler, mut started_rx) = sleeper(Duration::from_secs(3600));
     let w = worker(&s, &q)
         .grace(Duration::from_millis(200))
-        .handle(move |_job: Ping, _ctx: JobContext| {
-            let _ = started_tx.send(());
-            async move {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                Ok(())
-            }
-        })
+        .handle(handler)
         .build()
         .unwrap();
     let running = Running::start(w);
@@ -1123,13 +1110,7 @@ pub async fn strict_queue_order_drains_first_queue_first(s: Subject) {
         .unwrap();
     let counters = w.counters();
     let running = Running::start(w);
-    assert!(
-        eventually(SOON, || {
-            let c = counters.clone();
-            async move { c.completed() == 20 }
-        })
-        .await
-    );
+    until(&counters, |c| c.completed() == 20).await;
     running.shutdown().await;
     let order = order.lock().unwrap().clone();
     assert!(order[..10].iter().all(|n| *n < 100), "{order:?}");
@@ -1155,13 +1136,7 @@ pub async fn worker_serves_several_queues_by_weight(s: Subject) {
         .unwrap();
     let counters = w.counters();
     let running = Running::start(w);
-    assert!(
-        eventually(SOON, || {
-            let c = counters.clone();
-            async move { c.completed() >= 200 }
-        })
-        .await
-    );
+    until(&counters, |c| c.completed() >= 200).await;
     running.shutdown().await;
     let order = order.lock().unwrap().clone();
     let first: Vec<_> = order[..200].to_vec();
