@@ -467,7 +467,7 @@ pub async fn redrive_one_by_kind_and_all(s: Subject) {
         .store
         .redrive(
             &q,
-            &DeadFilter::Ids(vec![ids[0].clone(), JobId::new("nope")]),
+            &DeadFilter::Ids(vec![ids[0].clone(), ids[0].clone(), JobId::new("nope")]), // twice: moves once
         )
         .await
         .unwrap();
@@ -794,6 +794,21 @@ pub async fn bad_input_is_rejected_and_changes_nothing(s: Subject) {
         RetryPolicy::default(),
     );
     assert!(matches!(err, Err(Error::InvalidKind { .. })));
+    // The fields of NewJob are public: the store checks them again, for the whole batch.
+    let forged = NewJob {
+        kind: "a\tb".into(),
+        ..new_job(1)
+    };
+    let err = s.store.enqueue(&q, vec![new_job(0), forged]).await;
+    assert!(matches!(err, Err(Error::InvalidKind { .. })), "{err:?}");
+    let no_attempts = NewJob {
+        max_attempts: 0,
+        ..new_job(2)
+    };
+    assert!(matches!(
+        s.store.enqueue(&q, vec![no_attempts]).await,
+        Err(Error::InvalidOption(_))
+    ));
     assert_eq!(stats(&s.store, &q).await.ready, 0);
 }
 

@@ -52,6 +52,9 @@ struct Inner {
     known_queues: Mutex<HashSet<String>>,
     /// Claims made through this store, to make each claim's token unique.
     claims: AtomicU64,
+    /// Random per store instance: two processes claiming with the same nonce still get
+    /// different tokens.
+    instance: String,
 }
 
 struct Scripts {
@@ -192,6 +195,7 @@ impl RedisStore {
                 scripts,
                 known_queues: Mutex::new(HashSet::new()),
                 claims: AtomicU64::new(0),
+                instance: format!("{:08x}", rand::random::<u32>()),
             }),
         })
     }
@@ -278,33 +282,37 @@ impl RedisStore {
         queue: &QueueName,
         filter: &DeadFilter,
     ) -> Result<u64> {
-        let mut args: Vec<Vec<u8>> = Vec::new();
-        match filter {
+        // Each script call moves at most 1,000 jobs; between calls other clients get
+        // in, so a large redrive never holds Redis for long.
+        let calls: Vec<Vec<Vec<u8>>> = match filter {
             DeadFilter::Ids(ids) => {
-                args.push(b"ids".to_vec());
-                args.push(Vec::new());
-                args.extend(ids.iter().map(|id| id.as_str().as_bytes().to_vec()));
+                let mut unique: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
+                unique.sort_unstable();
+                unique.dedup();
+                unique
+                    .chunks(1000)
+                    .map(|chunk| {
+                        let mut args = vec![b"ids".to_vec(), Vec::new()];
+                        args.extend(chunk.iter().map(|id| arg(id)));
+                        args
+                    })
+                    .collect()
             }
-            DeadFilter::Kind(kind) => {
-                args.push(b"kind".to_vec());
-                args.push(kind.as_bytes().to_vec());
-            }
-            DeadFilter::All => {
-                args.push(b"all".to_vec());
-                args.push(Vec::new());
-            }
-        }
+            DeadFilter::Kind(kind) => vec![vec![b"kind".to_vec(), arg(kind)]],
+            DeadFilter::All => vec![vec![b"all".to_vec(), Vec::new()]],
+        };
         let mut total = 0;
-        loop {
-            let n = int(&self.run(script, queue, args.clone()).await?)?;
-            total += n as u64;
-            if n == 0 || matches!(filter, DeadFilter::Ids(_)) {
-                return Ok(total);
+        for args in calls {
+            loop {
+                let n = int(&self.run(script, queue, args.clone()).await?)?;
+                total += n as u64;
+                if n < 1000 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            // Between chunks, let other clients in: a large redrive never holds Redis
-            // for long, and workers start on the first chunk at once.
-            tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        Ok(total)
     }
 }
 
@@ -436,6 +444,10 @@ impl Store for RedisStore {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
+        // A malformed envelope would block the claim that pops it: check first.
+        for job in &jobs {
+            job.validate()?;
+        }
         self.remember(queue).await?;
         let n = jobs.len();
         let mut args = Vec::with_capacity(1 + 2 * n);
@@ -472,7 +484,7 @@ impl Store for RedisStore {
         // The token must differ between two claims of the same job; the claimer's nonce
         // and this store's claim counter make it so.
         let seq = self.inner.claims.fetch_add(1, Ordering::Relaxed);
-        let token: Arc<str> = Arc::from(format!("{nonce}.{seq}"));
+        let token: Arc<str> = Arc::from(format!("{nonce}.{}.{seq}", self.inner.instance));
         let args = vec![
             max.to_string().into_bytes(),
             lease.as_millis().to_string().into_bytes(),
@@ -487,7 +499,15 @@ impl Store for RedisStore {
         let envs = array(out.next().unwrap_or(Value::Nil))?;
         let mut jobs = Vec::with_capacity(envs.len());
         for v in envs {
-            let env = envelope::parse(bytes(v)?)?;
+            // One unreadable envelope must not strand the rest of the batch: skip it, and
+            // its lease expiry takes it to dead once its attempts are spent.
+            let env = match bytes(v).and_then(envelope::parse) {
+                Ok(env) => env,
+                Err(e) => {
+                    tracing::error!(queue = %queue, error = %e, "skipping an unreadable job");
+                    continue;
+                }
+            };
             jobs.push(ClaimedJob {
                 lease: Lease {
                     queue: queue.clone(),

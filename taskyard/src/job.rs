@@ -303,32 +303,47 @@ impl NewJob {
         opts: &EnqueueOptions,
         policy: RetryPolicy,
     ) -> Result<Self> {
-        validate_kind(kind)?;
-        if payload.len() > MAX_PAYLOAD_BYTES {
-            return Err(Error::PayloadTooLarge {
-                size: payload.len(),
-                limit: MAX_PAYLOAD_BYTES,
-            });
-        }
         let own = opts.retry;
         let policy = own.unwrap_or(policy);
         policy.validate()?;
-        let max_attempts = opts.max_attempts.unwrap_or(policy.max_attempts);
-        if max_attempts == 0 {
-            return Err(Error::InvalidOption(
-                "max_attempts must be at least 1".into(),
-            ));
-        }
-        Ok(NewJob {
+        let job = NewJob {
             kind: kind.into(),
             payload,
             due: opts.due,
-            max_attempts,
+            max_attempts: opts.max_attempts.unwrap_or(policy.max_attempts),
             backoff: own.map(|p| Backoff {
                 base_ms: p.base.as_millis() as u64,
                 cap_ms: p.cap.as_millis() as u64,
             }),
-        })
+        };
+        job.validate()?;
+        Ok(job)
+    }
+
+    /// Checks a job's fields: its kind, payload size, attempts and backoff. The fields
+    /// are public, so stores check again before writing anything.
+    pub fn validate(&self) -> Result<()> {
+        validate_kind(&self.kind)?;
+        if self.payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(Error::PayloadTooLarge {
+                size: self.payload.len(),
+                limit: MAX_PAYLOAD_BYTES,
+            });
+        }
+        if self.max_attempts == 0 {
+            return Err(Error::InvalidOption(
+                "max_attempts must be at least 1".into(),
+            ));
+        }
+        if let Some(b) = self.backoff
+            && b.base_ms > b.cap_ms
+        {
+            return Err(Error::InvalidOption(format!(
+                "retry base {} ms is larger than its cap {} ms",
+                b.base_ms, b.cap_ms
+            )));
+        }
+        Ok(())
     }
 
     /// Encodes a typed job with its kind's policy.

@@ -18,6 +18,10 @@ if head[2] then
   if head[2] then nxt = math.max(0, tonumber(head[2]) - now) end
 end
 if redis.call('HEXISTS', META, 'paused') == 1 then return {now, nxt, {}} end
+-- A token names one batch: refuse a reused one before anything is written.
+if redis.call('HEXISTS', BATCHES, '#' .. ARGV[3]) == 1 then
+  return redis.error_reply('claim token ' .. ARGV[3] .. ' is already in use')
+end
 local envs = redis.call('LPOP', READY, tonumber(ARGV[1]))
 if not envs then return {now, nxt, {}} end
 local token = ARGV[3]

@@ -167,8 +167,13 @@ local function select_dead(limit)
     for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
     if #ids == 0 then return out end
     local s = scores_of(DEAD, ids)
+    local seen = {}
     for i = 1, #ids do
-      if s[i] and #out < limit then out[#out + 1] = ids[i] end
+      -- An id given twice is moved once: a job must never be in two places.
+      if s[i] and not seen[ids[i]] and #out < limit then
+        seen[ids[i]] = true
+        out[#out + 1] = ids[i]
+      end
     end
   elseif mode == 'all' then
     out = redis.call('ZRANGE', DEAD, 0, limit - 1)

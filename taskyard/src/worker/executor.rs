@@ -55,10 +55,11 @@ pub(crate) fn start(
             Some(b) => RetryPolicy::default()
                 .base(std::time::Duration::from_millis(b.base_ms))
                 .cap(std::time::Duration::from_millis(b.cap_ms)),
-            None => handler.map(|h| h.policy).unwrap_or_default(),
+            None => handler.and_then(|h| h.policy).unwrap_or_default(),
         };
         let outcome = outcome_of(result, job.attempt, &policy);
-        drop(permit);
+        // Marked finished before the slot is freed: shutdown waits on the slots, and
+        // must not release a job whose outcome is already known.
         {
             let mut held = task_shared.held();
             match held.get_mut(&key) {
@@ -66,6 +67,7 @@ pub(crate) fn start(
                 _ => return,
             }
         }
+        drop(permit);
         let _ = done.send((key, job.lease, outcome));
     }));
     held.insert(

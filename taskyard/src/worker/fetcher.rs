@@ -26,11 +26,13 @@ pub(crate) async fn run(
             return;
         }
         let first = tokio::select! {
+            // Stop wins a tie: a stopping worker claims nothing more.
+            biased;
+            _ = stop.changed() => return,
             p = shared.slots.clone().acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => return,
             },
-            _ = stop.changed() => return,
         };
         let mut permits = first;
         let extra = shared.slots.available_permits();
@@ -110,15 +112,16 @@ fn order(shared: &Shared) -> Vec<QueueName> {
             let mut out = Vec::with_capacity(rest.len());
             let mut rng = rand::rng();
             while !rest.is_empty() {
-                let total: u32 = rest.iter().map(|(_, w)| *w).sum();
+                let total: u64 = rest.iter().map(|(_, w)| u64::from(*w)).sum();
                 let mut pick = rng.random_range(0..total);
                 let idx = rest
                     .iter()
                     .position(|(_, w)| {
-                        if pick < *w {
+                        let w = u64::from(*w);
+                        if pick < w {
                             true
                         } else {
-                            pick -= *w;
+                            pick -= w;
                             false
                         }
                     })

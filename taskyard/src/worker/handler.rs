@@ -152,7 +152,8 @@ pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), JobError>
 #[derive(Clone)]
 pub(crate) struct Handler {
     pub(crate) run: Arc<dyn Fn(JobContext, Bytes) -> HandlerFuture + Send + Sync>,
-    pub(crate) policy: RetryPolicy,
+    /// The kind's policy; `None` for raw handlers, which take the worker's default.
+    pub(crate) policy: Option<RetryPolicy>,
 }
 
 impl Handler {
@@ -175,18 +176,18 @@ impl Handler {
                     f(job, ctx).await
                 })
             }),
-            policy: J::retry_policy(),
+            policy: Some(J::retry_policy()),
         }
     }
 
-    pub(crate) fn raw<F, Fut>(f: F, policy: RetryPolicy) -> Self
+    pub(crate) fn raw<F, Fut>(f: F) -> Self
     where
         F: Fn(JobContext, Bytes) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), JobError>> + Send + 'static,
     {
         Handler {
             run: Arc::new(move |ctx, payload| Box::pin(f(ctx, payload))),
-            policy,
+            policy: None,
         }
     }
 }

@@ -180,8 +180,7 @@ impl WorkerBuilder {
         F: Fn(JobContext, Bytes) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = std::result::Result<(), JobError>> + Send + 'static,
     {
-        let handler = Handler::raw(f, self.default_policy);
-        self.handlers.insert(kind.into(), handler);
+        self.handlers.insert(kind.into(), Handler::raw(f));
         self
     }
 
@@ -194,6 +193,11 @@ impl WorkerBuilder {
         }
         if self.lease < Duration::from_millis(300) {
             return Err(Error::InvalidOption("lease must be at least 300 ms".into()));
+        }
+        if self.maintenance_every.is_zero() {
+            return Err(Error::InvalidOption(
+                "maintenance interval must be above zero".into(),
+            ));
         }
         if self.handlers.is_empty() {
             return Err(Error::InvalidOption(
@@ -225,7 +229,14 @@ impl WorkerBuilder {
                 lease: self.lease,
                 grace: self.grace,
                 maintenance_every: self.maintenance_every,
-                handlers: self.handlers,
+                handlers: self
+                    .handlers
+                    .into_iter()
+                    .map(|(kind, mut h)| {
+                        h.policy = h.policy.or(Some(self.default_policy));
+                        (kind, h)
+                    })
+                    .collect(),
                 nonce,
                 slots: Arc::new(Semaphore::new(self.concurrency)),
                 running: Mutex::new(HashMap::new()),
@@ -303,7 +314,8 @@ impl Worker {
 
     /// Runs until `shutdown` resolves, then shuts down gracefully: stops claiming, lets
     /// running jobs finish within the grace period, releases the leases of the rest (their
-    /// attempt is not charged), records every outcome, and returns.
+    /// attempt is not charged), waits up to 30 s for the outcomes to be recorded, and
+    /// returns.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let shared = self.shared;
         let (stop_tx, stop_rx) = watch::channel(false);
