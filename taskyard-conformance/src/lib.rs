@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub use redis_server::RedisServer;
-use taskyard::{QueueName, Store};
+use taskyard::{Counters, QueueName, Store, Worker};
 
 /// A store under test, with whatever must live as long as it (a server process, a file).
 pub struct Subject {
@@ -63,6 +63,43 @@ where
         if Instant::now() >= deadline {
             return false;
         }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A worker running in the background until [`Running::shutdown`].
+pub struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<taskyard::Result<()>>,
+}
+
+impl Running {
+    /// Starts `worker` on the current runtime.
+    pub fn start(worker: Worker) -> Self {
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(worker.run(async move {
+            let _ = rx.await;
+        }));
+        Running { stop, task }
+    }
+
+    /// Shuts the worker down gracefully and waits for it; panics if it failed.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        self.task.await.expect("worker task").expect("worker run");
+    }
+}
+
+/// Waits until a worker's counters satisfy `done`, panicking with the counts after 10 s.
+pub async fn until(counters: &Arc<Counters>, done: impl Fn(&Counters) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done(counters) {
+        assert!(
+            Instant::now() < deadline,
+            "worker did not get there: completed {}, failed {}",
+            counters.completed(),
+            counters.failed()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -10,14 +10,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use taskyard::{
-    Client, Counters, DeadFilter, Due, EnqueueOptions, Error, Job, JobContext, JobError, JobId,
-    JobState, Lease, NewJob, Outcome, QueueConfig, QueueName, QueueOrder, RetryPolicy, Store,
-    Worker,
+    Client, DeadFilter, Due, EnqueueOptions, Error, Job, JobContext, JobError, JobId, JobState,
+    Lease, NewJob, Outcome, QueueConfig, QueueName, QueueOrder, RetryPolicy, Store, Worker,
 };
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-use crate::{Subject, eventually, unique_queue};
+use crate::{Running, Subject, eventually, unique_queue, until};
 
 const LEASE: Duration = Duration::from_secs(30);
 const SOON: Duration = Duration::from_secs(10);
@@ -74,41 +71,6 @@ fn payload_n(payload: &[u8]) -> u64 {
     serde_json::from_slice::<Ping>(payload)
         .expect("ping payload")
         .n
-}
-
-/// A worker running in the background until `stop` is sent.
-struct Running {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<taskyard::Result<()>>,
-}
-
-impl Running {
-    fn start(worker: Worker) -> Self {
-        let (stop, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(worker.run(async move {
-            let _ = rx.await;
-        }));
-        Running { stop, task }
-    }
-
-    async fn shutdown(self) {
-        let _ = self.stop.send(());
-        self.task.await.expect("worker task").expect("worker run");
-    }
-}
-
-/// Waits (with the usual deadline) until the worker's counters satisfy `done`.
-async fn until(counters: &Arc<Counters>, done: impl Fn(&Counters) -> bool) {
-    let deadline = Instant::now() + SOON;
-    while !done(counters) {
-        assert!(
-            Instant::now() < deadline,
-            "worker did not get there: completed {}, failed {}",
-            counters.completed(),
-            counters.failed()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 type Run = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), JobError>> + Send>>;

@@ -84,11 +84,11 @@ impl Scripts {
                 "@COMPLETED_MAX_AGE_MS@",
                 &d.completed_max_age_ms.to_string(),
             );
-        let sources = std::cell::RefCell::new(Vec::new());
-        let s = |body: &str| {
+        let mut sources = Vec::new();
+        let mut s = |body: &str| {
             let source = format!("{common}\n{body}");
             let script = Script::new(&source);
-            sources.borrow_mut().push(source);
+            sources.push(source);
             script
         };
         Scripts {
@@ -103,7 +103,7 @@ impl Scripts {
             find: s(include_str!("scripts/find.lua")),
             list: s(include_str!("scripts/list.lua")),
             stats: s(include_str!("scripts/stats.lua")),
-            sources: sources.take(),
+            sources,
         }
     }
 }

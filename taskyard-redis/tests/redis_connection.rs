@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use taskyard::{
     Client, EnqueueOptions, Error, Job, JobContext, JobError, NewJob, QueueName, Store, Worker,
 };
-use taskyard_conformance::{RedisServer, eventually};
+use taskyard_conformance::{RedisServer, Running, eventually, until};
 use taskyard_redis::RedisStore;
 
 #[derive(Serialize, Deserialize)]
@@ -139,24 +139,14 @@ async fn worker_reconnects_after_redis_restart_and_keeps_acknowledged_jobs() {
         .build()
         .unwrap();
     let counters = w.counters();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(w.run(async {
-        let _ = stopped.await;
-    }));
+    let running = Running::start(w);
     let client = Client::new(store.clone());
     let opts = || EnqueueOptions::default().queue("restart");
     client
         .enqueue_many((0..100).map(|n| Ping { n }), opts())
         .await
         .unwrap();
-    let c = counters.clone();
-    assert!(
-        eventually(Duration::from_secs(10), || {
-            let c = c.clone();
-            async move { c.completed() == 100 }
-        })
-        .await
-    );
+    until(&counters, |c| c.completed() == 100).await;
 
     // Jobs acknowledged while the worker is paused survive the restart (AOF, fsync always).
     client.pause(&q).await.unwrap();
@@ -180,18 +170,8 @@ async fn worker_reconnects_after_redis_restart_and_keeps_acknowledged_jobs() {
         .enqueue_many((150..200).map(|n| Ping { n }), opts())
         .await
         .unwrap();
-    let c = counters.clone();
-    assert!(
-        eventually(Duration::from_secs(20), || {
-            let c = c.clone();
-            async move { c.completed() == 200 }
-        })
-        .await,
-        "completed {} of 200 after the restart",
-        counters.completed()
-    );
-    let _ = stop.send(());
-    running.await.unwrap().unwrap();
+    until(&counters, |c| c.completed() == 200).await;
+    running.shutdown().await;
 }
 
 #[tokio::test]
@@ -213,25 +193,14 @@ async fn finished_work_leaves_no_keys_behind() {
         .build()
         .unwrap();
     let counters = w.counters();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(w.run(async {
-        let _ = stopped.await;
-    }));
+    let running = Running::start(w);
     let opts = EnqueueOptions::default().queue("clean");
     Client::new(store.clone())
         .enqueue_many((0..3000).map(|n| Ping { n }), opts)
         .await
         .unwrap();
-    let c = counters.clone();
-    assert!(
-        eventually(Duration::from_secs(20), || {
-            let c = c.clone();
-            async move { c.completed() == 3000 }
-        })
-        .await
-    );
-    let _ = stop.send(());
-    running.await.unwrap().unwrap();
+    until(&counters, |c| c.completed() == 3000).await;
+    running.shutdown().await;
     let mut conn = raw(&server).await;
     let mut keys: Vec<String> = redis::cmd("KEYS")
         .arg("taskyard:{clean}:*")

@@ -40,25 +40,18 @@ local function batched(cmd, key, args)
   end
 end
 
--- ZMSCORE in slices; returns one score (or false) per member.
-local function scores_of(key, members)
+-- A variadic read in slices, its replies joined: one value (or false) per argument.
+local function read_sliced(cmd, key, args)
   local out = {}
-  for i = 1, #members, 1000 do
-    local s = redis.call('ZMSCORE', key, unpack(members, i, math.min(i + 999, #members)))
-    for j = 1, #s do out[#out + 1] = s[j] end
-  end
-  return out
-end
-
--- HMGET in slices; returns one value (or false) per field.
-local function hmget_all(key, names)
-  local out = {}
-  for i = 1, #names, 1000 do
-    local part = redis.call('HMGET', key, unpack(names, i, math.min(i + 999, #names)))
+  for i = 1, #args, 1000 do
+    local part = redis.call(cmd, key, unpack(args, i, math.min(i + 999, #args)))
     for j = 1, #part do out[#out + 1] = part[j] end
   end
   return out
 end
+
+local function scores_of(key, members) return read_sliced('ZMSCORE', key, members) end
+local function hmget_all(key, names) return read_sliced('HMGET', key, names) end
 
 -- The id, attempt and max attempts of an envelope, and where the attempt field ends.
 local function fields(env)

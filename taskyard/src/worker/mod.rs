@@ -48,12 +48,9 @@ pub enum QueueOrder {
 /// Counts of what a worker has done, as acknowledged by the store.
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Runs recorded as completed.
-    pub completed: AtomicU64,
-    /// Runs recorded as failed (to retry or dead).
-    pub failed: AtomicU64,
-    /// Outcomes the store rejected because the lease was no longer held.
-    pub stale: AtomicU64,
+    pub(crate) completed: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) stale: AtomicU64,
 }
 
 impl Counters {
@@ -62,9 +59,14 @@ impl Counters {
         self.completed.load(Ordering::Relaxed)
     }
 
-    /// Failed runs so far.
+    /// Failed runs so far (to retry or dead).
     pub fn failed(&self) -> u64 {
         self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Outcomes the store refused because the lease was no longer held.
+    pub fn stale(&self) -> u64 {
+        self.stale.load(Ordering::Relaxed)
     }
 }
 
