@@ -29,9 +29,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Script, Value};
+use taskyard::store::history;
 use taskyard::{
-    AttemptError, Claim, ClaimedJob, DeadFilter, Due, Error, JobId, JobInfo, JobState, Lease,
-    Maintenance, NewJob, Outcome, QueueConfig, QueueName, QueueStats, Result, Store,
+    Claim, ClaimedJob, DeadFilter, Due, Error, JobId, JobInfo, JobState, Lease, Maintenance,
+    NewJob, Outcome, QueueConfig, QueueName, QueueStats, Result, Store,
 };
 
 /// The set of every queue name used, for `stats` across queues.
@@ -370,42 +371,6 @@ fn flags(v: Value) -> Result<Vec<bool>> {
     array(v)?.iter().map(|x| int(x).map(|n| n == 1)).collect()
 }
 
-fn parse_errors(raw: &[u8]) -> Vec<AttemptError> {
-    String::from_utf8_lossy(raw)
-        .lines()
-        .filter_map(|line| {
-            let mut f = line.splitn(3, '\t');
-            Some(AttemptError {
-                attempt: f.next()?.parse().ok()?,
-                at_ms: f.next()?.parse().ok()?,
-                message: f.next()?.to_string(),
-            })
-        })
-        .collect()
-}
-
-/// One line, bounded: an error message is kept per attempt, so it must stay small.
-fn clean_error(msg: &str) -> String {
-    let mut s: String = msg
-        .chars()
-        .map(|c| {
-            if c == '\n' || c == '\t' || c == '\r' {
-                ' '
-            } else {
-                c
-            }
-        })
-        .collect();
-    if s.len() > 1024 {
-        let mut cut = 1024;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
-    s
-}
-
 fn info(
     queue: &QueueName,
     state: JobState,
@@ -420,7 +385,7 @@ fn info(
         v => int(v).ok().map(|n| n as u64),
     };
     let errors = match errors {
-        Value::BulkString(b) => parse_errors(&b),
+        Value::BulkString(b) => history::parse(&b),
         _ => Vec::new(),
     };
     Ok(JobInfo {
@@ -620,7 +585,7 @@ impl Store for RedisStore {
                 args.push(arg(lease.id.as_str()));
                 args.push(arg(code));
                 args.push(number.to_string().into_bytes());
-                args.push(clean_error(error).into_bytes());
+                args.push(history::clean(error).into_bytes());
             }
             let recorded = flags(self.run(&self.inner.scripts.finish, &queue, args).await?)?;
             let order = groups

@@ -48,7 +48,7 @@ mod client;
 mod error;
 pub mod job;
 mod retry;
-mod store;
+pub mod store;
 mod worker;
 
 pub use client::Client;

@@ -1,0 +1,493 @@
+//! The embedded store for taskyard: one SQLite file on local disk, the default store.
+//!
+//! [`SqliteStore`] implements [`taskyard::Store`] on a file in WAL mode, so other
+//! processes on the same machine (the CLI, a second worker, a dashboard) use the file
+//! while a worker runs: readers never block the writer, nor it them.
+//!
+//! - **One writer, group commit.** Every change goes to one thread that owns the write
+//!   connection; it runs every change waiting in one transaction and answers each caller
+//!   after the commit (`writer.rs`). Another process's writer takes turns through SQLite's
+//!   file lock; `SQLITE_BUSY` is waited out, never shown to a caller.
+//! - **Durability.** By default an acknowledged change survives power loss
+//!   (`synchronous=FULL`: the WAL is fsynced at every commit). [`Synchronous::Normal`]
+//!   is faster and survives a crash of the process, but the last commits before a power
+//!   loss may be lost (the file stays consistent).
+//! - **Time** comes from one [`Clock`] per store: the system clock, or a
+//!   [`ManualClock`] in tests.
+//! - **Bounded file.** Finished jobs are deleted (or kept as retention says), and
+//!   maintenance gives free pages back to the file system once a drained backlog leaves
+//!   many (incremental vacuum); the WAL is truncated after checkpoints.
+//!
+//! ```no_run
+//! # async fn example() -> taskyard::Result<()> {
+//! let store = taskyard_sqlite::SqliteStore::open_default().await?; // ./taskyard.db
+//! let client = taskyard::Client::new(store);
+//! # Ok(()) }
+//! ```
+
+mod db;
+mod ops;
+mod read;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::Connection;
+use taskyard::{
+    Claim, DeadFilter, Error, JobId, JobInfo, JobState, Lease, Maintenance, NewJob, Outcome,
+    QueueConfig, QueueName, QueueStats, Result, Store,
+};
+use tokio::sync::Notify;
+
+use crate::writer::Writer;
+
+/// The file every command and [`SqliteStore::open_default`] use when no store is named.
+pub const DEFAULT_PATH: &str = "taskyard.db";
+
+/// How often an idle worker looks for work another process added (within a process,
+/// an enqueue wakes idle workers at once).
+const POLL: Duration = Duration::from_millis(50);
+
+/// Where the store's time comes from: lease deadlines, due times, and when jobs finished.
+pub trait Clock: Send + Sync + 'static {
+    /// Now, in Unix milliseconds.
+    fn now_ms(&self) -> u64;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        taskyard::job::system_time_ms(std::time::SystemTime::now())
+    }
+}
+
+/// A clock that moves only when told: for tests of leases, delays and retention without
+/// waiting for them.
+#[derive(Debug, Default)]
+pub struct ManualClock {
+    ms: AtomicU64,
+}
+
+impl ManualClock {
+    /// A clock reading `ms`.
+    pub fn new(ms: u64) -> Self {
+        ManualClock {
+            ms: AtomicU64::new(ms),
+        }
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        self.ms.fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.ms.load(Ordering::SeqCst)
+    }
+}
+
+/// How hard each commit is pushed to disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Synchronous {
+    /// Each commit is on disk before it is acknowledged: survives power loss.
+    #[default]
+    Full,
+    /// Commits reach the disk at checkpoints: survives a process crash; a power loss
+    /// may lose the last commits (never the file's consistency). Faster.
+    Normal,
+}
+
+/// How to open a store.
+#[derive(Clone)]
+pub struct Options {
+    /// Durability of each commit; default [`Synchronous::Full`].
+    pub synchronous: Synchronous,
+    /// Where time comes from; default the system clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            synchronous: Synchronous::Full,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// The settings the writer's connection runs with, as SQLite reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pragmas {
+    /// `wal`.
+    pub journal_mode: String,
+    /// 2 = FULL, 1 = NORMAL.
+    pub synchronous: i64,
+    /// 2 = INCREMENTAL.
+    pub auto_vacuum: i64,
+    /// Milliseconds a statement waits on another process's lock.
+    pub busy_timeout_ms: i64,
+}
+
+/// A store in one SQLite file. Cheap to clone; clones share the writer and readers.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Writer,
+    /// Reader connections not in use.
+    readers: Mutex<Vec<Connection>>,
+    clock: Arc<dyn Clock>,
+    /// Raised after a commit that made work ready; idle workers of this process wait on it.
+    notify: Arc<Notify>,
+    /// Claims made through this store, to make each claim's token unique.
+    claims: AtomicU64,
+    /// Random per store instance: two processes claiming with the same nonce still get
+    /// different tokens.
+    instance: String,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the store in `./taskyard.db`.
+    pub async fn open_default() -> Result<Self> {
+        Self::open(DEFAULT_PATH).await
+    }
+
+    /// Opens (or creates) the store in a file, with the default options.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, Options::default()).await
+    }
+
+    /// Opens (or creates) the store in a file.
+    pub async fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let notify = Arc::new(Notify::new());
+        let writer = Writer::start(
+            path.clone(),
+            options.synchronous,
+            options.clock.clone(),
+            notify.clone(),
+        )
+        .await?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path,
+                writer,
+                readers: Mutex::new(Vec::new()),
+                clock: options.clock,
+                notify,
+                claims: AtomicU64::new(0),
+                instance: format!("{:08x}", rand::random::<u32>()),
+            }),
+        })
+    }
+
+    /// Opens the store a `--store` value names: a file path, optionally with
+    /// `?synchronous=normal` (or `full`, the default).
+    pub async fn open_url(url: &str) -> Result<Self> {
+        let (path, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut options = Options::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            options.synchronous = match pair.to_ascii_lowercase().as_str() {
+                "synchronous=full" => Synchronous::Full,
+                "synchronous=normal" => Synchronous::Normal,
+                _ => {
+                    return Err(Error::InvalidOption(format!(
+                        "unknown store option {pair:?}: the file store takes synchronous=full or synchronous=normal"
+                    )));
+                }
+            };
+        }
+        if path.is_empty() {
+            return Err(Error::InvalidOption("the store file path is empty".into()));
+        }
+        Self::open_with(path, options).await
+    }
+
+    /// The file this store is in.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The settings the writer's connection runs with, read back from SQLite.
+    pub async fn pragmas(&self) -> Result<Pragmas> {
+        self.inner
+            .writer
+            .call(|tx| {
+                let text = |name: &str| {
+                    tx.conn
+                        .pragma_query_value(None, name, |r| r.get::<_, String>(0))
+                        .map_err(db::db)
+                };
+                let int = |name: &str| {
+                    tx.conn
+                        .pragma_query_value(None, name, |r| r.get::<_, i64>(0))
+                        .map_err(db::db)
+                };
+                Ok(Pragmas {
+                    journal_mode: text("journal_mode")?,
+                    synchronous: int("synchronous")?,
+                    auto_vacuum: int("auto_vacuum")?,
+                    busy_timeout_ms: int("busy_timeout")?,
+                })
+            })
+            .await
+    }
+
+    /// Runs `f` on a reader connection, on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        F: Fn(&Connection) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner
+                .readers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => db::open_reader(&inner.path)?,
+            };
+            let out = db::patiently(|| match f(&conn) {
+                Err(Error::Store(e)) => match e.downcast::<rusqlite::Error>() {
+                    Ok(e) => Err(*e),
+                    Err(e) => Ok(Err(Error::Store(e))),
+                },
+                other => Ok(other),
+            });
+            inner
+                .readers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(conn);
+            out?
+        })
+        .await
+        .map_err(|e| Error::Store(format!("a store read failed: {e}").into()))?
+    }
+}
+
+#[taskyard::async_trait]
+impl Store for SqliteStore {
+    async fn enqueue(&self, queue: &QueueName, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        for job in &jobs {
+            job.validate()?;
+        }
+        let queue = queue.clone();
+        self.inner
+            .writer
+            .call(move |tx| ops::enqueue(tx, &queue, &jobs))
+            .await
+    }
+
+    async fn claim(
+        &self,
+        queue: &QueueName,
+        max: usize,
+        lease: Duration,
+        nonce: &str,
+    ) -> Result<Claim> {
+        let seq = self.inner.claims.fetch_add(1, Ordering::Relaxed);
+        let token: Arc<str> = Arc::from(format!("{nonce}.{}.{seq}", self.inner.instance));
+        let queue = queue.clone();
+        let lease_ms = lease.as_millis() as u64;
+        let (jobs, next_due) = self
+            .inner
+            .writer
+            .call(move |tx| ops::claim(tx, &queue, max, lease_ms, &token))
+            .await?;
+        Ok(Claim {
+            jobs,
+            next_due: next_due.map(Duration::from_millis),
+        })
+    }
+
+    async fn wait(&self, queues: &[QueueName], timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Registered before looking, so a commit between the look and the sleep still
+        // wakes this wait.
+        let notified = self.inner.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        loop {
+            let qs = queues.to_vec();
+            let clock = self.inner.clock.clone();
+            if self
+                .read(move |conn| read::has_work(conn, &qs, clock.now_ms()))
+                .await?
+            {
+                return Ok(());
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(());
+            }
+            // Another process's enqueue raises no notification here: look again soon.
+            tokio::select! {
+                _ = &mut notified => return Ok(()),
+                _ = tokio::time::sleep_until(deadline.min(now + POLL)) => {}
+            }
+        }
+    }
+
+    async fn heartbeat(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>> {
+        // One lease per claim call: renew each token once.
+        let mut tokens: Vec<Arc<str>> = leases.iter().map(|l| l.token.clone()).collect();
+        tokens.sort_unstable();
+        tokens.dedup();
+        let lease_ms = lease.as_millis() as u64;
+        let list = tokens.clone();
+        let held = self
+            .inner
+            .writer
+            .call(move |tx| {
+                let names: Vec<&str> = list.iter().map(|t| &**t).collect();
+                ops::heartbeat(tx, &names, lease_ms)
+            })
+            .await?;
+        Ok(leases
+            .iter()
+            .map(|l| {
+                tokens
+                    .binary_search(&l.token)
+                    .ok()
+                    .and_then(|i| held.get(i).copied())
+                    .unwrap_or(false)
+            })
+            .collect())
+    }
+
+    async fn finish(&self, outcomes: &[(Lease, Outcome)]) -> Result<Vec<bool>> {
+        let outcomes = outcomes.to_vec();
+        self.inner
+            .writer
+            .call(move |tx| ops::finish(tx, &outcomes))
+            .await
+    }
+
+    async fn release(&self, leases: &[Lease]) -> Result<Vec<bool>> {
+        let leases = leases.to_vec();
+        self.inner
+            .writer
+            .call(move |tx| ops::release(tx, &leases))
+            .await
+    }
+
+    async fn maintain(&self, queue: &QueueName) -> Result<Maintenance> {
+        let queue = queue.clone();
+        self.inner
+            .writer
+            .call(move |tx| ops::maintain(tx, &queue))
+            .await
+    }
+
+    async fn now_ms(&self) -> Result<u64> {
+        Ok(self.inner.clock.now_ms())
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueName>> {
+        self.read(read::queues).await
+    }
+
+    async fn stats(&self, queue: &QueueName) -> Result<QueueStats> {
+        let queue = queue.clone();
+        self.read(move |conn| read::stats(conn, &queue)).await
+    }
+
+    async fn list(
+        &self,
+        queue: &QueueName,
+        state: JobState,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Vec<JobInfo>> {
+        let queue = queue.clone();
+        self.read(move |conn| read::list(conn, &queue, state, offset, limit))
+            .await
+    }
+
+    async fn job(&self, queue: &QueueName, id: &JobId) -> Result<Option<JobInfo>> {
+        let (queue, id) = (queue.clone(), id.clone());
+        self.read(move |conn| read::job(conn, &queue, &id)).await
+    }
+
+    async fn redrive(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64> {
+        self.dead_loop(queue, filter, true).await
+    }
+
+    async fn purge(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64> {
+        self.dead_loop(queue, filter, false).await
+    }
+
+    async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<()> {
+        let queue = queue.clone();
+        self.inner
+            .writer
+            .call(move |tx| ops::set_paused(tx, &queue, paused))
+            .await
+    }
+
+    async fn config(&self, queue: &QueueName) -> Result<QueueConfig> {
+        let queue = queue.clone();
+        self.read(move |conn| read::config(conn, &queue)).await
+    }
+
+    async fn configure(&self, queue: &QueueName, config: &QueueConfig) -> Result<()> {
+        let (queue, config) = (queue.clone(), *config);
+        self.inner
+            .writer
+            .call(move |tx| ops::configure(tx, &queue, &config))
+            .await
+    }
+}
+
+impl SqliteStore {
+    /// Redrives or purges in steps of at most 1,000 jobs, one transaction each, so a
+    /// large redrive never holds the writer for long.
+    async fn dead_loop(
+        &self,
+        queue: &QueueName,
+        filter: &DeadFilter,
+        redrive: bool,
+    ) -> Result<u64> {
+        let filters: Vec<DeadFilter> = match filter {
+            DeadFilter::Ids(ids) => ids
+                .chunks(1000)
+                .map(|c| DeadFilter::Ids(c.to_vec()))
+                .collect(),
+            other => vec![other.clone()],
+        };
+        let mut total = 0;
+        for f in filters {
+            loop {
+                let (queue, f2) = (queue.clone(), f.clone());
+                let n = self
+                    .inner
+                    .writer
+                    .call(move |tx| ops::dead_step(tx, &queue, &f2, redrive))
+                    .await?;
+                total += n;
+                if n < 1000 || matches!(f, DeadFilter::Ids(_)) {
+                    break;
+                }
+            }
+        }
+        Ok(total)
+    }
+}

@@ -1,0 +1,220 @@
+//! Reads: what inspection, stats and idle waits need. They run on reader connections
+//! (WAL readers never block the writer, nor it them) and inside write operations.
+
+use rusqlite::{Connection, OptionalExtension, Row};
+use taskyard::store::history;
+use taskyard::{JobId, JobInfo, JobState, QueueConfig, QueueName, QueueStats, Result};
+
+use crate::db::{COMPLETED, DEAD, READY, RUNNING, SCHEDULED, db};
+
+pub(crate) fn state_code(state: JobState) -> i64 {
+    match state {
+        JobState::Ready => READY,
+        JobState::Scheduled => SCHEDULED,
+        JobState::Running => RUNNING,
+        JobState::Dead => DEAD,
+        JobState::Completed => COMPLETED,
+    }
+}
+
+fn state_of(code: i64) -> Option<JobState> {
+    Some(match code {
+        READY => JobState::Ready,
+        SCHEDULED => JobState::Scheduled,
+        RUNNING => JobState::Running,
+        DEAD => JobState::Dead,
+        COMPLETED => JobState::Completed,
+        _ => return None,
+    })
+}
+
+/// A job id as stored: ids are integers here, so any other id names no job.
+pub(crate) fn row_id(id: &JobId) -> Option<i64> {
+    id.as_str().parse().ok()
+}
+
+pub(crate) fn queue_id(conn: &Connection, name: &QueueName) -> Result<Option<i64>> {
+    conn.prepare_cached("SELECT id FROM queues WHERE name = ?1")
+        .and_then(|mut s| s.query_row([name.as_str()], |r| r.get(0)).optional())
+        .map_err(db)
+}
+
+/// The settings of a queue by id (the defaults where none were set).
+pub(crate) fn config_of(conn: &Connection, queue: i64) -> Result<QueueConfig> {
+    let d = QueueConfig::default();
+    let row: Option<[Option<i64>; 5]> = conn
+        .prepare_cached(
+            "SELECT max_len, dead_max, dead_max_age_ms, completed_max, completed_max_age_ms
+             FROM queues WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([queue], |r| {
+                Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?])
+            })
+            .optional()
+        })
+        .map_err(db)?;
+    let v = row.unwrap_or_default();
+    let get = |i: usize, default: u64| v[i].map(|n| n as u64).unwrap_or(default);
+    Ok(QueueConfig {
+        max_len: get(0, d.max_len),
+        dead_max: get(1, d.dead_max),
+        dead_max_age_ms: get(2, d.dead_max_age_ms),
+        completed_max: get(3, d.completed_max),
+        completed_max_age_ms: get(4, d.completed_max_age_ms),
+    })
+}
+
+pub(crate) fn config(conn: &Connection, name: &QueueName) -> Result<QueueConfig> {
+    match queue_id(conn, name)? {
+        Some(q) => config_of(conn, q),
+        None => Ok(QueueConfig::default()),
+    }
+}
+
+pub(crate) fn paused(conn: &Connection, queue: i64) -> Result<bool> {
+    conn.prepare_cached("SELECT paused FROM queues WHERE id = ?1")
+        .and_then(|mut s| s.query_row([queue], |r| r.get::<_, bool>(0)))
+        .map_err(db)
+}
+
+/// Jobs of one queue in one of `states`.
+pub(crate) fn count(conn: &Connection, queue: i64, state: i64) -> Result<u64> {
+    conn.prepare_cached("SELECT COUNT(*) FROM jobs WHERE queue = ?1 AND state = ?2")
+        .and_then(|mut s| s.query_row([queue, state], |r| r.get::<_, i64>(0)))
+        .map(|n| n as u64)
+        .map_err(db)
+}
+
+pub(crate) fn queues(conn: &Connection) -> Result<Vec<QueueName>> {
+    let names: Vec<String> = conn
+        .prepare_cached("SELECT name FROM queues ORDER BY name")
+        .and_then(|mut s| {
+            s.query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .map_err(db)?;
+    names.into_iter().map(QueueName::new).collect()
+}
+
+pub(crate) fn stats(conn: &Connection, name: &QueueName) -> Result<QueueStats> {
+    let mut stats = QueueStats {
+        queue: name.to_string(),
+        ..QueueStats::default()
+    };
+    let Some(q) = queue_id(conn, name)? else {
+        return Ok(stats);
+    };
+    stats.paused = paused(conn, q)?;
+    let counts: Vec<(i64, i64)> = conn
+        .prepare_cached("SELECT state, COUNT(*) FROM jobs WHERE queue = ?1 GROUP BY state")
+        .and_then(|mut s| {
+            s.query_map([q], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .map_err(db)?;
+    for (state, n) in counts {
+        let n = n as u64;
+        match state {
+            READY => stats.ready = n,
+            SCHEDULED => stats.scheduled = n,
+            RUNNING => stats.running = n,
+            DEAD => stats.dead = n,
+            COMPLETED => stats.completed = n,
+            _ => {}
+        }
+    }
+    Ok(stats)
+}
+
+/// The columns `info` reads, in its order.
+const INFO_COLUMNS: &str = "j.id, j.state, j.attempt, j.max_attempts, j.enqueued_ms, j.kind, \
+     j.payload, j.errors, CASE j.state WHEN 2 THEN l.ends_ms WHEN 0 THEN NULL ELSE j.rank END";
+
+fn info(name: &QueueName, r: &Row<'_>) -> rusqlite::Result<JobInfo> {
+    let state = r.get::<_, i64>(1)?;
+    let payload: Vec<u8> = r.get(6)?;
+    let errors: Option<String> = r.get(7)?;
+    Ok(JobInfo {
+        id: JobId::new(r.get::<_, i64>(0)?.to_string()),
+        queue: name.to_string(),
+        kind: r.get(5)?,
+        state: state_of(state).ok_or(rusqlite::Error::IntegralValueOutOfRange(1, state))?,
+        payload: String::from_utf8_lossy(&payload).into_owned(),
+        attempt: r.get(2)?,
+        max_attempts: r.get(3)?,
+        enqueued_at_ms: r.get::<_, i64>(4)? as u64,
+        at_ms: r.get::<_, Option<i64>>(8)?.map(|n| n as u64),
+        errors: errors
+            .map(|e| history::parse(e.as_bytes()))
+            .unwrap_or_default(),
+    })
+}
+
+pub(crate) fn list(
+    conn: &Connection,
+    name: &QueueName,
+    state: JobState,
+    offset: u64,
+    limit: u64,
+) -> Result<Vec<JobInfo>> {
+    let Some(q) = queue_id(conn, name)? else {
+        return Ok(Vec::new());
+    };
+    // Ready and scheduled: next first; running: earliest lease end first; dead and
+    // completed: newest first.
+    let order = match state {
+        JobState::Ready | JobState::Scheduled => "j.rank, j.id",
+        JobState::Running => "l.ends_ms, j.rank",
+        JobState::Dead | JobState::Completed => "j.rank DESC, j.id DESC",
+    };
+    let sql = format!(
+        "SELECT {INFO_COLUMNS} FROM jobs j LEFT JOIN leases l ON l.token = j.token
+         WHERE j.queue = ?1 AND j.state = ?2 ORDER BY {order} LIMIT ?3 OFFSET ?4"
+    );
+    let limit = limit.min(i64::MAX as u64) as i64;
+    let offset = offset.min(i64::MAX as u64) as i64;
+    conn.prepare_cached(&sql)
+        .and_then(|mut s| {
+            s.query_map([q, state_code(state), limit, offset], |r| info(name, r))?
+                .collect()
+        })
+        .map_err(db)
+}
+
+pub(crate) fn job(conn: &Connection, name: &QueueName, id: &JobId) -> Result<Option<JobInfo>> {
+    let (Some(q), Some(id)) = (queue_id(conn, name)?, row_id(id)) else {
+        return Ok(None);
+    };
+    let sql = format!(
+        "SELECT {INFO_COLUMNS} FROM jobs j LEFT JOIN leases l ON l.token = j.token
+         WHERE j.id = ?1 AND j.queue = ?2"
+    );
+    conn.prepare_cached(&sql)
+        .and_then(|mut s| s.query_row([id, q], |r| info(name, r)).optional())
+        .map_err(db)
+}
+
+/// Whether one of `queues` has work a claim would take now: a ready job or a due one,
+/// in a queue that is not paused.
+pub(crate) fn has_work(conn: &Connection, queues: &[QueueName], now: u64) -> Result<bool> {
+    for name in queues {
+        let Some(q) = queue_id(conn, name)? else {
+            continue;
+        };
+        if paused(conn, q)? {
+            continue;
+        }
+        let found: bool = conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = ?1 AND state = 0)
+                     OR EXISTS (SELECT 1 FROM jobs WHERE queue = ?1 AND state = 1 AND rank <= ?2)",
+            )
+            .and_then(|mut s| s.query_row([q, now as i64], |r| r.get(0)))
+            .map_err(db)?;
+        if found {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}

@@ -1,0 +1,247 @@
+//! The one writer: a thread that owns the write connection and commits in groups.
+//!
+//! Every state change is an operation sent to this thread. It takes all the operations
+//! waiting (up to [`GROUP`]), runs them in one transaction, each inside its own savepoint
+//! (an operation that fails is undone alone), commits once, and only then answers each
+//! caller. One fsync thus covers many callers: a worker's claim, another's completions
+//! and a producer's enqueue share a commit.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use rusqlite::Connection;
+use taskyard::{Error, QueueName, Result};
+use tokio::sync::{Notify, oneshot};
+
+use crate::db::{self, db, patiently};
+use crate::{Clock, Synchronous};
+
+/// Operations per transaction at most: bounds how long one commit keeps callers waiting.
+const GROUP: usize = 512;
+
+/// What an operation sees: the connection inside the open transaction, the store time,
+/// and a flag to raise when it made work ready (idle workers are woken after commit).
+pub(crate) struct Tx<'c> {
+    pub(crate) conn: &'c Connection,
+    pub(crate) now: u64,
+    pub(crate) wake: bool,
+    /// Queue ids seen by this writer. Emptied whenever a change is rolled back, so it
+    /// only ever holds committed rows (queues are never deleted).
+    queues: &'c mut HashMap<String, i64>,
+}
+
+impl Tx<'_> {
+    /// The id of a queue, if it has one yet.
+    pub(crate) fn queue(&mut self, name: &QueueName) -> Result<Option<i64>> {
+        if let Some(&id) = self.queues.get(name.as_str()) {
+            return Ok(Some(id));
+        }
+        let id = crate::read::queue_id(self.conn, name)?;
+        if let Some(id) = id {
+            self.queues.insert(name.as_str().to_string(), id);
+        }
+        Ok(id)
+    }
+
+    /// The id of a queue, made on first use.
+    pub(crate) fn ensure_queue(&mut self, name: &QueueName) -> Result<i64> {
+        if let Some(id) = self.queue(name)? {
+            return Ok(id);
+        }
+        self.conn
+            .prepare_cached("INSERT INTO queues (name) VALUES (?1)")
+            .and_then(|mut s| s.execute([name.as_str()]))
+            .map_err(db)?;
+        let id = self.conn.last_insert_rowid();
+        self.queues.insert(name.as_str().to_string(), id);
+        Ok(id)
+    }
+
+    /// Takes `n` fresh numbers from the sequence (job ids and ready ranks); returns the
+    /// first.
+    pub(crate) fn fresh(&mut self, n: usize) -> Result<i64> {
+        let last: i64 = self
+            .conn
+            .prepare_cached("UPDATE seq SET last = last + ?1 WHERE one = 1 RETURNING last")
+            .and_then(|mut s| s.query_row([n as i64], |r| r.get(0)))
+            .map_err(db)?;
+        Ok(last - n as i64 + 1)
+    }
+}
+
+/// One operation, sent to the writer thread.
+trait Op: Send {
+    /// Runs inside the transaction; the answer waits for the commit.
+    fn run(self: Box<Self>, tx: &mut Tx<'_>) -> Box<dyn Answer>;
+    /// Fails without running (no transaction could be opened).
+    fn fail(self: Box<Self>, error: &str);
+}
+
+trait Answer: Send {
+    fn failed(&self) -> bool;
+    /// Sends the result, or the commit's error.
+    fn send(self: Box<Self>, commit: std::result::Result<(), &str>);
+}
+
+struct Call<F, T> {
+    f: F,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<F, T> Op for Call<F, T>
+where
+    F: FnOnce(&mut Tx<'_>) -> Result<T> + Send,
+    T: Send + 'static,
+{
+    fn run(self: Box<Self>, tx: &mut Tx<'_>) -> Box<dyn Answer> {
+        let result = (self.f)(tx);
+        Box::new(Reply {
+            result,
+            reply: self.reply,
+        })
+    }
+
+    fn fail(self: Box<Self>, error: &str) {
+        let _ = self.reply.send(Err(Error::Store(error.to_string().into())));
+    }
+}
+
+struct Reply<T> {
+    result: Result<T>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T: Send + 'static> Answer for Reply<T> {
+    fn failed(&self) -> bool {
+        self.result.is_err()
+    }
+
+    fn send(self: Box<Self>, commit: std::result::Result<(), &str>) {
+        let result = match commit {
+            Ok(()) => self.result,
+            Err(e) => Err(Error::Store(
+                format!("the store could not commit: {e}").into(),
+            )),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
+/// The handle to the writer thread. The thread ends when every handle is dropped.
+pub(crate) struct Writer {
+    ops: mpsc::Sender<Box<dyn Op>>,
+}
+
+impl Writer {
+    /// Opens the file (creating the schema) on a new thread and returns once it is ready.
+    pub(crate) async fn start(
+        path: PathBuf,
+        sync: Synchronous,
+        clock: Arc<dyn Clock>,
+        notify: Arc<Notify>,
+    ) -> Result<Writer> {
+        let (ops, rx) = mpsc::channel::<Box<dyn Op>>();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("taskyard-sqlite-writer".into())
+            .spawn(move || match db::open_writer(&path, sync) {
+                Ok(conn) => {
+                    let _ = ready_tx.send(Ok(()));
+                    serve(conn, rx, clock, notify);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
+            .map_err(|e| Error::Store(format!("cannot start the writer thread: {e}").into()))?;
+        ready_rx
+            .await
+            .map_err(|_| Error::Store("the writer thread died while opening".into()))??;
+        Ok(Writer { ops })
+    }
+
+    /// Runs `f` in the next group transaction; answers after it is committed.
+    pub(crate) async fn call<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        self.ops
+            .send(Box::new(Call { f, reply }))
+            .map_err(|_| Error::Store("the store's writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Store("the store's writer failed during the call".into()))?
+    }
+}
+
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+fn serve(
+    conn: Connection,
+    rx: mpsc::Receiver<Box<dyn Op>>,
+    clock: Arc<dyn Clock>,
+    notify: Arc<Notify>,
+) {
+    let mut queues = HashMap::new();
+    let mut group: Vec<Box<dyn Op>> = Vec::with_capacity(GROUP);
+    let mut answers: Vec<Box<dyn Answer>> = Vec::with_capacity(GROUP);
+    while let Ok(first) = rx.recv() {
+        group.push(first);
+        while group.len() < GROUP {
+            match rx.try_recv() {
+                Ok(op) => group.push(op),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = patiently(|| exec(&conn, "BEGIN IMMEDIATE")) {
+            let msg = e.to_string();
+            for op in group.drain(..) {
+                op.fail(&msg);
+            }
+            continue;
+        }
+        let mut wake = false;
+        for op in group.drain(..) {
+            if let Err(e) = exec(&conn, "SAVEPOINT op") {
+                op.fail(&e.to_string());
+                continue;
+            }
+            let mut tx = Tx {
+                conn: &conn,
+                now: clock.now_ms(),
+                wake: false,
+                queues: &mut queues,
+            };
+            // A panic in an operation drops its reply (the caller gets an error) and
+            // undoes its changes; the writer and the other operations carry on.
+            let answer = std::panic::catch_unwind(AssertUnwindSafe(|| op.run(&mut tx))).ok();
+            let ok = answer.as_ref().is_some_and(|a| !a.failed());
+            if ok {
+                wake |= tx.wake;
+            } else {
+                let _ = exec(&conn, "ROLLBACK TO op");
+                queues.clear();
+            }
+            let _ = exec(&conn, "RELEASE op");
+            answers.extend(answer);
+        }
+        let commit = patiently(|| exec(&conn, "COMMIT")).map_err(|e| e.to_string());
+        if commit.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+            queues.clear();
+            wake = false;
+        }
+        for answer in answers.drain(..) {
+            answer.send(commit.as_ref().map(|_| ()).map_err(|e| e.as_str()));
+        }
+        if wake {
+            notify.notify_waiters();
+        }
+    }
+}
