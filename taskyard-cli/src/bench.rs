@@ -14,7 +14,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use taskyard::{Client, EnqueueOptions, JobError, NewJob, QueueName, RetryPolicy, Worker};
-use taskyard_redis::RedisStore;
+
+use crate::open::{Create, Opened};
 
 #[derive(Args)]
 pub(crate) struct BenchArgs {
@@ -76,11 +77,10 @@ pub(crate) async fn run(
     url: Option<String>,
     args: BenchArgs,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let url = url.ok_or("bench needs --store redis://… (or TASKYARD_STORE)")?;
     if args.jobs == 0 || args.concurrency == 0 || args.batch == 0 {
         return Err("--jobs, --concurrency and --batch must be at least 1".into());
     }
-    let store = crate::open::redis(&url).await?;
+    let store = Opened::open(url.as_deref(), Create::Yes).await?;
     let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
@@ -108,17 +108,17 @@ pub(crate) async fn run(
 }
 
 async fn measure(
-    store: &RedisStore,
+    store: &Opened,
     queue: &QueueName,
     lat_queue: &QueueName,
     args: &BenchArgs,
 ) -> Result<Report, Box<dyn std::error::Error>> {
-    let client = Client::new(store.clone());
+    let client = Client::from_shared(store.shared());
     let opts = EnqueueOptions::default();
     let policy = RetryPolicy::default();
 
     // Enqueue.
-    let mem0 = store.used_memory().await?;
+    let mem0 = store.used_bytes().await?;
     let start = Instant::now();
     let mut n = 0;
     while n < args.jobs {
@@ -130,10 +130,10 @@ async fn measure(
         n = end;
     }
     let enqueue_s = start.elapsed().as_secs_f64();
-    let mem1 = store.used_memory().await?;
+    let mem1 = store.used_bytes().await?;
 
     // Process.
-    let worker = Worker::builder(store.clone())
+    let worker = Worker::builder(store.shared())
         .queue(queue.as_str())
         .concurrency(args.concurrency)
         .handle_raw("noop", |_ctx, _payload| async { Ok::<(), JobError>(()) })
@@ -163,7 +163,7 @@ async fn measure(
     let round = |x: f64| (x * 100.0).round() / 100.0;
     Ok(Report {
         system: "taskyard",
-        store: "redis",
+        store: store.kind(),
         jobs: args.jobs,
         concurrency: args.concurrency,
         enqueue_per_s: (args.jobs as f64 / enqueue_s) as u64,
@@ -180,7 +180,7 @@ async fn measure(
 /// Pickup latency: single jobs at a fixed rate, each timed from just before its enqueue
 /// to the start of its handler.
 async fn pickup(
-    store: &RedisStore,
+    store: &Opened,
     queue: &QueueName,
     args: &BenchArgs,
 ) -> Result<(f64, f64, f64), Box<dyn std::error::Error>> {
@@ -190,7 +190,7 @@ async fn pickup(
     }
     let samples = Arc::new(Mutex::new(Vec::new()));
     let s2 = samples.clone();
-    let worker = Worker::builder(store.clone())
+    let worker = Worker::builder(store.shared())
         .queue(queue.as_str())
         .concurrency(args.concurrency)
         .handle_raw("noop", move |_ctx, payload| {
@@ -205,7 +205,7 @@ async fn pickup(
     let running = tokio::spawn(worker.run(async {
         let _ = stopped.await;
     }));
-    let client = Client::new(store.clone());
+    let client = Client::from_shared(store.shared());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let total = (args.latency_rate as f64 * args.latency_secs).round() as usize;
     let period = Duration::from_secs_f64(1.0 / args.latency_rate as f64);

@@ -21,7 +21,8 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "taskyard", version, about)]
 struct Cli {
-    /// The store: redis://[user:pass@]host[:port][/db] or rediss://… for TLS.
+    /// The store: a file path (default ./taskyard.db; add ?synchronous=normal for faster,
+    /// less durable commits), or redis://[user:pass@]host[:port][/db], rediss://… for TLS.
     #[arg(long, env = "TASKYARD_STORE", global = true)]
     store: Option<String>,
 
@@ -98,12 +99,13 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let url = cli.store;
+    use open::Create::{No, Yes};
     match cli.command {
-        Command::Enqueue(args) => commands::enqueue(open::store(url).await?, args).await,
-        Command::Stats(args) => commands::stats(open::store(url).await?, args).await,
-        Command::Jobs(cmd) => commands::jobs(open::store(url).await?, cmd).await,
-        Command::Dead(cmd) => commands::dead(open::store(url).await?, cmd).await,
-        Command::Queue(cmd) => commands::queue(open::store(url).await?, cmd).await,
+        Command::Enqueue(args) => commands::enqueue(open::store(url, Yes).await?, args).await,
+        Command::Stats(args) => commands::stats(open::store(url, No).await?, args).await,
+        Command::Jobs(cmd) => commands::jobs(open::store(url, No).await?, cmd).await,
+        Command::Dead(cmd) => commands::dead(open::store(url, No).await?, cmd).await,
+        Command::Queue(cmd) => commands::queue(open::store(url, Yes).await?, cmd).await,
         Command::Bench(args) => bench::run(url, args).await,
     }
 }

@@ -244,6 +244,32 @@ impl SqliteStore {
             .await
     }
 
+    /// Bytes of the file in use by data (pages not on the free list), to measure
+    /// footprints.
+    pub async fn used_bytes(&self) -> Result<u64> {
+        self.inner
+            .writer
+            .call(|tx| {
+                let int = |name: &str| {
+                    tx.conn
+                        .pragma_query_value(None, name, |r| r.get::<_, i64>(0))
+                        .map_err(db::db)
+                };
+                Ok(((int("page_count")? - int("freelist_count")?) * int("page_size")?) as u64)
+            })
+            .await
+    }
+
+    /// Deletes a queue and every job in it, whatever their state. For tests and
+    /// benchmarks; there is no undo, and no other process may be using the queue.
+    pub async fn delete_queue(&self, queue: &QueueName) -> Result<()> {
+        let queue = queue.clone();
+        self.inner
+            .writer
+            .call(move |tx| ops::delete_queue(tx, &queue))
+            .await
+    }
+
     /// Runs `f` on a reader connection, on the blocking pool.
     async fn read<T, F>(&self, f: F) -> Result<T>
     where

@@ -589,3 +589,18 @@ pub(crate) fn configure(tx: &mut Tx<'_>, queue: &QueueName, c: &QueueConfig) -> 
         .map_err(db)?;
     Ok(())
 }
+
+pub(crate) fn delete_queue(tx: &mut Tx<'_>, queue: &QueueName) -> Result<()> {
+    let Some(q) = tx.queue(queue)? else {
+        return Ok(());
+    };
+    for sql in [
+        "DELETE FROM jobs WHERE queue = ?1",
+        "DELETE FROM leases WHERE queue = ?1",
+        "DELETE FROM queues WHERE id = ?1",
+    ] {
+        tx.conn.execute(sql, [q]).map_err(db)?;
+    }
+    tx.forget_queues();
+    Ok(())
+}

@@ -60,6 +60,11 @@ impl Tx<'_> {
         Ok(id)
     }
 
+    /// Forgets the queue ids seen (a queue was deleted).
+    pub(crate) fn forget_queues(&mut self) {
+        self.queues.clear();
+    }
+
     /// Takes `n` fresh numbers from the sequence (job ids and ready ranks); returns the
     /// first.
     pub(crate) fn fresh(&mut self, n: usize) -> Result<i64> {
