@@ -69,7 +69,7 @@ fn main() -> ExitCode {
     // The bench runs its worker on one thread by default, as the peer (BullMQ, on Node)
     // does: on a small machine the other cores belong to Redis.
     let threads = match &cli.command {
-        Command::Bench(args) => args.threads,
+        Command::Bench(args) if args.mode.is_none() => args.threads,
         _ => 0,
     };
     let mut builder = if threads == 1 {

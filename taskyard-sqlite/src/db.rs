@@ -21,7 +21,7 @@ pub(crate) const LOCKED_FOR: Duration = Duration::from_secs(60);
 
 /// The WAL is truncated back to this size after a checkpoint, so a burst of writes does
 /// not leave a large file behind.
-const WAL_SIZE_LIMIT: i64 = 32 * 1024 * 1024;
+const WAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
 
 // Job states as stored. One table holds every job; `rank` orders each state:
 // ready - claim order (enqueue order; a released job goes before all others);

@@ -494,9 +494,13 @@ fn vacuum(tx: &Tx<'_>) -> Result<()> {
     };
     let free = pragma("freelist_count")?;
     if free >= 256 && free * 4 >= pragma("page_count")? {
-        tx.conn
-            .execute_batch("PRAGMA incremental_vacuum(2048)")
+        // Each step frees one page: step to the end.
+        let mut stmt = tx
+            .conn
+            .prepare_cached("PRAGMA incremental_vacuum(2048)")
             .map_err(db)?;
+        let mut rows = stmt.query([]).map_err(db)?;
+        while rows.next().map_err(db)?.is_some() {}
     }
     Ok(())
 }

@@ -3,7 +3,8 @@
 //!
 //! - enqueue: one producer adds N jobs of the ~120-byte payload in bulk batches of 1,000,
 //!   one batch after another;
-//! - memory: Redis `used_memory` after the enqueue minus before, per job;
+//! - memory: Redis `used_memory` (or the file's pages in use) after the enqueue minus
+//!   before, per job;
 //! - process: one worker, concurrency C, a handler that does nothing, finished jobs not
 //!   retained; N / time from worker start to the N-th completion recorded in the store;
 //! - pickup latency: single jobs enqueued at a fixed rate while the worker idles; each
@@ -17,8 +18,13 @@ use taskyard::{Client, EnqueueOptions, JobError, NewJob, QueueName, RetryPolicy,
 
 use crate::open::{Create, Opened};
 
+mod worker;
+
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct BenchArgs {
+    #[command(subcommand)]
+    pub(crate) mode: Option<BenchMode>,
     /// Jobs to enqueue and process.
     #[arg(long, default_value_t = 100_000)]
     jobs: usize,
@@ -40,6 +46,14 @@ pub(crate) struct BenchArgs {
     /// Print one JSON line instead of a summary.
     #[arg(long)]
     json: bool,
+}
+
+/// Other bench modes.
+#[derive(clap::Subcommand)]
+pub(crate) enum BenchMode {
+    /// Run a worker with built-in test handlers (noop, sleep, flaky, poison, record)
+    /// until SIGINT or SIGTERM.
+    Worker(worker::WorkerArgs),
 }
 
 #[derive(serde::Serialize)]
@@ -77,6 +91,9 @@ pub(crate) async fn run(
     url: Option<String>,
     args: BenchArgs,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(BenchMode::Worker(w)) = args.mode {
+        return worker::run(url, w).await;
+    }
     if args.jobs == 0 || args.concurrency == 0 || args.batch == 0 {
         return Err("--jobs, --concurrency and --batch must be at least 1".into());
     }

@@ -1,0 +1,130 @@
+//! `taskyard bench worker`: a worker process with built-in test handlers, so scenarios
+//! and fault tests can drive real processes from outside (start, kill -9, stop, resume).
+//!
+//! Handlers, by job kind:
+//! - `noop`: succeeds at once;
+//! - `sleep`: sleeps `{"ms": N}`, then succeeds;
+//! - `flaky`: fails its first `{"fail": N}` attempts, then succeeds;
+//! - `poison`: kills its own process (abort), every attempt;
+//! - `record`: sleeps `{"ms": N}` if given, then appends `job_id attempt` as one line to
+//!   the `--record` file, written before the job is reported complete.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Args;
+use taskyard::{JobContext, JobError, RetryPolicy, Worker};
+
+use crate::commands::parse_duration;
+use crate::open::{Create, Opened};
+
+#[derive(Args)]
+pub(crate) struct WorkerArgs {
+    /// Queues to serve, first first (repeat the flag for more).
+    #[arg(long = "queue", short, default_value = "default")]
+    queues: Vec<String>,
+    /// Jobs run at once.
+    #[arg(long, default_value_t = 10)]
+    concurrency: usize,
+    /// Lease of each claim: 500ms, 30s, 5m.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    lease: Duration,
+    /// First retry delay of failed jobs (full jitter, doubling, capped at 1h).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    retry_base: Duration,
+    /// The file `record` jobs append to.
+    #[arg(long)]
+    record: Option<std::path::PathBuf>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct Params {
+    #[serde(default)]
+    ms: u64,
+    #[serde(default)]
+    fail: u32,
+}
+
+fn params(payload: &[u8]) -> Params {
+    serde_json::from_slice(payload).unwrap_or_default()
+}
+
+pub(crate) async fn run(
+    url: Option<String>,
+    args: WorkerArgs,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let store = Opened::open(url.as_deref(), Create::Yes).await?;
+    let record = match &args.record {
+        Some(path) => Some(Arc::new(Mutex::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))?,
+        ))),
+        None => None,
+    };
+    let mut builder = Worker::builder(store.shared())
+        .concurrency(args.concurrency)
+        .lease(args.lease)
+        .default_retry(RetryPolicy::default().base(args.retry_base))
+        .handle_raw("noop", |_ctx, _payload| async { Ok::<(), JobError>(()) })
+        .handle_raw("sleep", |_ctx, payload| {
+            let ms = params(&payload).ms;
+            async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok::<(), JobError>(())
+            }
+        })
+        .handle_raw("flaky", |ctx: JobContext, payload| {
+            let fail = params(&payload).fail;
+            let attempt = ctx.attempt();
+            async move {
+                if attempt <= fail {
+                    Err(JobError::retry(format!(
+                        "flaky: attempt {attempt} of the first {fail} fails"
+                    )))
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .handle_raw("poison", |_ctx, _payload| async {
+            // The job that takes its worker down: the process dies mid-job, as a
+            // segfault or an out-of-memory kill would take it.
+            std::process::abort();
+            #[allow(unreachable_code)]
+            Ok::<(), JobError>(())
+        })
+        .handle_raw("record", move |ctx: JobContext, payload| {
+            let ms = params(&payload).ms;
+            let record = record.clone();
+            async move {
+                if ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                let Some(file) = record else {
+                    return Err(JobError::permanent("record jobs need --record FILE"));
+                };
+                let line = format!("{} {}\n", ctx.id(), ctx.attempt());
+                file.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .write_all(line.as_bytes())
+                    .map_err(JobError::retry)
+            }
+        });
+    for q in &args.queues {
+        builder = builder.queue(q.as_str());
+    }
+    let worker = builder.build()?;
+    eprintln!(
+        "taskyard bench worker {}: serving {} on {} with concurrency {}",
+        std::process::id(),
+        args.queues.join(", "),
+        store.kind(),
+        args.concurrency
+    );
+    worker.run(taskyard::shutdown_signal()).await?;
+    Ok(())
+}

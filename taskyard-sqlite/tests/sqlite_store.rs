@@ -1,0 +1,285 @@
+//! What the embedded store promises beyond the conformance suite: its durability
+//! settings take effect, time comes from its clock, the file stays bounded, data outlives
+//! the process, and a file it cannot use gets a clear error.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use taskyard::{
+    Due, EnqueueOptions, Error, JobState, NewJob, Outcome, QueueName, RetryPolicy, Store,
+};
+use taskyard_conformance::TempDir;
+use taskyard_sqlite::{ManualClock, Options, SqliteStore, Synchronous};
+
+fn job(n: usize) -> NewJob {
+    let payload = format!(r#"{{"n":{n},"s":"{}"}}"#, "x".repeat(100)).into_bytes();
+    NewJob::new(
+        "noop",
+        payload,
+        &EnqueueOptions::default(),
+        RetryPolicy::default(),
+    )
+    .unwrap()
+}
+
+fn queue(name: &str) -> QueueName {
+    QueueName::new(name).unwrap()
+}
+
+fn size_of(dir: &TempDir, file: &str) -> u64 {
+    std::fs::metadata(dir.path().join(file))
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+/// Bytes on disk: the database file and its WAL.
+fn file_size(dir: &TempDir) -> u64 {
+    size_of(dir, "taskyard.db") + size_of(dir, "taskyard.db-wal")
+}
+
+#[tokio::test]
+async fn durability_pragmas_take_effect() {
+    let dir = TempDir::new();
+    let store = SqliteStore::open(dir.path().join("taskyard.db"))
+        .await
+        .unwrap();
+    let p = store.pragmas().await.unwrap();
+    assert_eq!(p.journal_mode, "wal");
+    assert_eq!(
+        p.synchronous, 2,
+        "FULL by default: commits survive power loss"
+    );
+    assert_eq!(p.auto_vacuum, 2, "INCREMENTAL, so the file can shrink");
+    assert!(
+        p.busy_timeout_ms > 0,
+        "other processes' locks are waited out"
+    );
+    drop(store);
+
+    let options = Options {
+        synchronous: Synchronous::Normal,
+        ..Options::default()
+    };
+    let store = SqliteStore::open_with(dir.path().join("taskyard.db"), options)
+        .await
+        .unwrap();
+    assert_eq!(store.pragmas().await.unwrap().synchronous, 1, "NORMAL");
+    let url = format!("{}?synchronous=normal", dir.path().join("b.db").display());
+    let store = SqliteStore::open_url(&url).await.unwrap();
+    assert_eq!(store.pragmas().await.unwrap().synchronous, 1);
+    let bad = format!("{}?fsync=maybe", dir.path().join("c.db").display());
+    assert!(matches!(
+        SqliteStore::open_url(&bad).await,
+        Err(Error::InvalidOption(_))
+    ));
+    assert!(
+        !dir.path().join("c.db").exists(),
+        "a bad option creates nothing"
+    );
+}
+
+#[tokio::test]
+async fn time_comes_from_the_stores_clock() {
+    let dir = TempDir::new();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let options = Options {
+        clock: clock.clone(),
+        ..Options::default()
+    };
+    let store = SqliteStore::open_with(dir.path().join("taskyard.db"), options)
+        .await
+        .unwrap();
+    let q = queue("clock");
+    assert_eq!(store.now_ms().await.unwrap(), 1_000_000);
+
+    // A delay is measured on the store's clock, however long the test really takes.
+    let mut delayed = job(1);
+    delayed.due = Due::After(60_000);
+    let ids = store.enqueue(&q, vec![delayed, job(2)]).await.unwrap();
+    let info = store.job(&q, &ids[0]).await.unwrap().unwrap();
+    assert_eq!(info.state, JobState::Scheduled);
+    assert_eq!(info.at_ms, Some(1_060_000));
+
+    // A lease of a minute holds until the clock passes it.
+    let claim = store
+        .claim(&q, 10, Duration::from_secs(60), "w")
+        .await
+        .unwrap();
+    assert_eq!(claim.jobs.len(), 1, "the delayed job is not due");
+    assert_eq!(claim.next_due, Some(Duration::from_secs(60)));
+    clock.advance(Duration::from_secs(59));
+    assert_eq!(store.maintain(&q).await.unwrap().expired, 0);
+    clock.advance(Duration::from_secs(2));
+    let m = store.maintain(&q).await.unwrap();
+    assert_eq!((m.promoted, m.expired), (1, 1));
+    let stats = store.stats(&q).await.unwrap();
+    assert_eq!((stats.ready, stats.running), (2, 0));
+
+    // A retry delay too.
+    let claim = store
+        .claim(&q, 10, Duration::from_secs(60), "w")
+        .await
+        .unwrap();
+    let outcomes: Vec<_> = claim
+        .jobs
+        .iter()
+        .map(|j| {
+            let retry = Outcome::Retry {
+                delay_ms: 5_000,
+                error: "later".into(),
+            };
+            (j.lease.clone(), retry)
+        })
+        .collect();
+    assert_eq!(store.finish(&outcomes).await.unwrap(), vec![true, true]);
+    assert_eq!(store.stats(&q).await.unwrap().scheduled, 2);
+    clock.advance(Duration::from_millis(4_999));
+    assert!(
+        store
+            .claim(&q, 10, Duration::from_secs(60), "w")
+            .await
+            .unwrap()
+            .jobs
+            .is_empty()
+    );
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(
+        store
+            .claim(&q, 10, Duration::from_secs(60), "w")
+            .await
+            .unwrap()
+            .jobs
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn jobs_outlive_the_store_that_wrote_them() {
+    let dir = TempDir::new();
+    let path = dir.path().join("taskyard.db");
+    let q = queue("persist");
+    let ids = {
+        let store = SqliteStore::open(&path).await.unwrap();
+        let ids = store
+            .enqueue(&q, (0..100).map(job).collect())
+            .await
+            .unwrap();
+        store.set_paused(&q, true).await.unwrap();
+        ids
+    };
+    let store = SqliteStore::open(&path).await.unwrap();
+    let stats = store.stats(&q).await.unwrap();
+    assert_eq!((stats.ready, stats.paused), (100, true));
+    let more = store.enqueue(&q, vec![job(100)]).await.unwrap();
+    let last: u64 = ids[99].as_str().parse().unwrap();
+    assert!(
+        more[0].as_str().parse::<u64>().unwrap() > last,
+        "ids are never reused"
+    );
+}
+
+#[tokio::test]
+async fn a_file_it_cannot_use_is_a_clear_error() {
+    let dir = TempDir::new();
+    let junk = dir.path().join("junk.db");
+    std::fs::write(&junk, vec![b'x'; 8192]).unwrap();
+    let err = SqliteStore::open(&junk).await.err().expect("refused");
+    assert!(err.to_string().contains("junk.db"), "{err}");
+    assert_eq!(
+        std::fs::read(&junk).unwrap(),
+        vec![b'x'; 8192],
+        "left as it was"
+    );
+
+    let missing = dir.path().join("no/such/dir/taskyard.db");
+    let err = SqliteStore::open(&missing).await.err().expect("refused");
+    assert!(err.to_string().contains("cannot open"), "{err}");
+
+    let newer = dir.path().join("newer.db");
+    drop(SqliteStore::open(&newer).await.unwrap());
+    let conn = rusqlite::Connection::open(&newer).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    let err = SqliteStore::open(&newer).await.err().expect("refused");
+    assert!(err.to_string().contains("newer taskyard"), "{err}");
+}
+
+/// Runs `n` jobs through: enqueue in batches, claim and complete them all.
+async fn churn(store: &SqliteStore, q: &QueueName, n: usize) {
+    for start in (0..n).step_by(1000) {
+        store
+            .enqueue(q, (start..start + 1000).map(job).collect())
+            .await
+            .unwrap();
+    }
+    loop {
+        let claim = store
+            .claim(q, 500, Duration::from_secs(60), "w")
+            .await
+            .unwrap();
+        if claim.jobs.is_empty() {
+            break;
+        }
+        let done: Vec<_> = claim
+            .jobs
+            .iter()
+            .map(|j| (j.lease.clone(), Outcome::Completed))
+            .collect();
+        store.finish(&done).await.unwrap();
+    }
+    store.maintain(q).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_file_stays_bounded_over_a_long_run() {
+    let dir = TempDir::new();
+    let store = SqliteStore::open(dir.path().join("taskyard.db"))
+        .await
+        .unwrap();
+    let q = queue("long-run");
+    // Steady churn: 20 rounds of 5,000 jobs reuse the same pages.
+    churn(&store, &q, 5_000).await;
+    let after_first = file_size(&dir);
+    for _ in 0..19 {
+        churn(&store, &q, 5_000).await;
+    }
+    let after_all = file_size(&dir);
+    assert!(
+        after_all <= after_first + 4 * 1024 * 1024,
+        "100k jobs through: the file grew from {after_first} to {after_all} bytes"
+    );
+    assert_eq!(
+        store.stats(&q).await.unwrap(),
+        taskyard::QueueStats {
+            queue: "long-run".into(),
+            ..Default::default()
+        }
+    );
+
+    // A large backlog grows the file; once it is drained, maintenance gives the space
+    // back.
+    let mut backlog = Vec::new();
+    for start in (0..100_000).step_by(1000) {
+        backlog.push(store.enqueue(&q, (start..start + 1000).map(job).collect()));
+    }
+    for b in backlog {
+        b.await.unwrap();
+    }
+    let peak = size_of(&dir, "taskyard.db");
+    assert!(
+        peak > 10 * 1024 * 1024,
+        "100k queued jobs take room: {peak}"
+    );
+    churn(&store, &q, 0).await;
+    for _ in 0..20 {
+        store.maintain(&q).await.unwrap();
+    }
+    let drained = size_of(&dir, "taskyard.db");
+    assert!(
+        drained < peak / 4,
+        "after draining, the file shrank from {peak} only to {drained} bytes"
+    );
+    let wal = size_of(&dir, "taskyard.db-wal");
+    assert!(wal < 16 * 1024 * 1024, "the WAL is kept small: {wal} bytes");
+}
