@@ -6,6 +6,7 @@
 
 mod bench;
 mod commands;
+mod demo;
 mod open;
 
 use std::process::ExitCode;
@@ -32,6 +33,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a worker with example jobs on the store for about half a minute, with live
+    /// progress and a summary: the quickest way to see taskyard work.
+    Demo(demo::DemoArgs),
     /// Enqueue one job: `taskyard enqueue send_email '{"to":"ada@example.com"}'`.
     Enqueue(commands::EnqueueArgs),
     /// Counts per state of every queue (or one).
@@ -107,5 +111,6 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Dead(cmd) => commands::dead(open::store(url, No).await?, cmd).await,
         Command::Queue(cmd) => commands::queue(open::store(url, Yes).await?, cmd).await,
         Command::Bench(args) => bench::run(url, args).await,
+        Command::Demo(args) => demo::run(url, args).await,
     }
 }

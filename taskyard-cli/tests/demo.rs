@@ -1,0 +1,68 @@
+//! `taskyard demo`, the README's first command, run for real: on the embedded default
+//! with nothing configured, and on Redis.
+
+use std::process::Command;
+
+use taskyard_conformance::{RedisServer, TempDir};
+
+fn run(dir: &TempDir, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_taskyard"))
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("TASKYARD_STORE")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The summary shows every part of the mix did what it should.
+fn check_summary(out: &str) {
+    // 30 waves of 112 jobs, 3 reports and 20 reminders complete; the import dies.
+    assert!(out.contains("completed  3383 jobs"), "{out}");
+    assert!(out.contains("dead       1 "), "{out}");
+    assert!(
+        out.contains("3 report runs of 8.0 s under a 3 s lease; leases lost: 0"),
+        "{out}"
+    );
+    assert!(out.contains("dead list --queue demo"), "{out}");
+}
+
+#[test]
+fn demo_runs_on_the_embedded_default() {
+    let dir = TempDir::new();
+    let (ok, out, err) = run(&dir, &["demo"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("./taskyard.db (the embedded default)"),
+        "{out}"
+    );
+    check_summary(&out);
+    // What it left behind is there for the commands it names.
+    let (ok, dead, err) = run(&dir, &["dead", "list", "--queue", "demo"]);
+    assert!(ok, "{err}");
+    assert!(
+        dead.contains("import_csv") && dead.contains("4/4"),
+        "{dead}"
+    );
+    // A second run starts from an empty queue.
+    let (ok, out, err) = run(&dir, &["demo"]);
+    assert!(ok, "{err}");
+    check_summary(&out);
+}
+
+#[test]
+fn demo_runs_on_redis() {
+    let server = RedisServer::start();
+    let dir = TempDir::new();
+    let (ok, out, err) = run(&dir, &["demo", "--store", &server.url()]);
+    assert!(ok, "{err}");
+    check_summary(&out);
+    assert!(
+        !dir.path().join("taskyard.db").exists(),
+        "no file when on Redis"
+    );
+}
