@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# taskyard and BullMQ on the same fresh redis-server, round after round (docs/benchmarks.md).
+# taskyard (on Redis and on the embedded store) and BullMQ on the same fresh redis-server,
+# round after round (docs/benchmarks.md).
 #   bench/side-by-side.sh [rounds] [port]
 # Needs: a release build (cargo build --release -p taskyard-cli), redis-server, and the
 # peer harness in ../shared/peers (Node and npm; it installs bullmq once).
@@ -17,6 +18,11 @@ for _ in $(seq "$rounds"); do
   redis-cli -p "$port" flushall >/dev/null
   "$bin" bench --store "redis://127.0.0.1:$port" --jobs 100000 --concurrency 100 \
     --latency-rate 1000 --latency-secs 10 --json
+  # The embedded store, default durability, a fresh file on the same disk as the repo.
+  rm -f target/bench-embedded.db*
+  "$bin" bench --store target/bench-embedded.db --jobs 100000 --concurrency 100 \
+    --latency-rate 1000 --latency-secs 10 --json
+  rm -f target/bench-embedded.db*
   redis-cli -p "$port" flushall >/dev/null
   "$peers/bullmq/run" "$port" 100000 100
   redis-cli -p "$port" flushall >/dev/null

@@ -36,7 +36,9 @@ pub(crate) const COMPLETED: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS queues (
-    id INTEGER PRIMARY KEY,
+    -- AUTOINCREMENT: a deleted queue's id is never given to a new one, so another
+    -- process's cached id can never name the wrong queue.
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL UNIQUE,
     paused INTEGER NOT NULL DEFAULT 0,
     -- NULL: the default of QueueConfig.
@@ -164,6 +166,14 @@ pub(crate) fn open_writer(path: &Path, sync: Synchronous) -> Result<Connection> 
     conn.pragma_update(None, "synchronous", sync).map_err(db)?;
     conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
         .map_err(db)?;
+    let version = |conn: &Connection| -> Result<i64> {
+        patiently(|| conn.pragma_query_value(None, "user_version", |r| r.get(0)))
+    };
+    // The usual case, the schema in place, writes nothing: opening the file for a CLI
+    // command does not contend with the workers for the write lock.
+    if version(&conn)? == SCHEMA_VERSION {
+        return Ok(conn);
+    }
     patiently(|| conn.execute_batch("BEGIN IMMEDIATE"))?;
     let created = (|| {
         let version: i64 = conn

@@ -413,20 +413,35 @@ pub(crate) fn release(tx: &mut Tx<'_>, leases: &[Lease]) -> Result<Vec<bool>> {
     Ok(result)
 }
 
-/// Keeps a finished state (dead or completed) within its count and age.
+/// Keeps a finished state (dead or completed) within its count and age, oldest first.
 fn trim(tx: &Tx<'_>, q: i64, state: i64, max: u64, max_age_ms: u64) -> Result<()> {
-    tx.conn
+    // The newest job past the count: it and every older one go.
+    let over: Option<(i64, i64)> = tx
+        .conn
         .prepare_cached(
-            "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE queue = ?1 AND state = ?2
-                                           ORDER BY rank DESC, id DESC LIMIT ?3 OFFSET ?4)",
+            "SELECT rank, id FROM jobs WHERE queue = ?1 AND state = ?2
+             ORDER BY rank DESC, id DESC LIMIT 1 OFFSET ?3",
         )
-        .and_then(|mut s| s.execute(params![q, state, STEP, ms(max)]))
+        .and_then(|mut s| {
+            s.query_row(params![q, state, ms(max)], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
         .map_err(db)?;
+    if let Some((rank, id)) = over {
+        tx.conn
+            .prepare_cached(
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE queue = ?1 AND state = ?2
+                                               AND (rank, id) <= (?3, ?4)
+                                               ORDER BY rank, id LIMIT ?5)",
+            )
+            .and_then(|mut s| s.execute(params![q, state, rank, id, STEP]))
+            .map_err(db)?;
+    }
     let cutoff = ms(tx.now.saturating_sub(max_age_ms));
     tx.conn
         .prepare_cached(
             "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE queue = ?1 AND state = ?2
-                                           AND rank < ?3 LIMIT ?4)",
+                                           AND rank <= ?3 ORDER BY rank LIMIT ?4)",
         )
         .and_then(|mut s| s.execute(params![q, state, cutoff, STEP]))
         .map_err(db)?;

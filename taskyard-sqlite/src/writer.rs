@@ -212,9 +212,18 @@ fn serve(
             continue;
         }
         let mut wake = false;
+        // Set once the group's transaction can no longer commit as a whole: SQLite rolled
+        // it back itself (disk full, I/O error) or an operation could not be undone alone.
+        // Every operation of the group then fails; none is half-applied.
+        let mut broken: Option<String> = None;
         for op in group.drain(..) {
+            if let Some(e) = &broken {
+                op.fail(e);
+                continue;
+            }
             if let Err(e) = exec(&conn, "SAVEPOINT op") {
                 op.fail(&e.to_string());
+                broken = Some(e.to_string());
                 continue;
             }
             let mut tx = Tx {
@@ -230,15 +239,32 @@ fn serve(
             if ok {
                 wake |= tx.wake;
             } else {
-                let _ = exec(&conn, "ROLLBACK TO op");
                 queues.clear();
+                if let Err(e) = exec(&conn, "ROLLBACK TO op") {
+                    broken = Some(format!("could not undo a failed operation: {e}"));
+                }
             }
-            let _ = exec(&conn, "RELEASE op");
             answers.extend(answer);
+            if conn.is_autocommit() {
+                broken.get_or_insert_with(|| {
+                    "SQLite rolled the transaction back (is the disk full?)".to_string()
+                });
+            } else if broken.is_none()
+                && let Err(e) = exec(&conn, "RELEASE op")
+            {
+                broken = Some(e.to_string());
+            }
         }
-        let commit = patiently(|| exec(&conn, "COMMIT")).map_err(|e| e.to_string());
+        let commit = match broken {
+            Some(e) => Err(e),
+            None => patiently(|| exec(&conn, "COMMIT")).map_err(|e| e.to_string()),
+        };
         if commit.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
+            if !conn.is_autocommit()
+                && let Err(e) = conn.execute_batch("ROLLBACK")
+            {
+                tracing::error!(error = %e, "the store's writer could not roll back");
+            }
             queues.clear();
             wake = false;
         }
