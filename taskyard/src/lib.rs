@@ -9,8 +9,9 @@
 //!   [`QueueStats`], [`JobInfo`], redrive and purge of the dead set, pause and resume;
 //! - a [`Worker`] claims jobs in batches, runs their handlers with bounded concurrency,
 //!   renews their leases with one heartbeat call, and records outcomes in batches;
-//! - a [`Store`] holds the queues. Stores live in their own crates (`taskyard-redis`, ...)
-//!   and all pass the same conformance suite (`taskyard-conformance`).
+//! - a [`Store`] holds the queues. Stores live in their own crates — `taskyard-sqlite`
+//!   (the embedded default: one file, nothing to install) and `taskyard-redis` — and all
+//!   pass the same conformance suite (`taskyard-conformance`).
 //!
 //! Delivery is at least once: a job is never lost, and may run twice after a crash or a
 //! lease expiry ([`JobContext::attempt`] says so). Use the job id as the idempotency key of
@@ -29,7 +30,8 @@
 //!
 //! #[tokio::main]
 //! async fn main() -> taskyard::Result<()> {
-//!     let store = taskyard_redis::RedisStore::connect("redis://127.0.0.1:6379").await?;
+//!     // ./taskyard.db; or taskyard_redis::RedisStore::connect("redis://127.0.0.1:6379")
+//!     let store = taskyard_sqlite::SqliteStore::open_default().await?;
 //!     let client = Client::new(store.clone());
 //!     client.enqueue(&SendEmail { to: "ada@example.com".into() }).await?;
 //!
