@@ -4,7 +4,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use taskyard::{Outcome, QueueName, Store};
-use taskyard_conformance::{RedisServer, TempDir};
+use taskyard_conformance::RedisServer;
 use taskyard_redis::RedisStore;
 
 struct Run {
@@ -118,41 +118,6 @@ fn bad_input_is_one_line_and_a_failure_exit() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unsupported store"));
-}
-
-/// With no --store and no TASKYARD_STORE, commands use ./taskyard.db; a command that
-/// only looks does not create it.
-#[test]
-fn the_embedded_store_is_the_default() {
-    let dir = TempDir::new();
-    let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_taskyard"))
-            .args(args)
-            .current_dir(dir.path())
-            .env_remove("TASKYARD_STORE")
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
-    let (ok, _, err) = run(&["stats"]);
-    assert!(!ok && err.contains("no store at taskyard.db"), "{err}");
-    assert!(!dir.path().join("taskyard.db").exists());
-
-    let (ok, id, err) = run(&["enqueue", "mail", r#"{"to":"ada"}"#]);
-    assert!(ok, "{err}");
-    assert!(dir.path().join("taskyard.db").exists());
-    let (ok, stats, err) = run(&["stats", "--json"]);
-    assert!(ok, "{err}");
-    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
-    assert_eq!(stats[0]["queue"], "default");
-    assert_eq!(stats[0]["ready"], 1);
-    let (ok, job, err) = run(&["jobs", "show", id.trim()]);
-    assert!(ok, "{err}");
-    assert!(job.contains("ada"), "{job}");
 }
 
 #[tokio::test]

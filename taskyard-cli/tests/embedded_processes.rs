@@ -82,6 +82,15 @@ fn records(db: &Path, name: &str) -> Vec<(String, u32)> {
         .collect()
 }
 
+/// The ids the named workers recorded.
+fn recorded(db: &Path, names: &[&str]) -> HashSet<String> {
+    names
+        .iter()
+        .flat_map(|name| records(db, name))
+        .map(|(id, _)| id)
+        .collect()
+}
+
 fn record_jobs(n: usize, ms: u64) -> Vec<NewJob> {
     (0..n)
         .map(|_| {
@@ -169,12 +178,7 @@ async fn two_workers_and_the_cli_share_one_file() {
     let expected: HashSet<String> = acknowledged.iter().cloned().collect();
     assert_eq!(expected.len(), acknowledged.len(), "ids are distinct");
     wait_for("every job to be recorded", Duration::from_secs(60), || {
-        let seen: HashSet<String> = records(&db, "a")
-            .into_iter()
-            .chain(records(&db, "b"))
-            .map(|(id, _)| id)
-            .collect();
-        expected.is_subset(&seen)
+        expected.is_subset(&recorded(&db, &["a", "b"]))
     })
     .await;
     // A run is recorded just before its completion is; give the last ones a moment.
@@ -249,12 +253,7 @@ async fn killed_worker_loses_nothing() {
     // were running in the killed worker are run again once their lease ends.
     let expected: HashSet<String> = acknowledged.iter().cloned().collect();
     wait_for("every job to be recorded", Duration::from_secs(60), || {
-        let seen: HashSet<String> = records(&db, "first")
-            .into_iter()
-            .chain(records(&db, "second"))
-            .map(|(id, _)| id)
-            .collect();
-        expected.is_subset(&seen)
+        expected.is_subset(&recorded(&db, &["first", "second"]))
     })
     .await;
     let mut second = second.unwrap();
@@ -289,10 +288,9 @@ async fn killed_worker_loses_nothing() {
         (0, 0, 0),
         "after a graceful stop"
     );
-    let all: HashSet<String> = records(&db, "first")
-        .into_iter()
-        .chain(records(&db, "second"))
-        .map(|(id, _)| id)
-        .collect();
-    assert_eq!(all, expected, "lost 0, unexpected 0");
+    assert_eq!(
+        recorded(&db, &["first", "second"]),
+        expected,
+        "lost 0, unexpected 0"
+    );
 }

@@ -252,6 +252,19 @@ fn settle(tx: &Tx<'_>, token: &str, n: i64) -> Result<()> {
         .map_err(db)
 }
 
+/// A job still running under `token`: its attempt, max attempts and error history.
+fn running(tx: &Tx<'_>, id: i64, token: &str) -> Result<Option<(u32, u32, Option<String>)>> {
+    tx.conn
+        .prepare_cached(
+            "SELECT attempt, max_attempts, errors FROM jobs WHERE id = ?1 AND token = ?2 AND state = 2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![id, token], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+        })
+        .map_err(db)
+}
+
 /// Where a failed run goes, with its attempts counted and its error kept.
 fn fail(
     tx: &mut Tx<'_>,
@@ -336,40 +349,25 @@ pub(crate) fn finish(tx: &mut Tx<'_>, outcomes: &[(Lease, Outcome)]) -> Result<V
                 };
                 done.map_err(db)? == 1
             }
-            failed => {
-                let row: Option<(u32, u32, Option<String>)> = tx
-                    .conn
-                    .prepare_cached(
-                        "SELECT attempt, max_attempts, errors FROM jobs
-                         WHERE id = ?1 AND token = ?2 AND state = 2",
-                    )
-                    .and_then(|mut s| {
-                        s.query_row(params![id, token], |r| {
-                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                        })
-                        .optional()
-                    })
-                    .map_err(db)?;
-                match row {
-                    None => false,
-                    Some((attempt, max, errors)) => {
-                        let code = match failed {
-                            Outcome::Retry { delay_ms, error } => {
-                                Fail::At(tx.now.saturating_add(*delay_ms), error)
-                            }
-                            Outcome::RetryAt { at_ms, error } => Fail::At(*at_ms, error),
-                            Outcome::Dead { error } => Fail::Dead(error),
-                            Outcome::Completed => unreachable!("handled above"),
-                        };
-                        if fail(tx, id, attempt, max, errors, code)? == DEAD {
-                            let q = tx.queue(&lease.queue)?.unwrap_or(-1);
-                            let c = read::config_of(tx.conn, q)?;
-                            trims.push((q, DEAD, c.dead_max, c.dead_max_age_ms));
+            failed => match running(tx, id, token)? {
+                None => false,
+                Some((attempt, max, errors)) => {
+                    let code = match failed {
+                        Outcome::Retry { delay_ms, error } => {
+                            Fail::At(tx.now.saturating_add(*delay_ms), error)
                         }
-                        true
+                        Outcome::RetryAt { at_ms, error } => Fail::At(*at_ms, error),
+                        Outcome::Dead { error } => Fail::Dead(error),
+                        Outcome::Completed => unreachable!("handled above"),
+                    };
+                    if fail(tx, id, attempt, max, errors, code)? == DEAD {
+                        let q = tx.queue(&lease.queue)?.unwrap_or(-1);
+                        let c = read::config_of(tx.conn, q)?;
+                        trims.push((q, DEAD, c.dead_max, c.dead_max_age_ms));
                     }
+                    true
                 }
-            }
+            },
         };
         if ok {
             *settled.entry(token).or_default() += 1;
@@ -468,20 +466,7 @@ pub(crate) fn maintain(tx: &mut Tx<'_>, queue: &QueueName) -> Result<Maintenance
     let mut expired = 0;
     for (token, ids) in &leases {
         for id in ids.split(',').filter_map(|s| s.parse::<i64>().ok()) {
-            let row: Option<(u32, u32, Option<String>)> = tx
-                .conn
-                .prepare_cached(
-                    "SELECT attempt, max_attempts, errors FROM jobs
-                     WHERE id = ?1 AND token = ?2 AND state = 2",
-                )
-                .and_then(|mut s| {
-                    s.query_row(params![id, token], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                    })
-                    .optional()
-                })
-                .map_err(db)?;
-            if let Some((attempt, max, errors)) = row {
+            if let Some((attempt, max, errors)) = running(tx, id, token)? {
                 fail(tx, id, attempt, max, errors, Fail::At(0, EXPIRED))?;
                 expired += 1;
             }

@@ -1,5 +1,6 @@
-//! `taskyard demo`, the README's first command, run for real: on the embedded default
-//! with nothing configured, and on Redis.
+//! The front door: with nothing configured, commands use the embedded store in
+//! ./taskyard.db, and `taskyard demo` (the README's first command) runs for real — on
+//! that default and on Redis.
 
 use std::process::Command;
 
@@ -17,6 +18,29 @@ fn run(dir: &TempDir, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// With no --store and no TASKYARD_STORE, commands use ./taskyard.db; a command that
+/// only looks does not create it.
+#[test]
+fn the_embedded_store_is_the_default() {
+    let dir = TempDir::new();
+    let run = |args: &[&str]| run(&dir, args);
+    let (ok, _, err) = run(&["stats"]);
+    assert!(!ok && err.contains("no store at taskyard.db"), "{err}");
+    assert!(!dir.path().join("taskyard.db").exists());
+
+    let (ok, id, err) = run(&["enqueue", "mail", r#"{"to":"ada"}"#]);
+    assert!(ok, "{err}");
+    assert!(dir.path().join("taskyard.db").exists());
+    let (ok, stats, err) = run(&["stats", "--json"]);
+    assert!(ok, "{err}");
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats[0]["queue"], "default");
+    assert_eq!(stats[0]["ready"], 1);
+    let (ok, job, err) = run(&["jobs", "show", id.trim()]);
+    assert!(ok, "{err}");
+    assert!(job.contains("ada"), "{job}");
 }
 
 /// The summary shows every part of the mix did what it should.
