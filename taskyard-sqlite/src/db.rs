@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use taskyard::{Error, Result};
 
-use crate::Synchronous;
+use crate::{Options, Synchronous};
 
 /// The schema this version writes (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 1;
@@ -122,6 +122,11 @@ pub(crate) fn patiently<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> Result
 
 /// An SQLite error as a store error.
 pub(crate) fn db(e: rusqlite::Error) -> Error {
+    if e.sqlite_error_code() == Some(ErrorCode::DiskFull) {
+        return Error::Store(
+            format!("the store is full (its size limit or the disk's): {e}").into(),
+        );
+    }
     Error::store(e)
 }
 
@@ -138,7 +143,7 @@ fn open_file(path: &Path) -> Result<Connection> {
 }
 
 /// Opens the writer's connection: WAL mode, the durability setting, and the schema.
-pub(crate) fn open_writer(path: &Path, sync: Synchronous) -> Result<Connection> {
+pub(crate) fn open_writer(path: &Path, options: &Options) -> Result<Connection> {
     let conn = open_file(path)?;
     let not_ours = |e: Error| {
         Error::Store(format!("{} is not a usable taskyard store: {e}", path.display()).into())
@@ -159,13 +164,21 @@ pub(crate) fn open_writer(path: &Path, sync: Synchronous) -> Result<Connection> 
             .into(),
         ));
     }
-    let sync = match sync {
+    let sync = match options.synchronous {
         Synchronous::Full => "FULL",
         Synchronous::Normal => "NORMAL",
     };
     conn.pragma_update(None, "synchronous", sync).map_err(db)?;
     conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
         .map_err(db)?;
+    if let Some(bytes) = options.max_size {
+        let page: i64 = conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .map_err(db)?;
+        let pages = (bytes / page as u64).clamp(1, i64::MAX as u64) as i64;
+        conn.pragma_update(None, "max_page_count", pages)
+            .map_err(db)?;
+    }
     let version = |conn: &Connection| -> Result<i64> {
         patiently(|| conn.pragma_query_value(None, "user_version", |r| r.get(0)))
     };

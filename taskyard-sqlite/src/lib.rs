@@ -112,6 +112,9 @@ pub struct Options {
     pub synchronous: Synchronous,
     /// Where time comes from; default the system clock.
     pub clock: Arc<dyn Clock>,
+    /// A cap on the file's size in bytes (rounded down to whole pages); past it, changes
+    /// that need more room fail with a clear error and write nothing. Default: none.
+    pub max_size: Option<u64>,
 }
 
 impl Default for Options {
@@ -119,6 +122,7 @@ impl Default for Options {
         Options {
             synchronous: Synchronous::Full,
             clock: Arc::new(SystemClock),
+            max_size: None,
         }
     }
 }
@@ -172,13 +176,7 @@ impl SqliteStore {
     pub async fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let notify = Arc::new(Notify::new());
-        let writer = Writer::start(
-            path.clone(),
-            options.synchronous,
-            options.clock.clone(),
-            notify.clone(),
-        )
-        .await?;
+        let writer = Writer::start(path.clone(), options.clone(), notify.clone()).await?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,

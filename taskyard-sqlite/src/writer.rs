@@ -17,7 +17,7 @@ use taskyard::{Error, QueueName, Result};
 use tokio::sync::{Notify, oneshot};
 
 use crate::db::{self, db, patiently};
-use crate::{Clock, Synchronous};
+use crate::{Clock, Options};
 
 /// Operations per transaction at most: bounds how long one commit keeps callers waiting.
 const GROUP: usize = 512;
@@ -79,59 +79,51 @@ impl Tx<'_> {
 
 /// One operation, sent to the writer thread.
 trait Op: Send {
-    /// Runs inside the transaction; the answer waits for the commit.
-    fn run(self: Box<Self>, tx: &mut Tx<'_>) -> Box<dyn Answer>;
+    /// Runs inside the transaction; returns whether it succeeded. It may run again, in a
+    /// new transaction, when SQLite rolled back the one it ran in because of another
+    /// operation.
+    fn run(&mut self, tx: &mut Tx<'_>) -> bool;
+    /// Sends the last run's result once the transaction is committed, or the commit's
+    /// error.
+    fn answer(self: Box<Self>, commit: std::result::Result<(), &str>);
     /// Fails without running (no transaction could be opened).
     fn fail(self: Box<Self>, error: &str);
 }
 
-trait Answer: Send {
-    fn failed(&self) -> bool;
-    /// Sends the result, or the commit's error.
-    fn send(self: Box<Self>, commit: std::result::Result<(), &str>);
-}
-
 struct Call<F, T> {
     f: F,
+    result: Option<Result<T>>,
     reply: oneshot::Sender<Result<T>>,
 }
 
 impl<F, T> Op for Call<F, T>
 where
-    F: FnOnce(&mut Tx<'_>) -> Result<T> + Send,
+    F: FnMut(&mut Tx<'_>) -> Result<T> + Send,
     T: Send + 'static,
 {
-    fn run(self: Box<Self>, tx: &mut Tx<'_>) -> Box<dyn Answer> {
+    fn run(&mut self, tx: &mut Tx<'_>) -> bool {
+        // Stays the answer if `f` panics.
+        self.result = Some(Err(Error::Store("the store operation panicked".into())));
         let result = (self.f)(tx);
-        Box::new(Reply {
-            result,
-            reply: self.reply,
-        })
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
     }
 
-    fn fail(self: Box<Self>, error: &str) {
-        let _ = self.reply.send(Err(Error::Store(error.to_string().into())));
-    }
-}
-
-struct Reply<T> {
-    result: Result<T>,
-    reply: oneshot::Sender<Result<T>>,
-}
-
-impl<T: Send + 'static> Answer for Reply<T> {
-    fn failed(&self) -> bool {
-        self.result.is_err()
-    }
-
-    fn send(self: Box<Self>, commit: std::result::Result<(), &str>) {
-        let result = match commit {
-            Ok(()) => self.result,
-            Err(e) => Err(Error::Store(
+    fn answer(self: Box<Self>, commit: std::result::Result<(), &str>) {
+        let result = match (commit, self.result) {
+            (_, Some(Err(e))) => Err(e),
+            (Ok(()), Some(ok)) => ok,
+            (Ok(()), None) => Err(Error::Store("the store operation did not run".into())),
+            (Err(e), _) => Err(Error::Store(
                 format!("the store could not commit: {e}").into(),
             )),
         };
         let _ = self.reply.send(result);
+    }
+
+    fn fail(self: Box<Self>, error: &str) {
+        let _ = self.reply.send(Err(Error::Store(error.to_string().into())));
     }
 }
 
@@ -144,18 +136,17 @@ impl Writer {
     /// Opens the file (creating the schema) on a new thread and returns once it is ready.
     pub(crate) async fn start(
         path: PathBuf,
-        sync: Synchronous,
-        clock: Arc<dyn Clock>,
+        options: Options,
         notify: Arc<Notify>,
     ) -> Result<Writer> {
         let (ops, rx) = mpsc::channel::<Box<dyn Op>>();
         let (ready_tx, ready_rx) = oneshot::channel();
         std::thread::Builder::new()
             .name("taskyard-sqlite-writer".into())
-            .spawn(move || match db::open_writer(&path, sync) {
+            .spawn(move || match db::open_writer(&path, &options) {
                 Ok(conn) => {
                     let _ = ready_tx.send(Ok(()));
-                    serve(conn, rx, clock, notify);
+                    serve(conn, rx, options.clock, notify);
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -171,12 +162,16 @@ impl Writer {
     /// Runs `f` in the next group transaction; answers after it is committed.
     pub(crate) async fn call<T, F>(&self, f: F) -> Result<T>
     where
-        F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
+        F: FnMut(&mut Tx<'_>) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
         self.ops
-            .send(Box::new(Call { f, reply }))
+            .send(Box::new(Call {
+                f,
+                result: None,
+                reply,
+            }))
             .map_err(|_| Error::Store("the store's writer has stopped".into()))?;
         rx.await
             .map_err(|_| Error::Store("the store's writer failed during the call".into()))?
@@ -195,7 +190,6 @@ fn serve(
 ) {
     let mut queues = HashMap::new();
     let mut group: Vec<Box<dyn Op>> = Vec::with_capacity(GROUP);
-    let mut answers: Vec<Box<dyn Answer>> = Vec::with_capacity(GROUP);
     while let Ok(first) = rx.recv() {
         group.push(first);
         while group.len() < GROUP {
@@ -204,75 +198,104 @@ fn serve(
                 Err(_) => break,
             }
         }
-        if let Err(e) = patiently(|| exec(&conn, "BEGIN IMMEDIATE")) {
-            let msg = e.to_string();
-            for op in group.drain(..) {
-                op.fail(&msg);
+        // Usually one round. When SQLite rolls the whole transaction back because of one
+        // operation (the file reached its size cap, an I/O error), that operation fails
+        // alone and the others run again in a new transaction.
+        while !group.is_empty() {
+            let wake = run_group(&conn, &mut group, clock.as_ref(), &mut queues);
+            if wake {
+                notify.notify_waiters();
             }
-            continue;
-        }
-        let mut wake = false;
-        // Set once the group's transaction can no longer commit as a whole: SQLite rolled
-        // it back itself (disk full, I/O error) or an operation could not be undone alone.
-        // Every operation of the group then fails; none is half-applied.
-        let mut broken: Option<String> = None;
-        for op in group.drain(..) {
-            if let Some(e) = &broken {
-                op.fail(e);
-                continue;
-            }
-            if let Err(e) = exec(&conn, "SAVEPOINT op") {
-                op.fail(&e.to_string());
-                broken = Some(e.to_string());
-                continue;
-            }
-            let mut tx = Tx {
-                conn: &conn,
-                now: clock.now_ms(),
-                wake: false,
-                queues: &mut queues,
-            };
-            // A panic in an operation drops its reply (the caller gets an error) and
-            // undoes its changes; the writer and the other operations carry on.
-            let answer = std::panic::catch_unwind(AssertUnwindSafe(|| op.run(&mut tx))).ok();
-            let ok = answer.as_ref().is_some_and(|a| !a.failed());
-            if ok {
-                wake |= tx.wake;
-            } else {
-                queues.clear();
-                if let Err(e) = exec(&conn, "ROLLBACK TO op") {
-                    broken = Some(format!("could not undo a failed operation: {e}"));
-                }
-            }
-            answers.extend(answer);
-            if conn.is_autocommit() {
-                broken.get_or_insert_with(|| {
-                    "SQLite rolled the transaction back (is the disk full?)".to_string()
-                });
-            } else if broken.is_none()
-                && let Err(e) = exec(&conn, "RELEASE op")
-            {
-                broken = Some(e.to_string());
-            }
-        }
-        let commit = match broken {
-            Some(e) => Err(e),
-            None => patiently(|| exec(&conn, "COMMIT")).map_err(|e| e.to_string()),
-        };
-        if commit.is_err() {
-            if !conn.is_autocommit()
-                && let Err(e) = conn.execute_batch("ROLLBACK")
-            {
-                tracing::error!(error = %e, "the store's writer could not roll back");
-            }
-            queues.clear();
-            wake = false;
-        }
-        for answer in answers.drain(..) {
-            answer.send(commit.as_ref().map(|_| ()).map_err(|e| e.as_str()));
-        }
-        if wake {
-            notify.notify_waiters();
         }
     }
+}
+
+/// Runs `group` in one transaction and answers its operations. Operations to run again
+/// are left in `group`. Returns whether idle workers should be woken.
+fn run_group(
+    conn: &Connection,
+    group: &mut Vec<Box<dyn Op>>,
+    clock: &dyn Clock,
+    queues: &mut HashMap<String, i64>,
+) -> bool {
+    if let Err(e) = patiently(|| exec(conn, "BEGIN IMMEDIATE")) {
+        let msg = e.to_string();
+        for op in group.drain(..) {
+            op.fail(&msg);
+        }
+        return false;
+    }
+    let mut done: Vec<Box<dyn Op>> = Vec::with_capacity(group.len());
+    let mut wake = false;
+    // Set when the transaction cannot commit as a whole (an operation could not be
+    // undone alone): every operation of the group then fails; none is half-applied.
+    let mut broken: Option<String> = None;
+    let mut ops = std::mem::take(group).into_iter();
+    while let Some(mut op) = ops.next() {
+        if let Err(e) = exec(conn, "SAVEPOINT op") {
+            broken = Some(e.to_string());
+            done.push(op);
+            break;
+        }
+        let mut tx = Tx {
+            conn,
+            now: clock.now_ms(),
+            wake: false,
+            queues,
+        };
+        // A panic in an operation is its failure; the writer carries on.
+        let ok = std::panic::catch_unwind(AssertUnwindSafe(|| op.run(&mut tx))).unwrap_or(false);
+        let op_wake = tx.wake;
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back: this operation fails, and every
+            // other one of the group, run or not, runs again in a new transaction.
+            queues.clear();
+            if ok {
+                op.fail("SQLite rolled the transaction back");
+            } else {
+                op.answer(Ok(()));
+            }
+            group.extend(done);
+            group.extend(ops);
+            return false;
+        }
+        if ok {
+            wake |= op_wake;
+        } else {
+            queues.clear();
+            if let Err(e) = exec(conn, "ROLLBACK TO op") {
+                broken = Some(format!("could not undo a failed operation: {e}"));
+                done.push(op);
+                break;
+            }
+        }
+        if let Err(e) = exec(conn, "RELEASE op") {
+            broken = Some(e.to_string());
+            done.push(op);
+            break;
+        }
+        done.push(op);
+    }
+    let commit = match broken {
+        Some(e) => {
+            for op in ops {
+                op.fail(&e);
+            }
+            Err(e)
+        }
+        None => patiently(|| exec(conn, "COMMIT")).map_err(|e| e.to_string()),
+    };
+    if commit.is_err() {
+        if !conn.is_autocommit()
+            && let Err(e) = conn.execute_batch("ROLLBACK")
+        {
+            tracing::error!(error = %e, "the store's writer could not roll back");
+        }
+        queues.clear();
+        wake = false;
+    }
+    for op in done {
+        op.answer(commit.as_ref().map(|_| ()).map_err(|e| e.as_str()));
+    }
+    wake
 }

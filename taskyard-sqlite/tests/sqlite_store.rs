@@ -283,3 +283,87 @@ async fn the_file_stays_bounded_over_a_long_run() {
     let wal = size_of(&dir, "taskyard.db-wal");
     assert!(wal < 16 * 1024 * 1024, "the WAL is kept small: {wal} bytes");
 }
+
+/// A full store refuses what does not fit, clearly, and a refused change leaves nothing
+/// behind even when it shared a group commit with others: the jobs in the file are
+/// exactly the acknowledged ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_store_refuses_cleanly_and_keeps_every_acknowledged_job() {
+    let dir = TempDir::new();
+    let options = Options {
+        max_size: Some(2 * 1024 * 1024),
+        ..Options::default()
+    };
+    let store = SqliteStore::open_with(dir.path().join("taskyard.db"), options)
+        .await
+        .unwrap();
+    let q = queue("full");
+    let big = |n: usize| {
+        let payload = format!(r#"{{"n":{n},"s":"{}"}}"#, "y".repeat(2000)).into_bytes();
+        NewJob::new(
+            "noop",
+            payload,
+            &EnqueueOptions::default(),
+            RetryPolicy::default(),
+        )
+        .unwrap()
+    };
+    // Producers at once, so refused and accepted batches share commits.
+    let producers: Vec<_> = (0..8)
+        .map(|p| {
+            let (store, q) = (store.clone(), q.clone());
+            tokio::spawn(async move {
+                let (mut acked, mut refused) = (Vec::new(), Vec::new());
+                for b in 0..100 {
+                    let size = if b % 2 == 0 { 20 } else { 1 };
+                    match store
+                        .enqueue(
+                            &q,
+                            (0..size).map(|i| big(p * 10_000 + b * 100 + i)).collect(),
+                        )
+                        .await
+                    {
+                        Ok(ids) => acked.extend(ids),
+                        Err(e) => refused.push(e.to_string()),
+                    }
+                }
+                (acked, refused)
+            })
+        })
+        .collect();
+    let (mut acked, mut refused) = (Vec::new(), Vec::new());
+    for p in producers {
+        let (a, r) = p.await.unwrap();
+        acked.extend(a);
+        refused.extend(r);
+    }
+    assert!(!refused.is_empty(), "the cap was reached");
+    assert!(
+        refused.iter().all(|e| e.contains("store is full")),
+        "{:?}",
+        refused.first()
+    );
+    assert_eq!(
+        store.stats(&q).await.unwrap().ready,
+        acked.len() as u64,
+        "exactly the acknowledged jobs are in the file"
+    );
+    for id in acked.iter().step_by(25) {
+        assert!(
+            store.job(&q, id).await.unwrap().is_some(),
+            "job {id} is kept"
+        );
+    }
+    // Room made by finishing jobs is used again.
+    let claim = store
+        .claim(&q, 200, Duration::from_secs(60), "w")
+        .await
+        .unwrap();
+    let done: Vec<_> = claim
+        .jobs
+        .iter()
+        .map(|j| (j.lease.clone(), Outcome::Completed))
+        .collect();
+    store.finish(&done).await.unwrap();
+    store.enqueue(&q, vec![big(1)]).await.expect("room again");
+}
