@@ -128,9 +128,15 @@ pub(crate) async fn run(
     let queue = QueueName::new(QUEUE)?;
     // Start from an empty queue, so the summary counts this run only.
     store.delete_queue(&queue).await?;
+    // The commands to print, as this binary was invoked: `target/release/taskyard` after
+    // `cargo run`, `taskyard` when it is on the PATH.
+    let program = std::env::args()
+        .next()
+        .filter(|p| p.contains('/'))
+        .unwrap_or_else(|| "taskyard".into());
     let shown = match &url {
-        Some(u) => format!("--store {u} "),
-        None => String::new(),
+        Some(u) => format!("{program} --store {u}"),
+        None => program,
     };
     let place = match &url {
         Some(u) => u.clone(),
@@ -365,16 +371,16 @@ pub(crate) async fn run(
     );
     println!();
     println!("Look at what it left behind:");
-    println!("  taskyard {shown}stats");
-    println!("  taskyard {shown}dead list --queue {QUEUE}");
+    println!("  {shown} stats");
+    println!("  {shown} dead list --queue {QUEUE}");
     let dead = store
         .shared()
         .list(&queue, taskyard::JobState::Dead, 0, 1)
         .await?;
     if let Some(job) = dead.first() {
-        println!("  taskyard {shown}jobs show {} --queue {QUEUE}", job.id);
+        println!("  {shown} jobs show {} --queue {QUEUE}", job.id);
     }
-    println!("  taskyard {shown}dead redrive --queue {QUEUE} --all");
+    println!("  {shown} dead redrive --queue {QUEUE} --all");
     Ok(())
 }
 
