@@ -12,7 +12,12 @@ use taskyard_conformance::TempDir;
 use taskyard_sqlite::{ManualClock, Options, SqliteStore, Synchronous};
 
 fn job(n: usize) -> NewJob {
-    let payload = format!(r#"{{"n":{n},"s":"{}"}}"#, "x".repeat(100)).into_bytes();
+    sized_job(n, 100)
+}
+
+/// A job whose payload carries `pad` bytes of filler.
+fn sized_job(n: usize, pad: usize) -> NewJob {
+    let payload = format!(r#"{{"n":{n},"s":"{}"}}"#, "x".repeat(pad)).into_bytes();
     NewJob::new(
         "noop",
         payload,
@@ -298,16 +303,7 @@ async fn a_full_store_refuses_cleanly_and_keeps_every_acknowledged_job() {
         .await
         .unwrap();
     let q = queue("full");
-    let big = |n: usize| {
-        let payload = format!(r#"{{"n":{n},"s":"{}"}}"#, "y".repeat(2000)).into_bytes();
-        NewJob::new(
-            "noop",
-            payload,
-            &EnqueueOptions::default(),
-            RetryPolicy::default(),
-        )
-        .unwrap()
-    };
+    let big = |n: usize| sized_job(n, 2000);
     // Producers at once, so refused and accepted batches share commits.
     let producers: Vec<_> = (0..8)
         .map(|p| {
