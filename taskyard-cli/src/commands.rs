@@ -16,7 +16,8 @@ type Res = Result<(), Box<dyn std::error::Error>>;
 #[derive(Args)]
 pub(crate) struct EnqueueArgs {
     /// The job kind.
-    kind: String,
+    #[arg(required_unless_present = "jsonl")]
+    kind: Option<String>,
     /// The JSON payload.
     #[arg(default_value = "{}")]
     payload: String,
@@ -28,6 +29,10 @@ pub(crate) struct EnqueueArgs {
     /// Attempts in all.
     #[arg(long)]
     max_attempts: Option<u32>,
+    /// Enqueue one job per JSON line of this file (`-`: standard input), in bulk; prints
+    /// the ids in input order. See `taskyard enqueue --help` and the README.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["kind", "delay", "max_attempts"])]
+    jsonl: Option<String>,
 }
 
 #[derive(Args)]
@@ -149,6 +154,10 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub(crate) async fn enqueue(store: Arc<dyn Store>, args: EnqueueArgs) -> Res {
+    if let Some(source) = &args.jsonl {
+        return crate::jsonl::enqueue(store, source, &args.queue.queue).await;
+    }
+    let kind = args.kind.unwrap_or_default();
     let queue = QueueName::new(args.queue.queue)?;
     let value: serde_json::Value = serde_json::from_str(&args.payload)
         .map_err(|e| Error::InvalidOption(format!("payload is not valid JSON: {e}")))?;
@@ -160,7 +169,7 @@ pub(crate) async fn enqueue(store: Arc<dyn Store>, args: EnqueueArgs) -> Res {
         opts = opts.max_attempts(n);
     }
     let job = NewJob::new(
-        &args.kind,
+        &kind,
         serde_json::to_vec(&value)?,
         &opts,
         RetryPolicy::default(),

@@ -7,6 +7,7 @@
 mod bench;
 mod commands;
 mod demo;
+mod jsonl;
 mod open;
 
 use std::process::ExitCode;
@@ -36,7 +37,8 @@ enum Command {
     /// Run a worker with example jobs on the store for about half a minute, with live
     /// progress and a summary: the quickest way to see taskyard work.
     Demo(demo::DemoArgs),
-    /// Enqueue one job: `taskyard enqueue send_email '{"to":"ada@example.com"}'`.
+    /// Enqueue one job: `taskyard enqueue send_email '{"to":"ada@example.com"}'`; or many,
+    /// one per JSON line: `taskyard enqueue --jsonl jobs.jsonl`.
     Enqueue(commands::EnqueueArgs),
     /// Counts per state of every queue (or one).
     Stats(commands::StatsArgs),

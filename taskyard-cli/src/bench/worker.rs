@@ -125,6 +125,15 @@ pub(crate) async fn run(
         store.kind(),
         args.concurrency
     );
+    let counters = worker.counters();
     worker.run(taskyard::shutdown_signal()).await?;
+    // The books of this process, for scenarios and fault tests to read.
+    eprintln!(
+        "taskyard bench worker {}: stopped; completed {}, failed {}, stale {}",
+        std::process::id(),
+        counters.completed(),
+        counters.failed(),
+        counters.stale()
+    );
     Ok(())
 }

@@ -1,0 +1,120 @@
+//! `taskyard enqueue --jsonl FILE`: one job per JSON line, enqueued in bulk.
+//!
+//! Each line is an object: `kind` (required), `payload` (any JSON, default `{}`), and
+//! optionally `queue` (default `--queue`), `delay_ms`, `run_at_ms` (Unix ms) and
+//! `max_attempts`. Unknown fields are refused, so a typo is not silently dropped; blank
+//! lines are skipped.
+//!
+//! Lines go to the store in batches: up to 1,000 consecutive lines of one queue, one
+//! atomic store call each. A line that does not parse (or names a bad kind, queue or
+//! option) stops the run with its line number before its batch is written: the batches
+//! before it are enqueued and their ids printed, nothing of its own batch is.
+
+use std::io::BufRead;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use taskyard::{Client, EnqueueOptions, Error, NewJob, QueueName, RetryPolicy, Store};
+
+const BATCH: usize = 1000;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    kind: String,
+    #[serde(default)]
+    payload: Option<serde_json::Value>,
+    #[serde(default)]
+    queue: Option<String>,
+    #[serde(default)]
+    delay_ms: Option<u64>,
+    #[serde(default)]
+    run_at_ms: Option<u64>,
+    #[serde(default)]
+    max_attempts: Option<u32>,
+}
+
+fn parse(text: &str, default_queue: &str) -> Result<(QueueName, NewJob), Error> {
+    let line: Line = serde_json::from_str(text)
+        .map_err(|e| Error::InvalidOption(format!("not a job object: {e}")))?;
+    let queue = QueueName::new(line.queue.as_deref().unwrap_or(default_queue))?;
+    let mut opts = EnqueueOptions::default();
+    match (line.delay_ms, line.run_at_ms) {
+        (Some(_), Some(_)) => {
+            return Err(Error::InvalidOption(
+                "give delay_ms or run_at_ms, not both".into(),
+            ));
+        }
+        (Some(ms), None) => opts = opts.delay(Duration::from_millis(ms)),
+        (None, Some(at)) => opts = opts.run_at(UNIX_EPOCH + Duration::from_millis(at)),
+        (None, None) => {}
+    }
+    if let Some(n) = line.max_attempts {
+        opts = opts.max_attempts(n);
+    }
+    let payload = serde_json::to_vec(&line.payload.unwrap_or_else(|| serde_json::json!({})))?;
+    let job = NewJob::new(&line.kind, payload, &opts, RetryPolicy::default())?;
+    Ok((queue, job))
+}
+
+pub(crate) async fn enqueue(
+    store: Arc<dyn Store>,
+    source: &str,
+    default_queue: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let reader: Box<dyn BufRead> = if source == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let file = std::fs::File::open(source).map_err(|e| format!("cannot read {source}: {e}"))?;
+        Box::new(std::io::BufReader::new(file))
+    };
+    let client = Client::from_shared(store);
+    let mut batch: Vec<NewJob> = Vec::with_capacity(BATCH);
+    let mut batch_queue: Option<QueueName> = None;
+    let mut written = 0usize;
+    for (i, text) in reader.lines().enumerate() {
+        let number = i + 1;
+        let text = text.map_err(|e| format!("line {number}: cannot read: {e}"))?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let (queue, job) = parse(&text, default_queue).map_err(|e| {
+            format!(
+                "line {number}: {e} (nothing of its batch was written; \
+                 {written} jobs before it were)"
+            )
+        })?;
+        if batch_queue.as_ref().is_some_and(|q| *q != queue) || batch.len() == BATCH {
+            written += flush(&client, &mut batch, batch_queue.as_ref(), written).await?;
+        }
+        batch_queue = Some(queue);
+        batch.push(job);
+    }
+    flush(&client, &mut batch, batch_queue.as_ref(), written).await?;
+    Ok(())
+}
+
+/// Writes one batch and prints its ids; returns how many.
+async fn flush(
+    client: &Client,
+    batch: &mut Vec<NewJob>,
+    queue: Option<&QueueName>,
+    written: usize,
+) -> Result<usize, Box<dyn std::error::Error>> {
+    let (Some(queue), false) = (queue, batch.is_empty()) else {
+        return Ok(0);
+    };
+    let n = batch.len();
+    let ids = client
+        .enqueue_raw(queue, std::mem::take(batch))
+        .await
+        .map_err(|e| {
+            format!("{e} (nothing of this batch was written; {written} jobs before it were)")
+        })?;
+    let mut out = std::io::stdout().lock();
+    for id in ids {
+        use std::io::Write;
+        writeln!(out, "{id}")?;
+    }
+    Ok(n)
+}

@@ -1,0 +1,141 @@
+//! `taskyard enqueue --jsonl`: bulk enqueue from JSON lines, on both stores.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use taskyard_conformance::{RedisServer, TempDir};
+
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn taskyard(store: &str, args: &[&str], stdin: Option<&str>) -> Out {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_taskyard"))
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    Out {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn stats(store: &str, queue: &str) -> serde_json::Value {
+    let out = taskyard(store, &["stats", "--json", "--queue", queue], None);
+    assert!(out.ok, "{}", out.stderr);
+    serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap()[0].clone()
+}
+
+fn bulk_file_in_order_across_queues(store: &str, dir: &TempDir) {
+    // 2,500 lines: runs of queue a and queue b, some delayed, some with max_attempts.
+    let mut text = String::new();
+    for i in 0..2500 {
+        let line = match i % 5 {
+            0 => format!(r#"{{"kind":"mail","payload":{{"n":{i}}},"queue":"b","delay_ms":60000}}"#),
+            1 => format!(r#"{{"kind":"mail","payload":{{"n":{i}}},"max_attempts":3}}"#),
+            _ => format!(r#"{{"kind":"mail","payload":{{"n":{i}}}}}"#),
+        };
+        text.push_str(&line);
+        text.push('\n');
+        if i == 100 {
+            text.push('\n'); // blank lines are skipped
+        }
+    }
+    let file = dir.path().join("jobs.jsonl");
+    std::fs::write(&file, &text).unwrap();
+    let out = taskyard(
+        store,
+        &["enqueue", "--jsonl", file.to_str().unwrap(), "--queue", "a"],
+        None,
+    );
+    assert!(out.ok, "{}", out.stderr);
+    let ids: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(ids.len(), 2500);
+    // Ids are unique per queue (on Redis each queue counts its own).
+    let distinct: std::collections::HashSet<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (i % 5 == 0, id))
+        .collect();
+    assert_eq!(distinct.len(), 2500);
+    assert_eq!(stats(store, "a")["ready"], 2000);
+    assert_eq!(stats(store, "b")["scheduled"], 500);
+    // Ids are printed in input order: line 2 (n = 1) went to queue a with 3 attempts.
+    let show = taskyard(store, &["jobs", "show", ids[1], "--queue", "a"], None);
+    assert!(show.ok, "{}", show.stderr);
+    let job: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
+    assert_eq!(job["payload"], r#"{"n":1}"#);
+    assert_eq!(job["max_attempts"], 3);
+}
+
+fn malformed_line_stops_before_its_batch(store: &str) {
+    let mut text = String::new();
+    for i in 0..1200 {
+        text.push_str(&format!(
+            "{{\"kind\":\"mail\",\"payload\":{{\"n\":{i}}},\"queue\":\"c\"}}\n"
+        ));
+    }
+    text.push_str("{\"kind\":\"mail\",\"paylod\":{}}\n");
+    text.push_str("{\"kind\":\"mail\"}\n");
+    let out = taskyard(store, &["enqueue", "--jsonl", "-"], Some(&text));
+    assert!(!out.ok);
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
+    assert!(out.stderr.contains("line 1201"), "{}", out.stderr);
+    assert!(out.stderr.contains("paylod"), "{}", out.stderr);
+    // The first full batch of 1,000 was written and printed; the second was not.
+    assert_eq!(out.stdout.lines().count(), 1000);
+    assert_eq!(stats(store, "c")["ready"], 1000);
+
+    for (bad, says) in [
+        ("{\"kind\":\"bad kind\"}", "invalid job kind"),
+        (
+            "{\"kind\":\"mail\",\"queue\":\"no{good}\"}",
+            "invalid queue",
+        ),
+        ("{\"kind\":\"mail\",\"max_attempts\":0}", "invalid option"),
+        ("not json", "not a job object"),
+    ] {
+        let text = format!("{{\"kind\":\"mail\",\"queue\":\"d\"}}\n{bad}\n");
+        let out = taskyard(store, &["enqueue", "--jsonl", "-"], Some(&text));
+        assert!(
+            !out.ok && out.stderr.contains("line 2") && out.stderr.contains(says),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stdout.is_empty());
+    }
+    assert_eq!(
+        stats(store, "d")["ready"],
+        0,
+        "a refused batch writes nothing"
+    );
+}
+
+#[test]
+fn jsonl_on_the_embedded_store() {
+    let dir = TempDir::new();
+    let db = dir.path().join("taskyard.db");
+    let store = db.to_str().unwrap();
+    bulk_file_in_order_across_queues(store, &dir);
+    malformed_line_stops_before_its_batch(store);
+}
+
+#[test]
+fn jsonl_on_redis() {
+    let server = RedisServer::start();
+    let dir = TempDir::new();
+    bulk_file_in_order_across_queues(&server.url(), &dir);
+    malformed_line_stops_before_its_batch(&server.url());
+}
