@@ -18,6 +18,7 @@ use taskyard::{Client, EnqueueOptions, JobError, NewJob, QueueName, RetryPolicy,
 
 use crate::open::{Create, Opened};
 
+mod scenario;
 mod worker;
 
 #[derive(Args)]
@@ -46,6 +47,13 @@ pub(crate) struct BenchArgs {
     /// Print one JSON line instead of a summary.
     #[arg(long)]
     json: bool,
+    /// Run a scenario instead: long-jobs, concurrency, add-worker, poison, backlog,
+    /// kill-under-load, zombie, poison-process, connection-cut (docs/scenarios.md).
+    #[arg(long)]
+    scenario: Option<String>,
+    /// With --scenario: smaller sizes (what the tests run).
+    #[arg(long, requires = "scenario")]
+    quick: bool,
 }
 
 /// Other bench modes.
@@ -93,6 +101,9 @@ pub(crate) async fn run(
 ) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(BenchMode::Worker(w)) = args.mode {
         return worker::run(url, w).await;
+    }
+    if let Some(name) = &args.scenario {
+        return scenario::run(url, name, args.quick, args.json).await;
     }
     if args.jobs == 0 || args.concurrency == 0 || args.batch == 0 {
         return Err("--jobs, --concurrency and --batch must be at least 1".into());

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
-use taskyard::{JobContext, JobError, RetryPolicy, Worker};
+use std::fs::File;
+
+use taskyard::{JobContext, JobError, RetryPolicy, Worker, WorkerBuilder};
 
 use crate::commands::parse_duration;
 use crate::open::{Create, Opened};
@@ -65,10 +67,44 @@ pub(crate) async fn run(
         ))),
         None => None,
     };
-    let mut builder = Worker::builder(store.shared())
-        .concurrency(args.concurrency)
-        .lease(args.lease)
-        .default_retry(RetryPolicy::default().base(args.retry_base))
+    let mut builder = test_handlers(
+        Worker::builder(store.shared())
+            .concurrency(args.concurrency)
+            .lease(args.lease)
+            .default_retry(RetryPolicy::default().base(args.retry_base)),
+        record,
+    );
+    for q in &args.queues {
+        builder = builder.queue(q.as_str());
+    }
+    let worker = builder.build()?;
+    eprintln!(
+        "taskyard bench worker {}: serving {} on {} with concurrency {}",
+        std::process::id(),
+        args.queues.join(", "),
+        store.kind(),
+        args.concurrency
+    );
+    let counters = worker.counters();
+    worker.run(taskyard::shutdown_signal()).await?;
+    // The books of this process, for scenarios and fault tests to read.
+    eprintln!(
+        "taskyard bench worker {}: stopped; completed {}, failed {}, stale {}",
+        std::process::id(),
+        counters.completed(),
+        counters.failed(),
+        counters.stale()
+    );
+    Ok(())
+}
+
+/// Adds the built-in test handlers (see the module docs) to a worker. `record` is the
+/// file `record` jobs append to.
+pub(crate) fn test_handlers(
+    builder: WorkerBuilder,
+    record: Option<Arc<Mutex<File>>>,
+) -> WorkerBuilder {
+    builder
         .handle_raw("noop", |_ctx, _payload| async { Ok::<(), JobError>(()) })
         .handle_raw("sleep", |_ctx, payload| {
             let ms = params(&payload).ms;
@@ -113,27 +149,5 @@ pub(crate) async fn run(
                     .write_all(line.as_bytes())
                     .map_err(JobError::retry)
             }
-        });
-    for q in &args.queues {
-        builder = builder.queue(q.as_str());
-    }
-    let worker = builder.build()?;
-    eprintln!(
-        "taskyard bench worker {}: serving {} on {} with concurrency {}",
-        std::process::id(),
-        args.queues.join(", "),
-        store.kind(),
-        args.concurrency
-    );
-    let counters = worker.counters();
-    worker.run(taskyard::shutdown_signal()).await?;
-    // The books of this process, for scenarios and fault tests to read.
-    eprintln!(
-        "taskyard bench worker {}: stopped; completed {}, failed {}, stale {}",
-        std::process::id(),
-        counters.completed(),
-        counters.failed(),
-        counters.stale()
-    );
-    Ok(())
+        })
 }

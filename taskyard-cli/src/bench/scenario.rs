@@ -1,0 +1,876 @@
+//! `taskyard bench --scenario NAME`: one executable proof per Kafka pain of DESIGN §1,
+//! plus the fault scenarios, each printing its figures and whether its invariant held.
+//!
+//! Scenarios that need several workers run them as real `taskyard bench worker`
+//! processes (this same binary), so a kill is a real SIGKILL; the books are kept from
+//! the `record` files those workers append to before each completion.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+use taskyard::{
+    Client, EnqueueOptions, JobContext, JobError, JobId, JobState, NewJob, QueueName, RetryPolicy,
+    Worker,
+};
+
+use crate::open::{Create, Opened};
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// The scenarios, by name.
+pub(crate) const NAMES: [&str; 9] = [
+    "long-jobs",
+    "concurrency",
+    "add-worker",
+    "poison",
+    "backlog",
+    "kill-under-load",
+    "zombie",
+    "poison-process",
+    "connection-cut",
+];
+
+/// What a scenario prints.
+#[derive(serde::Serialize)]
+pub(crate) struct Verdict {
+    scenario: String,
+    store: &'static str,
+    /// Whether the invariant held.
+    ok: bool,
+    /// The invariant, in words.
+    invariant: &'static str,
+    figures: serde_json::Value,
+}
+
+/// Sizes: full by default, `--quick` for tests.
+#[derive(Clone, Copy)]
+struct Size {
+    quick: bool,
+}
+
+impl Size {
+    fn pick<T>(self, full: T, quick: T) -> T {
+        if self.quick { quick } else { full }
+    }
+}
+
+pub(crate) async fn run(url: Option<String>, name: &str, quick: bool, json: bool) -> Res<()> {
+    if !NAMES.contains(&name) {
+        return Err(format!("unknown scenario {name:?}: one of {}", NAMES.join(", ")).into());
+    }
+    let store = Opened::open(url.as_deref(), Create::Yes).await?;
+    let url = url.unwrap_or_else(|| taskyard_sqlite::DEFAULT_PATH.to_string());
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let queue = QueueName::new(format!("scn-{name}-{stamp}"))?;
+    let dir =
+        std::env::temp_dir().join(format!("taskyard-scenario-{}-{stamp}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let ctx = Ctx {
+        store: store.clone(),
+        url,
+        queue: queue.clone(),
+        dir: dir.clone(),
+        size: Size { quick },
+    };
+    let result = match name {
+        "long-jobs" => long_jobs(&ctx).await,
+        "concurrency" => concurrency(&ctx).await,
+        "add-worker" => add_worker(&ctx).await,
+        "poison" => poison(&ctx).await,
+        "backlog" => backlog(&ctx).await,
+        "kill-under-load" => kill_under_load(&ctx).await,
+        "zombie" => zombie(&ctx).await,
+        "poison-process" => poison_process(&ctx).await,
+        _ => connection_cut(&ctx).await,
+    };
+    let _ = store.delete_queue(&queue).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let (ok, invariant, figures) = result?;
+    let verdict = Verdict {
+        scenario: name.to_string(),
+        store: store.kind(),
+        ok,
+        invariant,
+        figures,
+    };
+    if json {
+        println!("{}", serde_json::to_string(&verdict)?);
+    } else {
+        println!(
+            "{name} on {}: {} — {invariant}",
+            verdict.store,
+            if ok { "held" } else { "FAILED" }
+        );
+        println!("{}", serde_json::to_string_pretty(&verdict.figures)?);
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("scenario {name}: the invariant did not hold").into())
+    }
+}
+
+type Outcome = Res<(bool, &'static str, serde_json::Value)>;
+
+struct Ctx {
+    store: Opened,
+    url: String,
+    queue: QueueName,
+    dir: PathBuf,
+    size: Size,
+}
+
+impl Ctx {
+    fn client(&self) -> Client {
+        Client::from_shared(self.store.shared())
+    }
+
+    fn opts(&self) -> EnqueueOptions {
+        EnqueueOptions::default().queue(self.queue.as_str())
+    }
+
+    /// Enqueues `n` jobs of one kind and payload, in batches; returns their ids.
+    async fn enqueue(
+        &self,
+        n: usize,
+        kind: &str,
+        payload: &str,
+        opts: &EnqueueOptions,
+    ) -> Res<Vec<JobId>> {
+        let mut ids = Vec::with_capacity(n);
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(1000);
+            let batch = (0..k)
+                .map(|_| {
+                    NewJob::new(
+                        kind,
+                        payload.as_bytes().to_vec(),
+                        opts,
+                        RetryPolicy::default(),
+                    )
+                })
+                .collect::<taskyard::Result<Vec<_>>>()?;
+            ids.extend(self.client().enqueue_raw(&self.queue, batch).await?);
+            left -= k;
+        }
+        Ok(ids)
+    }
+
+    async fn stats(&self) -> Res<taskyard::QueueStats> {
+        Ok(self.store.shared().stats(&self.queue).await?)
+    }
+
+    /// A worker process on this scenario's queue, recording to `<name>.record`.
+    fn spawn(&self, name: &str, args: &[&str]) -> Res<WorkerProcess> {
+        WorkerProcess::start(&self.url, &self.queue, &self.dir, name, args)
+    }
+
+    /// Waits until `done` holds, or fails after `within`.
+    async fn until(
+        &self,
+        what: &str,
+        within: Duration,
+        mut done: impl AsyncFnMut() -> Res<bool>,
+    ) -> Res<()> {
+        let deadline = Instant::now() + within;
+        while !done().await? {
+            if Instant::now() > deadline {
+                return Err(
+                    format!("timed out after {} s waiting for {what}", within.as_secs()).into(),
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Waits until the queue has nothing ready, scheduled or running.
+    async fn drained(&self, within: Duration) -> Res<()> {
+        self.until("the queue to drain", within, async || {
+            let s = self.stats().await?;
+            Ok(s.ready + s.scheduled + s.running == 0)
+        })
+        .await
+    }
+}
+
+/// A `taskyard bench worker` child process.
+struct WorkerProcess {
+    child: Child,
+    name: String,
+    stderr: PathBuf,
+}
+
+impl WorkerProcess {
+    fn start(url: &str, queue: &QueueName, dir: &Path, name: &str, args: &[&str]) -> Res<Self> {
+        let stderr = dir.join(format!("{name}.stderr"));
+        let child = Command::new(std::env::current_exe()?)
+            .args([
+                "--store",
+                url,
+                "bench",
+                "worker",
+                "--queue",
+                queue.as_str(),
+                "--record",
+            ])
+            .arg(dir.join(format!("{name}.record")))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&stderr)?,
+            )
+            .spawn()?;
+        Ok(WorkerProcess {
+            child,
+            name: name.to_string(),
+            stderr,
+        })
+    }
+
+    fn signal(&self, sig: &str) -> Res<()> {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()?
+            .success();
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("kill {sig} failed").into())
+        }
+    }
+
+    fn kill9(&mut self) -> Res<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// SIGTERM and a graceful exit; returns its books line ("completed …, stale N").
+    fn stop(&mut self) -> Res<String> {
+        self.signal("-TERM")?;
+        let status = self.child.wait()?;
+        let log = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        if !status.success() {
+            return Err(format!("worker {} exited with {status}: {log}", self.name).into());
+        }
+        Ok(log.lines().last().unwrap_or_default().to_string())
+    }
+
+    /// Whether it has exited (a poison job kills it), reaping it if so.
+    fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The runs the named workers recorded: (job id, attempt).
+fn records(dir: &Path, names: &[&str]) -> Vec<(String, u32)> {
+    names
+        .iter()
+        .flat_map(|name| {
+            std::fs::read_to_string(dir.join(format!("{name}.record")))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| {
+                    let (id, attempt) = l.split_once(' ')?;
+                    Some((id.to_string(), attempt.parse().ok()?))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Lost (expected, never run), unexpected (run, never enqueued) and duplicated (run
+/// more than once) jobs.
+fn books(expected: &[JobId], runs: &[(String, u32)]) -> (usize, usize, usize) {
+    let expected: HashSet<&str> = expected.iter().map(|id| id.as_str()).collect();
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (id, _) in runs {
+        *seen.entry(id.as_str()).or_default() += 1;
+    }
+    let lost = expected.iter().filter(|id| !seen.contains_key(*id)).count();
+    let unexpected = seen.keys().filter(|id| !expected.contains(*id)).count();
+    let duplicated = seen.values().filter(|n| **n > 1).count();
+    (lost, unexpected, duplicated)
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+/// Jobs lasting 5× the lease complete exactly once: heartbeats keep their leases.
+async fn long_jobs(c: &Ctx) -> Outcome {
+    let lease = Duration::from_secs(1);
+    let run = lease * 5;
+    let n = c.size.pick(20, 5);
+    let runs: Arc<Mutex<Vec<(JobId, u32)>>> = Arc::default();
+    let seen = runs.clone();
+    let worker = Worker::builder(c.store.shared())
+        .queue(c.queue.as_str())
+        .concurrency(n)
+        .lease(lease)
+        .handle_raw("long", move |ctx: JobContext, _payload| {
+            seen.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((ctx.id().clone(), ctx.attempt()));
+            async move {
+                tokio::time::sleep(run).await;
+                Ok::<(), JobError>(())
+            }
+        })
+        .build()?;
+    let counters = worker.counters();
+    let ids = c.enqueue(n, "long", "{}", &c.opts()).await?;
+    let start = Instant::now();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    c.until("every long job to complete", run * 4, async || {
+        Ok(counters.completed() >= n as u64)
+    })
+    .await?;
+    let elapsed = start.elapsed();
+    // Past their leases several times over: a redelivery would have shown by now.
+    tokio::time::sleep(lease * 2).await;
+    let _ = stop.send(());
+    task.await??;
+    let runs = runs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let redelivered = runs.iter().filter(|(_, attempt)| *attempt > 1).count();
+    let once = ids
+        .iter()
+        .all(|id| runs.iter().filter(|(r, _)| r == id).count() == 1);
+    let ok = once && redelivered == 0 && counters.stale() == 0 && counters.completed() == n as u64;
+    Ok((
+        ok,
+        "jobs lasting 5x the lease complete exactly once, no redelivery",
+        json!({
+            "jobs": n, "lease_ms": ms(lease), "job_ms": ms(run), "runs": runs.len(),
+            "redelivered": redelivered, "stale_outcomes": counters.stale(),
+            "completed": counters.completed(), "elapsed_ms": ms(elapsed),
+        }),
+    ))
+}
+
+/// 1,000 concurrent 100 ms jobs on one queue: ≥ 9,000 jobs/s.
+async fn concurrency(c: &Ctx) -> Outcome {
+    let n = c.size.pick(60_000, 30_000);
+    let concurrency = 1000;
+    let ids = c.enqueue(n, "sleep", r#"{"ms":100}"#, &c.opts()).await?;
+    let worker = super::worker::test_handlers(
+        Worker::builder(c.store.shared())
+            .queue(c.queue.as_str())
+            .concurrency(concurrency),
+        None,
+    )
+    .build()?;
+    let counters = worker.counters();
+    let start = Instant::now();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    c.until(
+        "every job to complete",
+        Duration::from_secs(120),
+        async || Ok(counters.completed() >= n as u64),
+    )
+    .await?;
+    let elapsed = start.elapsed();
+    let _ = stop.send(());
+    task.await??;
+    let rate = n as f64 / elapsed.as_secs_f64();
+    Ok((
+        rate >= 9000.0,
+        "1,000 concurrent 100 ms jobs on one queue give >= 9,000 jobs/s",
+        json!({
+            "jobs": ids.len(), "concurrency": concurrency, "job_ms": 100,
+            "jobs_per_s": rate.round(), "ideal_jobs_per_s": concurrency * 10,
+            "elapsed_ms": ms(elapsed),
+        }),
+    ))
+}
+
+/// A second worker process started in the middle of a backlog takes its share within 1 s.
+async fn add_worker(c: &Ctx) -> Outcome {
+    let n = c.size.pick(20_000, 6_000);
+    let ids = c.enqueue(n, "record", r#"{"ms":10}"#, &c.opts()).await?;
+    let args = ["--concurrency", "20"];
+    let mut first = c.spawn("first", &args)?;
+    // Let the first worker take the backlog alone for a while.
+    c.until(
+        "the first worker to be busy",
+        Duration::from_secs(30),
+        async || Ok(records(&c.dir, &["first"]).len() >= n / 5),
+    )
+    .await?;
+    let added = Instant::now();
+    let mut second = c.spawn("second", &args)?;
+    // Sample both workers' completions every 50 ms until the backlog is done.
+    let mut samples: Vec<(Duration, usize, usize)> = Vec::new();
+    loop {
+        let (a, b) = (
+            records(&c.dir, &["first"]).len(),
+            records(&c.dir, &["second"]).len(),
+        );
+        samples.push((added.elapsed(), a, b));
+        if a + b >= n || added.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.drained(Duration::from_secs(30)).await?;
+    first.stop()?;
+    second.stop()?;
+    let first_done = samples.iter().find(|s| s.2 > 0).map(|s| ms(s.0));
+    // The first 250 ms window in which the second worker did at least 40% of the work.
+    let mut share_at = None;
+    for w in samples.windows(6) {
+        let (s0, s5) = (w[0], w[5]);
+        let (da, db) = (s5.1 - s0.1, s5.2 - s0.2);
+        if da + db > 0 && db * 10 >= (da + db) * 4 {
+            share_at = Some(ms(s5.0));
+            break;
+        }
+    }
+    let (lost, unexpected, duplicated) = books(&ids, &records(&c.dir, &["first", "second"]));
+    let ok = share_at.is_some_and(|t| t <= 1000) && lost == 0 && unexpected == 0;
+    let total = records(&c.dir, &["second"]).len();
+    Ok((
+        ok,
+        "a worker process added mid-backlog does at least 40% of the work within 1 s of starting",
+        json!({
+            "backlog": n, "second_first_completion_ms": first_done,
+            "second_share_reached_ms": share_at, "second_completed": total,
+            "lost": lost, "unexpected": unexpected, "duplicated": duplicated,
+        }),
+    ))
+}
+
+/// One always-failing job among healthy ones: they all complete; it reaches dead after
+/// its attempts, each retry within the policy's backoff.
+async fn poison(c: &Ctx) -> Outcome {
+    let healthy = c.size.pick(10_000, 2_000);
+    let policy = RetryPolicy::default()
+        .max_attempts(5)
+        .base(Duration::from_millis(200))
+        .cap(Duration::from_secs(5));
+    let poison = c
+        .enqueue(1, "flaky", r#"{"fail":1000000}"#, &c.opts().retry(policy))
+        .await?
+        .remove(0);
+    c.enqueue(healthy, "noop", "{}", &c.opts()).await?;
+    let worker = super::worker::test_handlers(
+        Worker::builder(c.store.shared())
+            .queue(c.queue.as_str())
+            .concurrency(50),
+        None,
+    )
+    .build()?;
+    let counters = worker.counters();
+    let start = Instant::now();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    let healthy_done = Arc::new(AtomicU64::new(0));
+    c.until(
+        "the healthy jobs to complete and the poison to die",
+        Duration::from_secs(60),
+        async || {
+            if counters.completed() >= healthy as u64 && healthy_done.load(Ordering::Relaxed) == 0 {
+                healthy_done.store(ms(start.elapsed()).max(1), Ordering::Relaxed);
+            }
+            Ok(c.stats().await?.dead == 1)
+        },
+    )
+    .await?;
+    let dead_after = start.elapsed();
+    c.until(
+        "the healthy jobs to complete",
+        Duration::from_secs(60),
+        async || Ok(counters.completed() >= healthy as u64),
+    )
+    .await?;
+    let _ = stop.send(());
+    task.await??;
+    let job = c
+        .store
+        .shared()
+        .job(&c.queue, &poison)
+        .await?
+        .ok_or("the poison job is gone")?;
+    // Attempt n+1 starts after a delay in [0, ceiling(n)]; allow 1 s for pickup.
+    let times: Vec<u64> = job.errors.iter().map(|e| e.at_ms).collect();
+    let gaps: Vec<u64> = times
+        .windows(2)
+        .map(|w| w[1].saturating_sub(w[0]))
+        .collect();
+    let ceilings: Vec<u64> = (1..times.len() as u32)
+        .map(|n| ms(policy.ceiling(n)))
+        .collect();
+    let within = gaps.iter().zip(&ceilings).all(|(g, c)| *g <= c + 1000);
+    let ok = job.state == JobState::Dead
+        && job.attempt == 5
+        && job.errors.len() == 5
+        && within
+        && counters.completed() == healthy as u64;
+    Ok((
+        ok,
+        "healthy jobs all complete; the failing one is dead after 5 attempts, each retry within its backoff",
+        json!({
+            "healthy": healthy, "healthy_completed": counters.completed(),
+            "healthy_done_ms": healthy_done.load(Ordering::Relaxed),
+            "poison_state": job.state, "poison_attempts": job.attempt,
+            "retry_gaps_ms": gaps, "backoff_ceilings_ms": ceilings,
+            "dead_after_ms": ms(dead_after),
+        }),
+    ))
+}
+
+/// A large backlog: bytes per queued job, and the enqueue rate stays flat.
+async fn backlog(c: &Ctx) -> Outcome {
+    let n = c.size.pick(1_000_000, 100_000);
+    let tenth = n / 10;
+    let before = c.store.used_bytes().await?;
+    let payload = format!(r#"{{"s":"{}"}}"#, "x".repeat(100));
+    let opts = c.opts();
+    let mut rates = Vec::new();
+    for _ in 0..10 {
+        let start = Instant::now();
+        c.enqueue(tenth, "noop", &payload, &opts).await?;
+        rates.push(tenth as f64 / start.elapsed().as_secs_f64());
+    }
+    let after = c.store.used_bytes().await?;
+    let queued = c.stats().await?.ready;
+    let (first, last) = (rates[0], rates[9]);
+    let ok = last >= first * 0.8 && queued == n as u64;
+    Ok((
+        ok,
+        "the enqueue rate of the last tenth is within 20% of the first's",
+        json!({
+            "jobs": n, "queued": queued,
+            "bytes_per_job": (after.saturating_sub(before)) / n as u64,
+            "enqueue_per_s_by_tenth": rates.iter().map(|r| r.round()).collect::<Vec<_>>(),
+            "last_over_first": (last / first * 100.0).round() / 100.0,
+        }),
+    ))
+}
+
+/// Three worker processes, one killed with SIGKILL every few seconds and restarted:
+/// the others never stop completing, and the books balance.
+async fn kill_under_load(c: &Ctx) -> Outcome {
+    let n = c.size.pick(30_000, 6_000);
+    let every = c
+        .size
+        .pick(Duration::from_secs(2), Duration::from_millis(500));
+    let ids = c.enqueue(n, "record", r#"{"ms":20}"#, &c.opts()).await?;
+    let args = ["--concurrency", "20", "--lease", "2s"];
+    let names = ["w0", "w1", "w2"];
+    let mut workers: Vec<WorkerProcess> = names
+        .iter()
+        .map(|name| c.spawn(name, &args))
+        .collect::<Res<_>>()?;
+    let mut kills = 0;
+    let mut next_kill = Instant::now() + every;
+    let mut last_total = 0;
+    let mut last_change = Instant::now();
+    let mut longest_gap = Duration::ZERO;
+    let mut generation = 0;
+    let mut all_names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    loop {
+        let refs: Vec<&str> = all_names.iter().map(|s| s.as_str()).collect();
+        let runs = records(&c.dir, &refs);
+        let done: HashSet<&str> = runs.iter().map(|(id, _)| id.as_str()).collect();
+        // A gap counts while jobs wait: at the end, when only the jobs of a killed
+        // worker are left (back after their lease), idle survivors are not stopped.
+        if runs.len() != last_total {
+            last_total = runs.len();
+            last_change = Instant::now();
+        } else if c.stats().await?.ready > 0 {
+            longest_gap = longest_gap.max(last_change.elapsed());
+        }
+        if done.len() >= n {
+            break;
+        }
+        if Instant::now() >= next_kill {
+            let victim = kills % workers.len();
+            workers[victim].kill9()?;
+            generation += 1;
+            let name = format!("{}-{generation}", names[victim]);
+            workers[victim] = c.spawn(&name, &args)?;
+            all_names.push(name);
+            kills += 1;
+            next_kill += every;
+        }
+        if last_change.elapsed() > Duration::from_secs(60) {
+            return Err("no completion for 60 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    c.drained(Duration::from_secs(30)).await?;
+    for w in &mut workers {
+        w.stop()?;
+    }
+    let refs: Vec<&str> = all_names.iter().map(|s| s.as_str()).collect();
+    let (lost, unexpected, duplicated) = books(&ids, &records(&c.dir, &refs));
+    let dead = c.stats().await?.dead;
+    let ok = lost == 0 && unexpected == 0 && dead == 0 && longest_gap < Duration::from_secs(1);
+    Ok((
+        ok,
+        "with a worker SIGKILLed every few seconds: lost 0, unexpected 0, completions never stop for 1 s",
+        json!({
+            "jobs": n, "kills": kills, "lost": lost, "unexpected": unexpected,
+            "duplicated": duplicated, "dead": dead, "longest_gap_ms": ms(longest_gap),
+        }),
+    ))
+}
+
+/// A worker stopped (SIGSTOP) past its lease, its job claimed by another, then resumed:
+/// its heartbeat and completion are rejected.
+async fn zombie(c: &Ctx) -> Outcome {
+    let ids = c.enqueue(1, "record", r#"{"ms":3000}"#, &c.opts()).await?;
+    let args = ["--concurrency", "1", "--lease", "1s"];
+    let mut zombie = c.spawn("zombie", &args)?;
+    c.until("the job to run", Duration::from_secs(10), async || {
+        Ok(c.stats().await?.running == 1)
+    })
+    .await?;
+    zombie.signal("-STOP")?;
+    let stopped = Instant::now();
+    let mut other = c.spawn("other", &args)?;
+    c.until(
+        "the other worker to finish the job",
+        Duration::from_secs(20),
+        async || Ok(!records(&c.dir, &["other"]).is_empty()),
+    )
+    .await?;
+    c.drained(Duration::from_secs(10)).await?;
+    zombie.signal("-CONT")?;
+    // The zombie's handler wakes, records its run and reports it: that must be refused.
+    c.until(
+        "the zombie to finish its run",
+        Duration::from_secs(10),
+        async || Ok(!records(&c.dir, &["zombie"]).is_empty()),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let zombie_books = zombie.stop()?;
+    other.stop()?;
+    let other_runs = records(&c.dir, &["other"]);
+    let stale: u64 = zombie_books
+        .rsplit("stale ")
+        .next()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let completed_by_zombie = zombie_books.contains("completed 1");
+    let ok = stale == 1 && !completed_by_zombie && other_runs == vec![(ids[0].to_string(), 2)];
+    Ok((
+        ok,
+        "a worker paused past its lease cannot complete the job another worker now holds",
+        json!({
+            "paused_ms": ms(stopped.elapsed()), "other_worker_runs": other_runs,
+            "zombie_books": zombie_books, "zombie_outcomes_rejected": stale,
+        }),
+    ))
+}
+
+/// A job that kills its worker process ends in dead after its attempts (counted at
+/// claim), while healthy jobs complete.
+async fn poison_process(c: &Ctx) -> Outcome {
+    let healthy = c.size.pick(500, 200);
+    let poison = c
+        .enqueue(1, "poison", "{}", &c.opts().max_attempts(3))
+        .await?
+        .remove(0);
+    let ids = c.enqueue(healthy, "record", "{}", &c.opts()).await?;
+    let args = ["--concurrency", "10", "--lease", "1s"];
+    let restarts = AtomicU32::new(0);
+    let mut worker = c.spawn("w-0", &args)?;
+    let mut names = vec!["w-0".to_string()];
+    c.until(
+        "the poison job to be dead",
+        Duration::from_secs(60),
+        async || {
+            if worker.exited() {
+                let n = restarts.fetch_add(1, Ordering::Relaxed) + 1;
+                let name = format!("w-{n}");
+                worker = c.spawn(&name, &args)?;
+                names.push(name);
+            }
+            Ok(c.stats().await?.dead == 1)
+        },
+    )
+    .await?;
+    c.drained(Duration::from_secs(30)).await?;
+    worker.stop()?;
+    let job = c
+        .store
+        .shared()
+        .job(&c.queue, &poison)
+        .await?
+        .ok_or("the poison job is gone")?;
+    let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+    let (lost, unexpected, _) = books(&ids, &records(&c.dir, &refs));
+    let expired = job
+        .errors
+        .iter()
+        .filter(|e| e.message.contains("lease expired"))
+        .count();
+    let ok = job.state == JobState::Dead
+        && job.attempt == 3
+        && expired == 3
+        && lost == 0
+        && unexpected == 0;
+    Ok((
+        ok,
+        "a job that kills its worker is dead after max attempts; the healthy jobs complete",
+        json!({
+            "poison_state": job.state, "poison_attempts": job.attempt,
+            "lease_expiries": expired, "worker_deaths": restarts.load(Ordering::Relaxed),
+            "healthy": healthy, "lost": lost, "unexpected": unexpected,
+        }),
+    ))
+}
+
+/// Workers reach Redis through a TCP proxy that cuts every connection five times a
+/// second, mid-batch: they reconnect and nothing is lost.
+async fn connection_cut(c: &Ctx) -> Outcome {
+    let Some((target, via)) = split_redis_url(&c.url) else {
+        return Err(
+            "connection-cut needs a redis:// store (it cuts the workers' connections)".into(),
+        );
+    };
+    let proxy = Proxy::start(target).await?;
+    let proxied = via(&proxy.addr);
+    let n = c.size.pick(20_000, 4_000);
+    let ids = c.enqueue(n, "record", r#"{"ms":2}"#, &c.opts()).await?;
+    let args = ["--concurrency", "20", "--lease", "5s"];
+    let mut workers: Vec<WorkerProcess> = ["a", "b"]
+        .iter()
+        .map(|name| WorkerProcess::start(&proxied, &c.queue, &c.dir, name, &args))
+        .collect::<Res<_>>()?;
+    let mut cuts = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done: HashSet<String> = records(&c.dir, &["a", "b"])
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        if done.len() >= n {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err("the workers did not finish within 120 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        cuts += proxy.cut();
+    }
+    c.drained(Duration::from_secs(30)).await?;
+    for w in &mut workers {
+        w.stop()?;
+    }
+    let (lost, unexpected, duplicated) = books(&ids, &records(&c.dir, &["a", "b"]));
+    Ok((
+        lost == 0 && unexpected == 0,
+        "connections cut mid-batch: workers reconnect, lost 0, unexpected 0",
+        json!({
+            "jobs": n, "connections_cut": cuts, "lost": lost, "unexpected": unexpected,
+            "duplicated": duplicated,
+        }),
+    ))
+}
+
+/// The `host:port` a redis:// URL names, and a function making the same URL for another
+/// address (no TLS: the proxy passes bytes, not TLS sessions).
+fn split_redis_url(url: &str) -> Option<(String, impl Fn(&str) -> String)> {
+    let rest = url.strip_prefix("redis://")?;
+    let (auth, rest) = match rest.rsplit_once('@') {
+        Some((auth, rest)) => (format!("{auth}@"), rest),
+        None => (String::new(), rest),
+    };
+    let (host, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let target = if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:6379")
+    };
+    let path = path.to_string();
+    Some((target, move |addr: &str| {
+        format!("redis://{auth}{addr}{path}")
+    }))
+}
+
+/// A TCP proxy that can cut every connection it carries.
+struct Proxy {
+    addr: String,
+    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Res<Proxy> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let list = conns.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                list.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(task.abort_handle());
+            }
+        });
+        Ok(Proxy {
+            addr,
+            conns,
+            accept,
+        })
+    }
+
+    /// Drops every open connection; returns how many.
+    fn cut(&self) -> usize {
+        let conns = std::mem::take(&mut *self.conns.lock().unwrap_or_else(|e| e.into_inner()));
+        let live = conns.iter().filter(|c| !c.is_finished()).count();
+        for c in conns {
+            c.abort();
+        }
+        live
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}

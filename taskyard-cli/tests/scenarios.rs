@@ -1,0 +1,148 @@
+//! The scenarios of `taskyard bench --scenario` that prove a semantic (not a speed), run
+//! short on both stores with real worker processes: jobs longer than their lease, a
+//! poison job among healthy ones, workers SIGKILLed under load, a zombie worker, a job
+//! that kills its process, connections cut mid-batch. Speed targets (concurrency,
+//! backlog, add-worker) are checked by the benchmark, not here.
+
+use std::process::Command;
+
+use serde_json::Value;
+use taskyard_conformance::{RedisServer, TempDir};
+
+/// Runs one scenario; returns its figures (whatever its verdict: the test says what
+/// must hold).
+fn scenario(store: &str, name: &str) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_taskyard"))
+        .args([
+            "bench",
+            "--scenario",
+            name,
+            "--quick",
+            "--json",
+            "--store",
+            store,
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_else(|| {
+        panic!(
+            "{name} printed nothing: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let verdict: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(verdict["scenario"], name);
+    verdict
+}
+
+struct Stores {
+    _dir: TempDir,
+    _server: RedisServer,
+    file: String,
+    redis: String,
+}
+
+fn stores() -> Stores {
+    let dir = TempDir::new();
+    let server = RedisServer::start();
+    Stores {
+        file: dir.path().join("taskyard.db").display().to_string(),
+        redis: server.url(),
+        _dir: dir,
+        _server: server,
+    }
+}
+
+fn both(check: impl Fn(&str)) {
+    let s = stores();
+    check(&s.file);
+    check(&s.redis);
+}
+
+#[test]
+fn long_jobs_complete_once_under_heartbeats() {
+    both(|store| {
+        let v = scenario(store, "long-jobs");
+        let f = &v["figures"];
+        assert_eq!(v["ok"], true, "{v}");
+        assert_eq!(f["completed"], f["jobs"], "{v}");
+        assert_eq!(f["redelivered"], 0, "{v}");
+        assert_eq!(f["stale_outcomes"], 0, "{v}");
+    });
+}
+
+#[test]
+fn poison_job_dies_while_healthy_jobs_flow() {
+    both(|store| {
+        let v = scenario(store, "poison");
+        let f = &v["figures"];
+        assert_eq!(v["ok"], true, "{v}");
+        assert_eq!(f["healthy_completed"], f["healthy"], "{v}");
+        assert_eq!(f["poison_state"], "dead", "{v}");
+        assert_eq!(f["poison_attempts"], 5, "{v}");
+    });
+}
+
+#[test]
+fn workers_killed_under_load_lose_nothing() {
+    both(|store| {
+        let v = scenario(store, "kill-under-load");
+        let f = &v["figures"];
+        // The books must balance; the longest pause is a timing figure (reported, and
+        // checked by the benchmark on an unloaded machine).
+        assert!(f["kills"].as_u64().unwrap() >= 3, "{v}");
+        assert_eq!(f["lost"], 0, "{v}");
+        assert_eq!(f["unexpected"], 0, "{v}");
+        assert_eq!(f["dead"], 0, "{v}");
+    });
+}
+
+#[test]
+fn zombie_worker_cannot_complete_a_reclaimed_job() {
+    both(|store| {
+        let v = scenario(store, "zombie");
+        let f = &v["figures"];
+        assert_eq!(v["ok"], true, "{v}");
+        assert_eq!(f["zombie_outcomes_rejected"], 1, "{v}");
+        assert_eq!(f["other_worker_runs"][0][1], 2, "{v}");
+    });
+}
+
+#[test]
+fn job_that_kills_its_worker_ends_dead() {
+    both(|store| {
+        let v = scenario(store, "poison-process");
+        let f = &v["figures"];
+        assert_eq!(v["ok"], true, "{v}");
+        assert_eq!(f["poison_state"], "dead", "{v}");
+        assert_eq!(f["worker_deaths"], 3, "{v}");
+        assert_eq!(f["lease_expiries"], 3, "{v}");
+        assert_eq!(f["lost"], 0, "{v}");
+    });
+}
+
+#[test]
+fn connections_cut_mid_batch_lose_nothing() {
+    let s = stores();
+    let v = scenario(&s.redis, "connection-cut");
+    let f = &v["figures"];
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(f["connections_cut"].as_u64().unwrap() >= 3, "{v}");
+    assert_eq!(f["lost"], 0, "{v}");
+    assert_eq!(f["unexpected"], 0, "{v}");
+    // On the embedded store there is no connection to cut: a clear refusal.
+    let out = Command::new(env!("CARGO_BIN_EXE_taskyard"))
+        .args([
+            "bench",
+            "--scenario",
+            "connection-cut",
+            "--quick",
+            "--store",
+            &s.file,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a redis:// store"));
+}
