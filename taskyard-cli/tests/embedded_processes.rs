@@ -2,93 +2,27 @@
 //! at once; and a worker killed with SIGKILL under load.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use taskyard::{EnqueueOptions, JobState, NewJob, QueueName, RetryPolicy, Store};
 use taskyard_conformance::TempDir;
+use taskyard_conformance::process::{self, WorkerProcess};
 use taskyard_sqlite::SqliteStore;
 
 const BIN: &str = env!("CARGO_BIN_EXE_taskyard");
 
-/// A `taskyard bench worker` process, its stderr kept in a file.
-struct WorkerProcess {
-    child: Child,
-    stderr: PathBuf,
+fn worker(db: &Path, name: &str, args: &[&str]) -> WorkerProcess {
+    WorkerProcess::start(BIN, db.to_str().unwrap(), db.parent().unwrap(), name, args)
 }
 
-impl WorkerProcess {
-    fn start(db: &Path, name: &str, args: &[&str]) -> Self {
-        let dir = db.parent().unwrap();
-        let stderr = dir.join(format!("{name}.stderr"));
-        let record = dir.join(format!("{name}.record"));
-        let child = Command::new(BIN)
-            .args(["bench", "worker", "--store"])
-            .arg(db)
-            .arg("--record")
-            .arg(&record)
-            .args(args)
-            .env("TASKYARD_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .expect("start a worker process");
-        WorkerProcess { child, stderr }
-    }
-
-    fn kill9(&mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().unwrap();
-    }
-
-    /// SIGTERM, then waits for a graceful exit.
-    fn stop(&mut self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "sent SIGTERM");
-        let status = self.child.wait().unwrap();
-        assert!(
-            status.success(),
-            "worker exited with {status}: {}",
-            self.errors()
-        );
-    }
-
-    fn errors(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The runs recorded in a worker's record file: (job id, attempt).
 fn records(db: &Path, name: &str) -> Vec<(String, u32)> {
-    let text = std::fs::read_to_string(db.parent().unwrap().join(format!("{name}.record")))
-        .unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let (id, attempt) = l.split_once(' ')?;
-            Some((id.to_string(), attempt.parse().ok()?))
-        })
-        .collect()
+    process::records(db.parent().unwrap(), name)
 }
 
-/// The ids the named workers recorded.
 fn recorded(db: &Path, names: &[&str]) -> HashSet<String> {
-    names
-        .iter()
-        .flat_map(|name| records(db, name))
-        .map(|(id, _)| id)
-        .collect()
+    process::recorded(db.parent().unwrap(), names)
 }
 
 fn record_jobs(n: usize, ms: u64) -> Vec<NewJob> {
@@ -135,8 +69,8 @@ async fn two_workers_and_the_cli_share_one_file() {
     let db = dir.path().join("taskyard.db");
     let store = SqliteStore::open(&db).await.unwrap();
     let q = QueueName::new("default").unwrap();
-    let mut a = WorkerProcess::start(&db, "a", &["--concurrency", "8"]);
-    let mut b = WorkerProcess::start(&db, "b", &["--concurrency", "8"]);
+    let mut a = worker(&db, "a", &["--concurrency", "8"]);
+    let mut b = worker(&db, "b", &["--concurrency", "8"]);
 
     // Two CLI producers, one job per process, while the stats command reads.
     let cli_producers: Vec<_> = (0..2)
@@ -230,7 +164,7 @@ async fn killed_worker_loses_nothing() {
     let store = SqliteStore::open(&db).await.unwrap();
     let q = QueueName::new("default").unwrap();
     let lease = ["--concurrency", "20", "--lease", "2s"];
-    let mut first = WorkerProcess::start(&db, "first", &lease);
+    let mut first = worker(&db, "first", &lease);
 
     // Produce steadily while the first worker runs 50 ms jobs; kill it mid-stream.
     let mut acknowledged: Vec<String> = Vec::new();
@@ -242,7 +176,7 @@ async fn killed_worker_loses_nothing() {
         if round == 15 {
             running_at_kill = store.list(&q, JobState::Running, 0, 1000).await.unwrap();
             first.kill9();
-            second = Some(WorkerProcess::start(&db, "second", &lease));
+            second = Some(worker(&db, "second", &lease));
         }
         tokio::time::sleep(Duration::from_millis(30)).await;
     }

@@ -12,6 +12,7 @@
 //! Every test of [`suite`] then runs as its own `#[tokio::test]`. A store is done when the
 //! whole suite passes on it. [`RedisServer`] starts a throwaway `redis-server` for tests.
 
+pub mod process;
 mod redis_server;
 pub mod suite;
 
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+pub use process::WorkerProcess;
 pub use redis_server::RedisServer;
 use taskyard::{Counters, QueueName, Store, Worker};
 
