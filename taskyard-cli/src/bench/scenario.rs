@@ -577,7 +577,8 @@ async fn backlog(c: &Ctx) -> Outcome {
     ))
 }
 
-/// Three worker processes, one killed with SIGKILL every few seconds and restarted:
+/// Three worker processes, one killed with SIGKILL at random points every few seconds
+/// and restarted:
 /// the others never stop completing, and the books balance.
 async fn kill_under_load(c: &Ctx) -> Outcome {
     let n = c.size.pick(30_000, 6_000);
@@ -621,7 +622,8 @@ async fn kill_under_load(c: &Ctx) -> Outcome {
             workers[victim] = c.spawn(&name, &args)?;
             all_names.push(name);
             kills += 1;
-            next_kill += every;
+            // At random points: the next kill lands anywhere in [every/2, 3*every/2].
+            next_kill = Instant::now() + every / 2 + every.mul_f64(rand::random::<f64>());
         }
         if last_change.elapsed() > Duration::from_secs(60) {
             return Err("no completion for 60 s".into());
