@@ -42,6 +42,15 @@ const QUEUES_KEY: &str = "taskyard:queues";
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
+    /// Replicas that must confirm an enqueue before it is acknowledged (`WAIT`).
+    replica_ack: Option<ReplicaAck>,
+}
+
+/// How many replicas must have an enqueue, and how long to wait for them.
+#[derive(Debug, Clone, Copy)]
+struct ReplicaAck {
+    replicas: u32,
+    timeout: Duration,
 }
 
 struct Inner {
@@ -56,6 +65,9 @@ struct Inner {
     /// Random per store instance: two processes claiming with the same nonce still get
     /// different tokens.
     instance: String,
+    /// Connections for enqueues confirmed by replicas: `WAIT` blocks its connection, so
+    /// it never runs on the shared one.
+    acked: tokio::sync::Mutex<Vec<MultiplexedConnection>>,
 }
 
 struct Scripts {
@@ -149,9 +161,14 @@ impl RedisStore {
     /// store (which honours `SSL_CERT_FILE`); see [`RedisStore::connect_with_root_ca`] for
     /// a private CA.
     pub async fn connect(url: &str) -> Result<Self> {
-        let client = redis::Client::open(url)
+        let (url, ack) = replica_ack_of(url)?;
+        let client = redis::Client::open(url.as_str())
             .map_err(|e| Error::InvalidOption(format!("invalid Redis URL: {e}")))?;
-        Self::from_client(client).await
+        let store = Self::from_client(client).await?;
+        Ok(match ack {
+            Some(a) => store.with_replica_ack(a.replicas, a.timeout),
+            None => store,
+        })
     }
 
     /// Connects to a `rediss://` URL whose server certificate is signed by the CA in
@@ -197,8 +214,22 @@ impl RedisStore {
                 known_queues: Mutex::new(HashSet::new()),
                 claims: AtomicU64::new(0),
                 instance: format!("{:08x}", rand::random::<u32>()),
+                acked: tokio::sync::Mutex::new(Vec::new()),
             }),
+            replica_ack: None,
         })
+    }
+
+    /// Acknowledges an enqueue only once `replicas` replicas have it (Redis `WAIT`), so a
+    /// failover to one of them cannot lose it. If fewer confirm within `timeout`, the
+    /// enqueue fails with an error saying so — the jobs are on the primary and may still
+    /// run, so a retry can duplicate them (at least once). Other operations are not
+    /// waited for: a failover can at worst make a finished job run again.
+    ///
+    /// The URL form is `?wait_replicas=N&wait_timeout_ms=T` (default 1,000 ms).
+    pub fn with_replica_ack(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.replica_ack = (replicas > 0).then_some(ReplicaAck { replicas, timeout });
+        self
     }
 
     /// Redis `used_memory` in bytes (from `INFO memory`), to measure footprints.
@@ -236,6 +267,63 @@ impl RedisStore {
 
     fn conn(&self) -> ConnectionManager {
         self.inner.conn.clone()
+    }
+
+    /// Runs the enqueue script and `WAIT`s for replicas on a connection of its own.
+    async fn enqueue_acked(
+        &self,
+        queue: &QueueName,
+        args: Vec<Vec<u8>>,
+        ack: ReplicaAck,
+    ) -> Result<Value> {
+        let pooled = self.inner.acked.lock().await.pop();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => {
+                // WAIT answers after its own timeout: the response timeout must be longer.
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(5)))
+                    .set_response_timeout(Some(ack.timeout + Duration::from_secs(30)));
+                self.inner
+                    .client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map_err(store_err)?
+            }
+        };
+        let mut inv = self.inner.scripts.enqueue.prepare_invoke();
+        for k in keys(queue) {
+            inv.key(k);
+        }
+        for a in args {
+            inv.arg(a);
+        }
+        let out: Value = inv.invoke_async(&mut conn).await.map_err(store_err)?;
+        // A refused enqueue (queue full) wrote nothing: there is nothing to wait for.
+        let written =
+            matches!(&out, Value::Array(v) if v.first().is_some_and(|f| int(f).ok() == Some(1)));
+        if written {
+            let confirmed: i64 = redis::cmd("WAIT")
+                .arg(ack.replicas)
+                .arg(ack.timeout.as_millis() as u64)
+                .query_async(&mut conn)
+                .await
+                .map_err(store_err)?;
+            if confirmed < i64::from(ack.replicas) {
+                self.inner.acked.lock().await.push(conn);
+                return Err(Error::Store(
+                    format!(
+                        "enqueue written on the primary but confirmed by {confirmed} of {} replicas \
+                         within {} ms: a failover could lose it, and retrying may duplicate it",
+                        ack.replicas,
+                        ack.timeout.as_millis()
+                    )
+                    .into(),
+                ));
+            }
+        }
+        self.inner.acked.lock().await.push(conn);
+        Ok(out)
     }
 
     async fn run(&self, script: &Script, queue: &QueueName, args: Vec<Vec<u8>>) -> Result<Value> {
@@ -315,6 +403,32 @@ impl RedisStore {
         }
         Ok(total)
     }
+}
+
+/// Takes taskyard's own `wait_replicas` and `wait_timeout_ms` out of a URL's query.
+fn replica_ack_of(url: &str) -> Result<(String, Option<ReplicaAck>)> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), None));
+    };
+    let (mut replicas, mut timeout_ms, mut rest) = (None, 1000, Vec::new());
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let bad = || Error::InvalidOption(format!("invalid Redis URL option {pair:?}"));
+        match pair.split_once('=') {
+            Some(("wait_replicas", n)) => replicas = Some(n.parse::<u32>().map_err(|_| bad())?),
+            Some(("wait_timeout_ms", n)) => timeout_ms = n.parse::<u64>().map_err(|_| bad())?,
+            _ => rest.push(pair),
+        }
+    }
+    let url = if rest.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    let ack = replicas.filter(|n| *n > 0).map(|replicas| ReplicaAck {
+        replicas,
+        timeout: Duration::from_millis(timeout_ms),
+    });
+    Ok((url, ack))
 }
 
 fn arg(s: &str) -> Vec<u8> {
@@ -425,7 +539,11 @@ impl Store for RedisStore {
             });
             args.push(envelope::tail(job));
         }
-        let out = array(self.run(&self.inner.scripts.enqueue, queue, args).await?)?;
+        let out = match self.replica_ack {
+            None => self.run(&self.inner.scripts.enqueue, queue, args).await?,
+            Some(ack) => self.enqueue_acked(queue, args, ack).await?,
+        };
+        let out = array(out)?;
         if int(out.first().unwrap_or(&Value::Nil))? == 0 {
             return Err(Error::QueueFull {
                 queue: queue.to_string(),

@@ -1,0 +1,206 @@
+//! What an acknowledged enqueue survives on Redis (docs/guarantees.md): a crash of the
+//! server under each persistence setting, and a failover to a replica with and without
+//! replica acknowledgement (`WAIT`).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use taskyard::{EnqueueOptions, Error, NewJob, QueueName, RetryPolicy, Store};
+use taskyard_conformance::RedisServer;
+use taskyard_redis::RedisStore;
+
+fn jobs(n: usize) -> Vec<NewJob> {
+    (0..n)
+        .map(|i| {
+            let payload = format!(r#"{{"n":{i}}}"#).into_bytes();
+            NewJob::new(
+                "mail",
+                payload,
+                &EnqueueOptions::default(),
+                RetryPolicy::default(),
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+fn queue() -> QueueName {
+    QueueName::new("durable").unwrap()
+}
+
+async fn ready_after_reconnect(url: &str) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(store) = RedisStore::connect(url).await
+            && let Ok(stats) = store.stats(&queue()).await
+        {
+            return stats.ready;
+        }
+        assert!(Instant::now() < deadline, "the server did not come back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Enqueues 1,000 jobs in 20 acknowledged batches.
+async fn enqueue_acknowledged(store: &RedisStore) {
+    for _ in 0..20 {
+        store
+            .enqueue(&queue(), jobs(50))
+            .await
+            .expect("acknowledged");
+    }
+}
+
+#[tokio::test]
+async fn acknowledged_enqueues_survive_a_redis_crash_under_each_appendfsync() {
+    for policy in ["always", "everysec", "no"] {
+        let mut server = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", policy]);
+        let store = RedisStore::connect(&server.url()).await.unwrap();
+        enqueue_acknowledged(&store).await;
+        // SIGKILL: a crash of the Redis process (not of the machine). Redis writes the
+        // append-only file before it replies, so the page cache holds every acknowledged
+        // write whatever the fsync policy; the policy matters for a power loss.
+        server.restart();
+        assert_eq!(
+            ready_after_reconnect(&server.url()).await,
+            1000,
+            "appendfsync {policy}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_persistence_a_redis_restart_loses_every_job() {
+    let mut server = RedisServer::start();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    enqueue_acknowledged(&store).await;
+    server.restart();
+    assert_eq!(ready_after_reconnect(&server.url()).await, 0);
+}
+
+/// A TCP proxy between the replica and its primary: `partition` cuts the link and keeps
+/// it cut, as a network partition would.
+struct Link {
+    port: u16,
+    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Link {
+    async fn to(port: u16) -> Link {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let local = listener.local_addr().unwrap().port();
+        let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let list = conns.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let task = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                list.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Link {
+            port: local,
+            conns,
+            accept,
+        }
+    }
+
+    fn partition(&self) {
+        self.accept.abort();
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+}
+
+async fn replication_is(replica: &RedisServer, status: &str) {
+    let client = redis::Client::open(replica.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if info.contains(&format!("master_link_status:{status}")) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica's link is not {status}: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A primary and a replica that has caught up with it, through a link the test can cut.
+async fn primary_and_replica() -> (RedisServer, RedisServer, Link) {
+    let primary = RedisServer::start();
+    let link = Link::to(primary.port()).await;
+    let port = link.port.to_string();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
+    replication_is(&replica, "up").await;
+    (primary, replica, link)
+}
+
+/// The primary dies; the replica is promoted (what Sentinel or an operator does).
+async fn fail_over(primary: &mut RedisServer, replica: &RedisServer) {
+    primary.kill();
+    let client = redis::Client::open(replica.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_without_replica_ack_can_lose_acknowledged_enqueues() {
+    let (mut primary, replica, link) = primary_and_replica().await;
+    let store = RedisStore::connect(&primary.url()).await.unwrap();
+    // A partition cuts the replica off; the primary acknowledges anyway, then dies.
+    link.partition();
+    replication_is(&replica, "down").await;
+    enqueue_acknowledged(&store).await;
+    fail_over(&mut primary, &replica).await;
+    assert_eq!(
+        ready_after_reconnect(&replica.url()).await,
+        0,
+        "1,000 acknowledged jobs lost"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_with_replica_ack_keeps_acknowledged_enqueues() {
+    let (mut primary, replica, link) = primary_and_replica().await;
+    let url = format!("{}?wait_replicas=1&wait_timeout_ms=500", primary.url());
+    let store = RedisStore::connect(&url).await.unwrap();
+    enqueue_acknowledged(&store).await;
+
+    // Once the replica is cut off, nothing more is acknowledged, and the error says why.
+    link.partition();
+    replication_is(&replica, "down").await;
+    let err = store
+        .enqueue(&queue(), jobs(1))
+        .await
+        .expect_err("not confirmed");
+    assert!(matches!(err, Error::Store(_)));
+    assert!(
+        err.to_string().contains("confirmed by 0 of 1 replicas"),
+        "{err}"
+    );
+
+    fail_over(&mut primary, &replica).await;
+    assert_eq!(
+        ready_after_reconnect(&replica.url()).await,
+        1000,
+        "every acknowledged enqueue is on the promoted replica"
+    );
+}
