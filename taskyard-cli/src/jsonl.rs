@@ -84,11 +84,16 @@ pub(crate) async fn enqueue(
                  {written} jobs before it were)"
             )
         })?;
-        if batch_queue.as_ref().is_some_and(|q| *q != queue) || batch.len() == BATCH {
+        if batch_queue.as_ref().is_some_and(|q| *q != queue) {
             written += flush(&client, &mut batch, batch_queue.as_ref(), written).await?;
         }
         batch_queue = Some(queue);
         batch.push(job);
+        // A full batch goes at once: a producer writing to a pipe sees its ids without
+        // waiting for the next line.
+        if batch.len() == BATCH {
+            written += flush(&client, &mut batch, batch_queue.as_ref(), written).await?;
+        }
     }
     flush(&client, &mut batch, batch_queue.as_ref(), written).await?;
     Ok(())

@@ -139,3 +139,48 @@ fn jsonl_on_redis() {
     bulk_file_in_order_across_queues(&server.url(), &dir);
     malformed_line_stops_before_its_batch(&server.url());
 }
+
+/// A producer killed (SIGKILL) mid-stream: every id it printed — every acknowledged
+/// enqueue — is in the store; the lines of its unfinished batch are not.
+fn producer_killed_mid_stream(store: &str) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_taskyard"))
+        .args(["--store", store, "enqueue", "--jsonl", "-", "--queue", "k"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let line = "{\"kind\":\"mail\",\"payload\":{}}\n";
+    input.write_all(line.repeat(1000).as_bytes()).unwrap();
+    input.flush().unwrap();
+    let mut output = BufReader::new(child.stdout.take().unwrap());
+    let mut acknowledged = Vec::new();
+    while acknowledged.len() < 1000 {
+        let mut id = String::new();
+        assert!(
+            output.read_line(&mut id).unwrap() > 0,
+            "the producer stopped early"
+        );
+        acknowledged.push(id.trim().to_string());
+    }
+    // Half a batch more, then the crash.
+    input.write_all(line.repeat(300).as_bytes()).unwrap();
+    input.flush().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(stats(store, "k")["ready"], 1000);
+    for id in acknowledged.iter().step_by(97) {
+        let show = taskyard(store, &["jobs", "show", id, "--queue", "k"], None);
+        assert!(show.ok, "acknowledged job {id} is there: {}", show.stderr);
+    }
+}
+
+#[test]
+fn killed_producer_keeps_what_it_acknowledged() {
+    let dir = TempDir::new();
+    producer_killed_mid_stream(dir.path().join("taskyard.db").to_str().unwrap());
+    let server = RedisServer::start();
+    producer_killed_mid_stream(&server.url());
+}
