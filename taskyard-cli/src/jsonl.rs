@@ -114,7 +114,13 @@ async fn flush(
         .enqueue_raw(queue, std::mem::take(batch))
         .await
         .map_err(|e| {
-            format!("{e} (nothing of this batch was written; {written} jobs before it were)")
+            // Refused input changes nothing; a store error may hide a write (a reply lost
+            // to a crash, replicas that did not confirm).
+            let this = match e {
+                Error::Store(_) => "this batch may or may not have been written",
+                _ => "nothing of this batch was written",
+            };
+            format!("{e} ({this}; {written} jobs before it were)")
         })?;
     let mut out = std::io::stdout().lock();
     for id in ids {

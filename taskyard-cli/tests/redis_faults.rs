@@ -145,7 +145,7 @@ async fn workers_with_skewed_clocks_honour_leases_and_due_times() {
     let store = RedisStore::connect(&url).await.unwrap();
     let q = QueueName::new("default").unwrap();
     // Wall clocks ten minutes ahead and ten behind; monotonic time (tokio's timers) real.
-    let args = ["--concurrency", "4", "--lease", "1s"];
+    let args = ["--concurrency", "4", "--lease", "2s"];
     let skewed = |offset: &str, name: &str| {
         let env = skew(offset);
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -156,7 +156,7 @@ async fn workers_with_skewed_clocks_honour_leases_and_due_times() {
 
     // Jobs three times their lease, and one delayed by 3 s (store time).
     let long = store
-        .enqueue(&q, record_jobs(4, 3000, &EnqueueOptions::default()))
+        .enqueue(&q, record_jobs(4, 6000, &EnqueueOptions::default()))
         .await
         .unwrap();
     let enqueued = Instant::now();

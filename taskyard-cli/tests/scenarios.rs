@@ -128,7 +128,7 @@ fn connections_cut_mid_batch_lose_nothing() {
     let v = scenario(&s.redis, "connection-cut");
     let f = &v["figures"];
     assert_eq!(v["ok"], true, "{v}");
-    assert!(f["connections_cut"].as_u64().unwrap() >= 3, "{v}");
+    assert!(f["cut_rounds"].as_u64().unwrap() >= 3, "{v}");
     assert_eq!(f["lost"], 0, "{v}");
     assert_eq!(f["unexpected"], 0, "{v}");
     // On the embedded store there is no connection to cut: a clear refusal.

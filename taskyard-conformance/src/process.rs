@@ -69,6 +69,11 @@ impl WorkerProcess {
 
     /// SIGTERM, then waits for a graceful exit (panics if it was not).
     pub fn stop(&mut self) {
+        // Up before it is stopped, so the stop meets its handler.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !self.errors().contains("serving") && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         self.signal("-TERM");
         let status = self.child.wait().expect("reap the worker");
         assert!(

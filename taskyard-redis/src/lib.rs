@@ -164,23 +164,27 @@ impl RedisStore {
         let (url, ack) = replica_ack_of(url)?;
         let client = redis::Client::open(url.as_str())
             .map_err(|e| Error::InvalidOption(format!("invalid Redis URL: {e}")))?;
-        let store = Self::from_client(client).await?;
-        Ok(match ack {
-            Some(a) => store.with_replica_ack(a.replicas, a.timeout),
-            None => store,
-        })
+        Ok(Self::from_client(client).await?.acked_by(ack))
+    }
+
+    fn acked_by(self, ack: Option<ReplicaAck>) -> Self {
+        match ack {
+            Some(a) => self.with_replica_ack(a.replicas, a.timeout),
+            None => self,
+        }
     }
 
     /// Connects to a `rediss://` URL whose server certificate is signed by the CA in
     /// `ca_pem` (PEM), instead of one the system trusts.
     pub async fn connect_with_root_ca(url: &str, ca_pem: &[u8]) -> Result<Self> {
+        let (url, ack) = replica_ack_of(url)?;
         let certs = redis::TlsCertificates {
             client_tls: None,
             root_cert: Some(ca_pem.to_vec()),
         };
-        let client = redis::Client::build_with_tls(url, certs)
+        let client = redis::Client::build_with_tls(url.as_str(), certs)
             .map_err(|e| Error::InvalidOption(format!("invalid Redis TLS setup: {e}")))?;
-        Self::from_client(client).await
+        Ok(Self::from_client(client).await?.acked_by(ack))
     }
 
     async fn from_client(client: redis::Client) -> Result<Self> {
@@ -226,8 +230,10 @@ impl RedisStore {
     /// run, so a retry can duplicate them (at least once). Other operations are not
     /// waited for: a failover can at worst make a finished job run again.
     ///
-    /// The URL form is `?wait_replicas=N&wait_timeout_ms=T` (default 1,000 ms).
+    /// The URL form is `?wait_replicas=N&wait_timeout_ms=T` (default 1,000 ms). A zero
+    /// timeout is raised to 1 ms (Redis would wait forever).
     pub fn with_replica_ack(mut self, replicas: u32, timeout: Duration) -> Self {
+        let timeout = timeout.max(Duration::from_millis(1));
         self.replica_ack = (replicas > 0).then_some(ReplicaAck { replicas, timeout });
         self
     }
@@ -415,7 +421,10 @@ fn replica_ack_of(url: &str) -> Result<(String, Option<ReplicaAck>)> {
         let bad = || Error::InvalidOption(format!("invalid Redis URL option {pair:?}"));
         match pair.split_once('=') {
             Some(("wait_replicas", n)) => replicas = Some(n.parse::<u32>().map_err(|_| bad())?),
-            Some(("wait_timeout_ms", n)) => timeout_ms = n.parse::<u64>().map_err(|_| bad())?,
+            // 0 would make WAIT block forever.
+            Some(("wait_timeout_ms", n)) => {
+                timeout_ms = n.parse::<u64>().ok().filter(|t| *t > 0).ok_or_else(bad)?
+            }
             _ => rest.push(pair),
         }
     }

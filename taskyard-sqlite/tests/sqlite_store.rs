@@ -160,7 +160,7 @@ async fn time_comes_from_the_stores_clock() {
 }
 
 #[tokio::test]
-async fn jobs_outlive_the_store_that_wrote_them() {
+async fn jobs_and_completions_outlive_the_store_that_wrote_them() {
     let dir = TempDir::new();
     let path = dir.path().join("taskyard.db");
     let q = queue("persist");
@@ -170,12 +170,27 @@ async fn jobs_outlive_the_store_that_wrote_them() {
             .enqueue(&q, (0..100).map(job).collect())
             .await
             .unwrap();
+        // 40 completed, each completion recorded.
+        let claim = store
+            .claim(&q, 40, Duration::from_secs(60), "w")
+            .await
+            .unwrap();
+        let done: Vec<_> = claim
+            .jobs
+            .iter()
+            .map(|j| (j.lease.clone(), Outcome::Completed))
+            .collect();
+        assert_eq!(store.finish(&done).await.unwrap(), vec![true; 40]);
         store.set_paused(&q, true).await.unwrap();
         ids
     };
     let store = SqliteStore::open(&path).await.unwrap();
     let stats = store.stats(&q).await.unwrap();
-    assert_eq!((stats.ready, stats.paused), (100, true));
+    assert_eq!(
+        (stats.ready, stats.running, stats.paused),
+        (60, 0, true),
+        "the 60 not run are there; the 40 completed do not come back"
+    );
     let more = store.enqueue(&q, vec![job(100)]).await.unwrap();
     let last: u64 = ids[99].as_str().parse().unwrap();
     assert!(

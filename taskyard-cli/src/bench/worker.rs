@@ -56,6 +56,16 @@ pub(crate) async fn run(
     url: Option<String>,
     args: WorkerArgs,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    // Handlers for SIGTERM and SIGINT before anything else: a stop that arrives while
+    // the store is still opening is a graceful stop, not the default (instant) death.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let stop = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
     let store = Opened::open(url.as_deref(), Create::Yes).await?;
     let record = match &args.record {
         Some(path) => Some(Arc::new(Mutex::new(
@@ -86,7 +96,7 @@ pub(crate) async fn run(
         args.concurrency
     );
     let counters = worker.counters();
-    worker.run(taskyard::shutdown_signal()).await?;
+    worker.run(stop).await?;
     // The books of this process, for scenarios and fault tests to read.
     eprintln!(
         "taskyard bench worker {}: stopped; completed {}, failed {}, stale {}",
