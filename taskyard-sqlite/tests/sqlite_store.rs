@@ -171,16 +171,7 @@ async fn jobs_and_completions_outlive_the_store_that_wrote_them() {
             .await
             .unwrap();
         // 40 completed, each completion recorded.
-        let claim = store
-            .claim(&q, 40, Duration::from_secs(60), "w")
-            .await
-            .unwrap();
-        let done: Vec<_> = claim
-            .jobs
-            .iter()
-            .map(|j| (j.lease.clone(), Outcome::Completed))
-            .collect();
-        assert_eq!(store.finish(&done).await.unwrap(), vec![true; 40]);
+        assert_eq!(complete(&store, &q, 40).await, 40);
         store.set_paused(&q, true).await.unwrap();
         ids
     };
@@ -225,6 +216,26 @@ async fn a_file_it_cannot_use_is_a_clear_error() {
     assert!(err.to_string().contains("newer taskyard"), "{err}");
 }
 
+/// Claims up to `n` jobs and completes them; returns how many were recorded.
+async fn complete(store: &SqliteStore, q: &QueueName, n: usize) -> usize {
+    let claim = store
+        .claim(q, n, Duration::from_secs(60), "w")
+        .await
+        .unwrap();
+    let done: Vec<_> = claim
+        .jobs
+        .iter()
+        .map(|j| (j.lease.clone(), Outcome::Completed))
+        .collect();
+    store
+        .finish(&done)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|ok| *ok)
+        .count()
+}
+
 /// Runs `n` jobs through: enqueue in batches, claim and complete them all.
 async fn churn(store: &SqliteStore, q: &QueueName, n: usize) {
     for start in (0..n).step_by(1000) {
@@ -234,19 +245,9 @@ async fn churn(store: &SqliteStore, q: &QueueName, n: usize) {
             .unwrap();
     }
     loop {
-        let claim = store
-            .claim(q, 500, Duration::from_secs(60), "w")
-            .await
-            .unwrap();
-        if claim.jobs.is_empty() {
+        if complete(store, q, 500).await == 0 {
             break;
         }
-        let done: Vec<_> = claim
-            .jobs
-            .iter()
-            .map(|j| (j.lease.clone(), Outcome::Completed))
-            .collect();
-        store.finish(&done).await.unwrap();
     }
     store.maintain(q).await.unwrap();
 }
@@ -366,15 +367,6 @@ async fn a_full_store_refuses_cleanly_and_keeps_every_acknowledged_job() {
         );
     }
     // Room made by finishing jobs is used again.
-    let claim = store
-        .claim(&q, 200, Duration::from_secs(60), "w")
-        .await
-        .unwrap();
-    let done: Vec<_> = claim
-        .jobs
-        .iter()
-        .map(|j| (j.lease.clone(), Outcome::Completed))
-        .collect();
-    store.finish(&done).await.unwrap();
+    assert!(complete(&store, &q, 200).await > 0);
     store.enqueue(&q, vec![big(1)]).await.expect("room again");
 }

@@ -203,6 +203,28 @@ impl Ctx {
     }
 }
 
+/// A worker running in this process until stopped.
+struct InProcess {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<taskyard::Result<()>>,
+}
+
+impl InProcess {
+    fn start(worker: Worker) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(worker.run(async {
+            let _ = stopped.await;
+        }));
+        InProcess { stop, task }
+    }
+
+    /// Stops it gracefully and waits for it.
+    async fn stop(self) -> Res<()> {
+        let _ = self.stop.send(());
+        Ok(self.task.await??)
+    }
+}
+
 /// A `taskyard bench worker` child process.
 struct WorkerProcess {
     child: Child,
@@ -354,10 +376,7 @@ async fn long_jobs(c: &Ctx) -> Outcome {
     let counters = worker.counters();
     let ids = c.enqueue(n, "long", "{}", &c.opts()).await?;
     let start = Instant::now();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
+    let running = InProcess::start(worker);
     c.until("every long job to complete", run * 4, async || {
         Ok(counters.completed() >= n as u64)
     })
@@ -365,8 +384,7 @@ async fn long_jobs(c: &Ctx) -> Outcome {
     let elapsed = start.elapsed();
     // Past their leases several times over: a redelivery would have shown by now.
     tokio::time::sleep(lease * 2).await;
-    let _ = stop.send(());
-    task.await??;
+    running.stop().await?;
     let runs = runs.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let redelivered = runs.iter().filter(|(_, attempt)| *attempt > 1).count();
     let once = ids
@@ -398,10 +416,7 @@ async fn concurrency(c: &Ctx) -> Outcome {
     .build()?;
     let counters = worker.counters();
     let start = Instant::now();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
+    let running = InProcess::start(worker);
     c.until(
         "every job to complete",
         Duration::from_secs(120),
@@ -409,8 +424,7 @@ async fn concurrency(c: &Ctx) -> Outcome {
     )
     .await?;
     let elapsed = start.elapsed();
-    let _ = stop.send(());
-    task.await??;
+    running.stop().await?;
     let rate = n as f64 / elapsed.as_secs_f64();
     Ok((
         rate >= 9000.0,
@@ -501,10 +515,7 @@ async fn poison(c: &Ctx) -> Outcome {
     .build()?;
     let counters = worker.counters();
     let start = Instant::now();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
+    let running = InProcess::start(worker);
     let healthy_done = Arc::new(AtomicU64::new(0));
     c.until(
         "the healthy jobs to complete and the poison to die",
@@ -524,8 +535,7 @@ async fn poison(c: &Ctx) -> Outcome {
         async || Ok(counters.completed() >= healthy as u64),
     )
     .await?;
-    let _ = stop.send(());
-    task.await??;
+    running.stop().await?;
     let job = c
         .store
         .shared()
