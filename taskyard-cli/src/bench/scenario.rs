@@ -693,13 +693,13 @@ async fn zombie(c: &Ctx) -> Outcome {
     c.drained(Duration::from_secs(10)).await?;
     zombie.signal("-CONT")?;
     // The zombie's handler wakes, records its run and reports it: that must be refused.
+    // Its graceful stop waits for the report to be answered, so its books are final.
     c.until(
         "the zombie to finish its run",
         Duration::from_secs(10),
         async || Ok(!records(&c.dir, &["zombie"]).is_empty()),
     )
     .await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let zombie_books = zombie.stop()?;
     other.stop()?;
     let other_runs = records(&c.dir, &["other"]);
