@@ -101,6 +101,7 @@ async fn two_workers_and_the_cli_share_one_file() {
     for _ in 0..20 {
         let ids = store.enqueue(&q, record_jobs(100, 1)).await.unwrap();
         acknowledged.extend(ids.iter().map(|id| id.to_string()));
+        // Pacing, not synchronisation: spread the batches over the workers' run.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for p in cli_producers {
@@ -178,6 +179,7 @@ async fn killed_worker_loses_nothing() {
             first.kill9();
             second = Some(worker(&db, "second", &lease));
         }
+        // Pacing, not synchronisation: production goes on around the kill.
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     assert!(

@@ -165,6 +165,12 @@ impl Ctx {
         Ok(ids)
     }
 
+    /// One job of the scenario's queue, which must still exist.
+    async fn job(&self, id: &JobId) -> Res<taskyard::JobInfo> {
+        let job = self.store.shared().job(&self.queue, id).await?;
+        Ok(job.ok_or_else(|| format!("job {id} is gone"))?)
+    }
+
     async fn stats(&self) -> Res<taskyard::QueueStats> {
         Ok(self.store.shared().stats(&self.queue).await?)
     }
@@ -536,12 +542,7 @@ async fn poison(c: &Ctx) -> Outcome {
     )
     .await?;
     running.stop().await?;
-    let job = c
-        .store
-        .shared()
-        .job(&c.queue, &poison)
-        .await?
-        .ok_or("the poison job is gone")?;
+    let job = c.job(&poison).await?;
     // Attempt n+1 starts after a delay in [0, ceiling(n)]; allow 1 s for pickup.
     let times: Vec<u64> = job.errors.iter().map(|e| e.at_ms).collect();
     let gaps: Vec<u64> = times
@@ -749,12 +750,7 @@ async fn poison_process(c: &Ctx) -> Outcome {
     .await?;
     c.drained(Duration::from_secs(30)).await?;
     worker.stop()?;
-    let job = c
-        .store
-        .shared()
-        .job(&c.queue, &poison)
-        .await?
-        .ok_or("the poison job is gone")?;
+    let job = c.job(&poison).await?;
     let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
     let (lost, unexpected, _) = books(&ids, &records(&c.dir, &refs));
     let expired = job
