@@ -1,16 +1,17 @@
 //! The store conformance suite: taskyard's semantics written once against the
 //! [`Store`] trait, run unchanged against every store.
 //!
-//! A store enlists with one line in an integration test, naming an async function that
-//! returns a fresh [`Subject`]:
+//! A store enlists with an integration test target of its own (`harness = false`) whose
+//! `main` hands [`run`] an async function that returns a fresh [`Subject`]:
 //!
 //! ```text
 //! async fn subject() -> taskyard_conformance::Subject { /* start a store */ }
-//! taskyard_conformance::conformance_suite!(subject);
+//! fn main() -> std::process::ExitCode { taskyard_conformance::run(subject) }
 //! ```
 //!
-//! Every test of [`suite`] then runs as its own `#[tokio::test]`. A store is done when the
-//! whole suite passes on it. [`RedisServer`] starts a throwaway `redis-server` for tests.
+//! Every test of [`suite`] (each of its `pub async fn`s, listed by the build script) then
+//! runs as its own test, with the usual `cargo test` output and filters. A store is done
+//! when the whole suite passes on it. [`RedisServer`] starts a throwaway `redis-server` for tests.
 
 pub mod process;
 mod redis_server;
@@ -106,61 +107,47 @@ pub async fn until(counters: &Arc<Counters>, done: impl Fn(&Counters) -> bool) {
     }
 }
 
-/// Runs every test of [`suite`] against the store made by `$subject` (an async fn
-/// returning a [`Subject`]), each as its own `#[tokio::test]`.
-#[macro_export]
-macro_rules! conformance_suite {
-    ($subject:path) => {
-        $crate::conformance_suite!(@each $subject;
-            enqueue_returns_ids_in_input_order,
-            bulk_enqueue_writes_every_job,
-            claim_counts_attempt_and_leases_oldest_first,
-            heartbeat_renews_held_leases_and_rejects_stale_tokens,
-            stale_token_cannot_complete_fail_or_heartbeat,
-            expired_lease_returns_job_to_ready,
-            expired_lease_with_attempts_spent_goes_to_dead,
-            retry_schedules_the_job_after_its_delay,
-            retry_at_a_given_time,
-            failure_with_attempts_spent_goes_to_dead_with_history,
-            permanent_failure_goes_straight_to_dead,
-            redrive_one_by_kind_and_all,
-            purge_deletes_dead_jobs,
-            dead_set_is_trimmed_to_its_max,
-            dead_jobs_past_their_age_are_dropped,
-            completed_jobs_are_removed_unless_retained,
-            delayed_job_is_not_claimed_before_due,
-            run_at_in_the_past_is_ready_at_once,
-            paused_queue_yields_no_claims_until_resumed,
-            full_queue_rejects_enqueue_and_writes_nothing,
-            release_returns_job_without_charging_attempt,
-            job_lookup_in_every_state,
-            bad_input_is_rejected_and_changes_nothing,
-            wait_returns_when_a_job_arrives,
-            worker_completes_every_job,
-            worker_retries_with_backoff_until_success,
-            handler_chooses_retry_time_or_permanent_failure,
-            handler_panic_is_a_failure_and_worker_lives_on,
-            undecodable_payload_goes_to_dead_with_decode_error,
-            long_job_is_kept_alive_by_heartbeats,
-            shutdown_waits_for_running_jobs,
-            shutdown_releases_jobs_past_grace,
-            idle_worker_picks_up_without_polling,
-            strict_queue_order_drains_first_queue_first,
-            worker_serves_several_queues_by_weight,
-            worker_skips_paused_queue_until_resumed,
-            worker_runs_delayed_job_when_due,
-            dead_workers_job_is_reclaimed_by_another_worker,
-        );
-    };
-    (@each $subject:path; $($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let subject = $subject().await;
-                $crate::suite::$name(subject).await;
-            }
-        )*
-    };
+/// One conformance test, started on a store.
+type TestRun = std::pin::Pin<Box<dyn Future<Output = ()>>>;
+
+/// A conformance test: its name and how to start it.
+type Test = (&'static str, fn(Subject) -> TestRun);
+
+/// Every test of [`suite`], by name: each `pub async fn` of `src/suite.rs`, listed by the
+/// build script (so a test written there always runs).
+fn tests() -> Vec<Test> {
+    let list: Vec<Test> = include!(concat!(env!("OUT_DIR"), "/suite_list.rs"));
+    list
+}
+
+/// Runs every test of [`suite`] against stores made by `subject`, one fresh store per
+/// test, each test on its own multi-threaded runtime; takes the command line of
+/// `cargo test` (filters, `--list`, `--test-threads`, ...) and returns the exit code.
+/// A store's conformance test target (`harness = false`) is one line:
+///
+/// ```text
+/// fn main() -> std::process::ExitCode { taskyard_conformance::run(subject) }
+/// ```
+pub fn run<F, Fut>(subject: F) -> std::process::ExitCode
+where
+    F: Fn() -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = Subject>,
+{
+    let trials = tests()
+        .into_iter()
+        .map(|(name, test)| {
+            libtest_mimic::Trial::test(name, move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("start a runtime: {e}"))?;
+                runtime.block_on(async { test(subject().await).await });
+                Ok(())
+            })
+        })
+        .collect();
+    libtest_mimic::run(&libtest_mimic::Arguments::from_args(), trials).exit_code()
 }
 
 /// A directory removed when dropped, for stores that live in files.

@@ -1,5 +1,5 @@
-//! The behaviours every store must show. Each function is one test; the
-//! [`conformance_suite!`](crate::conformance_suite) macro enlists them all for a store.
+//! The behaviours every store must show. Each `pub async fn` is one test, taking a fresh
+//! [`Subject`]; [`run`](crate::run) runs them all on a store. Helpers here are private.
 //!
 //! Times here are real: leases of a fraction of a second, and every wait is a condition
 //! with a deadline.

@@ -9,4 +9,6 @@ async fn subject() -> Subject {
     Subject::new(store, server)
 }
 
-taskyard_conformance::conformance_suite!(subject);
+fn main() -> std::process::ExitCode {
+    taskyard_conformance::run(subject)
+}

@@ -11,4 +11,6 @@ async fn subject() -> Subject {
     Subject::new(store, dir)
 }
 
-taskyard_conformance::conformance_suite!(subject);
+fn main() -> std::process::ExitCode {
+    taskyard_conformance::run(subject)
+}
