@@ -225,16 +225,43 @@ pub async fn stale_token_cannot_complete_fail_or_heartbeat(s: Subject) {
             .unwrap(),
         vec![false]
     );
-    let fail = Outcome::Dead {
-        error: "zombie says no".into(),
-    };
-    assert_eq!(s.store.finish(&[(old, fail)]).await.unwrap(), vec![false]);
+    let now = s.store.now_ms().await.unwrap();
+    for stale in [
+        Outcome::Dead {
+            error: "zombie says no".into(),
+        },
+        Outcome::Retry {
+            delay_ms: 0,
+            error: "zombie retries".into(),
+        },
+        Outcome::RetryAt {
+            at_ms: now,
+            error: "zombie retries at".into(),
+        },
+    ] {
+        assert_eq!(
+            s.store
+                .finish(&[(old.clone(), stale.clone())])
+                .await
+                .unwrap(),
+            vec![false],
+            "{stale:?}"
+        );
+    }
+    assert_eq!(
+        s.store.release(std::slice::from_ref(&old)).await.unwrap(),
+        vec![false],
+        "a stale release"
+    );
     let st = stats(&s.store, &q).await;
     assert_eq!(
-        (st.running, st.dead, st.ready),
-        (1, 0, 0),
+        (st.running, st.dead, st.ready, st.scheduled),
+        (1, 0, 0, 0),
         "the stale calls changed nothing"
     );
+    let job = s.store.job(&q, &second.lease.id).await.unwrap().unwrap();
+    assert_eq!((job.state, job.attempt), (JobState::Running, 2));
+    assert_eq!(job.errors.len(), 1, "only the expiry is in the history");
     assert_eq!(
         s.store
             .finish(&[(second.lease, Outcome::Completed)])
@@ -1127,20 +1154,41 @@ pub async fn worker_serves_several_queues_by_weight(s: Subject) {
 /// A worker does not take jobs from a paused queue, and resumes when it is resumed.
 pub async fn worker_skips_paused_queue_until_resumed(s: Subject) {
     let q = unique_queue();
+    let other = unique_queue();
     let client = Client::from_shared(s.store.clone());
     client.pause(&q).await.unwrap();
     let seen: Seen = Default::default();
-    let w = worker(&s, &q).handle(recorder(&seen)).build().unwrap();
+    let w = worker(&s, &q)
+        .queue(other.as_str())
+        .handle(recorder(&seen))
+        .build()
+        .unwrap();
     let running = Running::start(w);
     enqueue(&s.store, &q, vec![new_job(1)]).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(count(&seen), 0, "paused: nothing runs");
-    client.resume(&q).await.unwrap();
+    // The worker serves the paused queue first and a live one second: once it has run
+    // a job enqueued on the live one after the paused job, it has passed the paused
+    // queue by with a job in it.
+    enqueue(&s.store, &other, vec![new_job(2)]).await;
     let seen2 = seen.clone();
     assert!(
         eventually(SOON, || {
             let s = seen2.clone();
             async move { count(&s) == 1 }
+        })
+        .await
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![(2, 1)],
+        "paused: nothing of it runs"
+    );
+    assert_eq!(stats(&s.store, &q).await.ready, 1);
+    client.resume(&q).await.unwrap();
+    let seen2 = seen.clone();
+    assert!(
+        eventually(SOON, || {
+            let s = seen2.clone();
+            async move { count(&s) == 2 }
         })
         .await
     );
@@ -1211,4 +1259,306 @@ pub async fn dead_workers_job_is_reclaimed_by_another_worker(s: Subject) {
         "took {:?}",
         ran - claimed_at
     );
+}
+
+// ---------------------------------------------------------------- promises of the docs
+
+/// A job of a kind this worker has no handler for is a retryable failure (a rolling
+/// deploy may not have the handler everywhere yet), not a permanent one: it is tried
+/// again until its attempts are spent.
+pub async fn job_without_a_handler_here_is_retried(s: Subject) {
+    let q = unique_queue();
+    let w = worker(&s, &q)
+        .handle(recorder(&Seen::default()))
+        .build()
+        .unwrap();
+    let counters = w.counters();
+    let running = Running::start(w);
+    let policy = RetryPolicy::default()
+        .max_attempts(3)
+        .base(Duration::from_millis(10))
+        .cap(Duration::from_millis(20));
+    let opts = EnqueueOptions::default().retry(policy);
+    let job = NewJob::new("not.handled.here", b"{}".to_vec(), &opts, policy).unwrap();
+    let id = enqueue(&s.store, &q, vec![job]).await.remove(0);
+    until(&counters, |c| c.failed() == 3).await;
+    running.shutdown().await;
+    let job = s.store.job(&q, &id).await.unwrap().unwrap();
+    assert_eq!((job.state, job.attempt), (JobState::Dead, 3));
+    assert_eq!(job.errors.len(), 3, "three attempts, each a failure");
+    for e in &job.errors {
+        assert!(
+            e.message.contains("no handler for kind not.handled.here"),
+            "{e:?}"
+        );
+    }
+}
+
+/// `retry_after` and `retry_at` choose when, not whether: once the attempts are spent
+/// the job is dead, with every attempt's error.
+pub async fn chosen_retry_times_end_in_dead_when_attempts_are_spent(s: Subject) {
+    let q = unique_queue();
+    let w = worker(&s, &q)
+        .handle(move |job: Ping, ctx: JobContext| async move {
+            let msg = format!("attempt {}", ctx.attempt());
+            match job.n {
+                0 => Err(JobError::retry_after(Duration::from_millis(10), msg)),
+                _ => Err(JobError::retry_at(SystemTime::now(), msg)),
+            }
+        })
+        .build()
+        .unwrap();
+    let counters = w.counters();
+    let running = Running::start(w);
+    let opts = EnqueueOptions::default().max_attempts(3);
+    let ids = enqueue(
+        &s.store,
+        &q,
+        vec![new_job_with(0, opts.clone()), new_job_with(1, opts)],
+    )
+    .await;
+    until(&counters, |c| c.failed() == 6).await;
+    running.shutdown().await;
+    for id in &ids {
+        let job = s.store.job(&q, id).await.unwrap().unwrap();
+        assert_eq!((job.state, job.attempt), (JobState::Dead, 3), "{job:?}");
+        let messages: Vec<&str> = job.errors.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(messages, ["attempt 1", "attempt 2", "attempt 3"]);
+    }
+}
+
+/// A failed attempt's message is kept as one line of at most 1 KiB, cut at a character
+/// boundary.
+pub async fn failure_message_is_kept_as_one_line_of_at_most_1_kib(s: Subject) {
+    let q = unique_queue();
+    let w = worker(&s, &q)
+        .handle(|_job: Ping, _ctx: JobContext| async move {
+            // Multi-line and far over 1 KiB, with multi-byte characters at the cut.
+            let long = format!("first line\nsecond\tline\r\n{}", "é".repeat(2000));
+            Err::<(), _>(JobError::permanent(long))
+        })
+        .build()
+        .unwrap();
+    let counters = w.counters();
+    let running = Running::start(w);
+    let id = enqueue(&s.store, &q, vec![new_job(1)]).await.remove(0);
+    until(&counters, |c| c.failed() == 1).await;
+    running.shutdown().await;
+    let job = s.store.job(&q, &id).await.unwrap().unwrap();
+    let message = &job.errors[0].message;
+    assert!(!message.contains(['\n', '\r', '\t']), "{message:?}");
+    assert!(
+        message.starts_with("first line second line  é"),
+        "{message:?}"
+    );
+    assert!(
+        message.len() <= 1024 && message.len() > 1000,
+        "{}",
+        message.len()
+    );
+}
+
+/// A queue nobody configured keeps dead jobs up to 10,000 and 30 days and removes
+/// completed jobs at once (kept, when asked, up to 24 h).
+pub async fn a_new_queue_has_the_default_retention(s: Subject) {
+    let q = unique_queue();
+    let config = s.store.config(&q).await.unwrap();
+    assert_eq!(config.max_len, 0, "no max length");
+    assert_eq!(config.dead_max, 10_000);
+    assert_eq!(config.dead_max_age_ms, 30 * 24 * 3600 * 1000);
+    assert_eq!(config.completed_max, 0);
+    assert_eq!(config.completed_max_age_ms, 24 * 3600 * 1000);
+    assert_eq!(config, QueueConfig::default());
+}
+
+/// Ids are never handed out twice in a queue: not after the job completed, died, was
+/// purged or its queue drained.
+pub async fn ids_are_not_reused_after_jobs_leave(s: Subject) {
+    let q = unique_queue();
+    let mut seen = std::collections::HashSet::new();
+    for round in 0..3 {
+        let ids = enqueue(&s.store, &q, (0..10).map(new_job).collect()).await;
+        let jobs = claim(&s.store, &q, 10, LEASE, "ids").await;
+        let outcomes: Vec<(Lease, Outcome)> = jobs
+            .into_iter()
+            .enumerate()
+            .map(|(i, j)| {
+                let outcome = if i % 2 == 0 {
+                    Outcome::Completed
+                } else {
+                    Outcome::Dead {
+                        error: "gone".into(),
+                    }
+                };
+                (j.lease, outcome)
+            })
+            .collect();
+        s.store.finish(&outcomes).await.unwrap();
+        assert_eq!(
+            s.store.purge(&q, &DeadFilter::All).await.unwrap(),
+            5,
+            "round {round}"
+        );
+        let st = stats(&s.store, &q).await;
+        assert_eq!(
+            (st.ready, st.scheduled, st.running, st.completed, st.dead),
+            (0, 0, 0, 0, 0),
+            "round {round}: the queue is empty"
+        );
+        for id in ids {
+            assert!(seen.insert(id.clone()), "id {id} handed out twice");
+        }
+    }
+}
+
+/// The handler of a run whose lease was lost sees it (`JobContext::lease_lost`), and its
+/// outcome is refused while the job's new holder keeps it.
+pub async fn handler_sees_its_lease_lost_and_its_outcome_is_refused(s: Subject) {
+    let q = unique_queue();
+    let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let store: Arc<dyn Store> = Arc::new(StalledHeartbeats {
+        inner: s.store.clone(),
+        stalled: stalled.clone(),
+    });
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let (lost_tx, mut lost) = tokio::sync::mpsc::unbounded_channel();
+    let w = Worker::builder(store)
+        .queue(q.as_str())
+        .concurrency(1)
+        .lease(Duration::from_millis(600))
+        .maintenance_every(Duration::from_millis(100))
+        .handle(move |_job: Ping, ctx: JobContext| {
+            let (started_tx, lost_tx) = (started_tx.clone(), lost_tx.clone());
+            async move {
+                let _ = started_tx.send(ctx.attempt());
+                let deadline = Instant::now() + SOON;
+                while !ctx.lease_lost() && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                let _ = lost_tx.send(ctx.lease_lost());
+                Ok(())
+            }
+        })
+        .build()
+        .unwrap();
+    let counters = w.counters();
+    let running = Running::start(w);
+    let id = enqueue(&s.store, &q, vec![new_job(1)]).await.remove(0);
+    assert_eq!(started.recv().await, Some(1));
+    // The worker's heartbeats stop reaching the store (a network stall): the lease
+    // expires, maintenance returns the job, and another claimant takes it.
+    stalled.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + SOON;
+    let thief = loop {
+        let _ = s.store.maintain(&q).await;
+        if let Some(job) = claim(&s.store, &q, 1, LEASE, "thief").await.pop() {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "the job was not reclaimed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(thief.attempt, 2);
+    // The stall ends: the next heartbeat is refused, the handler sees the lease lost.
+    stalled.store(false, Ordering::SeqCst);
+    let saw = tokio::time::timeout(SOON, lost.recv())
+        .await
+        .expect("handler ended");
+    assert_eq!(saw, Some(true), "lease_lost() was true in the handler");
+    until(&counters, |c| c.stale() == 1).await;
+    assert_eq!(counters.completed(), 0, "its completion was refused");
+    let job = s.store.job(&q, &id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.attempt),
+        (JobState::Running, 2),
+        "still the thief's"
+    );
+    assert_eq!(
+        s.store
+            .finish(&[(thief.lease, Outcome::Completed)])
+            .await
+            .unwrap(),
+        vec![true]
+    );
+    running.shutdown().await;
+}
+
+/// A store whose heartbeats can be made to vanish on the way (they answer "held" without
+/// reaching it), as in a network stall; everything else goes through.
+struct StalledHeartbeats {
+    inner: Arc<dyn Store>,
+    stalled: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl Store for StalledHeartbeats {
+    async fn enqueue(&self, queue: &QueueName, jobs: Vec<NewJob>) -> taskyard::Result<Vec<JobId>> {
+        self.inner.enqueue(queue, jobs).await
+    }
+    async fn claim(
+        &self,
+        queue: &QueueName,
+        max: usize,
+        lease: Duration,
+        nonce: &str,
+    ) -> taskyard::Result<taskyard::Claim> {
+        self.inner.claim(queue, max, lease, nonce).await
+    }
+    async fn wait(&self, queues: &[QueueName], timeout: Duration) -> taskyard::Result<()> {
+        self.inner.wait(queues, timeout).await
+    }
+    async fn heartbeat(&self, leases: &[Lease], lease: Duration) -> taskyard::Result<Vec<bool>> {
+        if self.stalled.load(Ordering::SeqCst) {
+            return Ok(vec![true; leases.len()]);
+        }
+        self.inner.heartbeat(leases, lease).await
+    }
+    async fn finish(&self, outcomes: &[(Lease, Outcome)]) -> taskyard::Result<Vec<bool>> {
+        self.inner.finish(outcomes).await
+    }
+    async fn release(&self, leases: &[Lease]) -> taskyard::Result<Vec<bool>> {
+        self.inner.release(leases).await
+    }
+    async fn maintain(&self, queue: &QueueName) -> taskyard::Result<taskyard::Maintenance> {
+        self.inner.maintain(queue).await
+    }
+    async fn now_ms(&self) -> taskyard::Result<u64> {
+        self.inner.now_ms().await
+    }
+    async fn queues(&self) -> taskyard::Result<Vec<QueueName>> {
+        self.inner.queues().await
+    }
+    async fn stats(&self, queue: &QueueName) -> taskyard::Result<taskyard::QueueStats> {
+        self.inner.stats(queue).await
+    }
+    async fn list(
+        &self,
+        queue: &QueueName,
+        state: JobState,
+        offset: u64,
+        limit: u64,
+    ) -> taskyard::Result<Vec<taskyard::JobInfo>> {
+        self.inner.list(queue, state, offset, limit).await
+    }
+    async fn job(
+        &self,
+        queue: &QueueName,
+        id: &JobId,
+    ) -> taskyard::Result<Option<taskyard::JobInfo>> {
+        self.inner.job(queue, id).await
+    }
+    async fn redrive(&self, queue: &QueueName, filter: &DeadFilter) -> taskyard::Result<u64> {
+        self.inner.redrive(queue, filter).await
+    }
+    async fn purge(&self, queue: &QueueName, filter: &DeadFilter) -> taskyard::Result<u64> {
+        self.inner.purge(queue, filter).await
+    }
+    async fn set_paused(&self, queue: &QueueName, paused: bool) -> taskyard::Result<()> {
+        self.inner.set_paused(queue, paused).await
+    }
+    async fn config(&self, queue: &QueueName) -> taskyard::Result<QueueConfig> {
+        self.inner.config(queue).await
+    }
+    async fn configure(&self, queue: &QueueName, config: &QueueConfig) -> taskyard::Result<()> {
+        self.inner.configure(queue, config).await
+    }
 }
