@@ -117,6 +117,33 @@ mod tests {
         }
     }
 
+    /// Full jitter: delays spread over the whole of `[0, ceiling]`, not pinned to either
+    /// end. 2,000 draws of a 1,000 ms ceiling: with a uniform draw the chance that the
+    /// bounds below fail is far under one in a billion.
+    #[test]
+    fn backoff_is_drawn_uniformly_from_zero_to_the_ceiling() {
+        let p = RetryPolicy::default()
+            .base(Duration::from_millis(125))
+            .cap(Duration::from_secs(3600));
+        assert_eq!(p.ceiling(4), Duration::from_millis(1000));
+        let draws: Vec<u64> = (0..2000).map(|_| p.backoff(4).as_millis() as u64).collect();
+        assert!(draws.iter().all(|d| *d <= 1000));
+        let mean = draws.iter().sum::<u64>() as f64 / draws.len() as f64;
+        assert!((450.0..550.0).contains(&mean), "mean {mean}");
+        for decile in 0..10 {
+            let n = draws.iter().filter(|d| **d / 100 == decile).count();
+            assert!((120..280).contains(&n), "{n} draws in decile {decile}");
+        }
+    }
+
+    #[test]
+    fn default_policy_is_25_attempts_base_1s_cap_1h() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.max_attempts, 25);
+        assert_eq!(p.base, Duration::from_secs(1));
+        assert_eq!(p.cap, Duration::from_secs(3600));
+    }
+
     #[test]
     fn zero_attempts_is_rejected() {
         assert!(RetryPolicy::default().max_attempts(0).validate().is_err());
