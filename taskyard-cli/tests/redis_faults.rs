@@ -91,6 +91,20 @@ async fn redis_restart_under_load_keeps_every_acknowledged_enqueue() {
         unacknowledged <= refused * 50,
         "{unacknowledged} jobs ran that no refused batch explains"
     );
+    // Duplicated: run more than once. Under `appendfsync always` a recorded completion
+    // survives the crash, so only a job running at the crash can run again: at most the
+    // two workers' slots (10 each).
+    let mut runs = records(dir.path(), "a");
+    runs.extend(records(dir.path(), "b"));
+    let mut times = std::collections::HashMap::new();
+    for (id, _) in &runs {
+        *times.entry(id.as_str()).or_insert(0) += 1;
+    }
+    let duplicated = times.values().filter(|n| **n > 1).count();
+    assert!(
+        duplicated <= 20,
+        "{duplicated} jobs ran twice: more than were running at the crash"
+    );
 }
 
 /// libfaketime, which moves the wall clock of the program it is preloaded into

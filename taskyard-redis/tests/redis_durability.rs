@@ -5,7 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use taskyard::{EnqueueOptions, Error, NewJob, QueueName, RetryPolicy, Store};
+use taskyard::{
+    EnqueueOptions, Error, JobState, Lease, NewJob, Outcome, QueueName, RetryPolicy, Store,
+};
 use taskyard_conformance::RedisServer;
 use taskyard_redis::RedisStore;
 
@@ -52,20 +54,55 @@ async fn enqueue_acknowledged(store: &RedisStore) {
 }
 
 #[tokio::test]
-async fn acknowledged_enqueues_survive_a_redis_crash_under_each_appendfsync() {
+async fn acknowledged_enqueues_and_completions_survive_a_redis_crash_under_each_appendfsync() {
     for policy in ["always", "everysec", "no"] {
         let mut server = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", policy]);
         let store = RedisStore::connect(&server.url()).await.unwrap();
         enqueue_acknowledged(&store).await;
+        // 400 jobs completed and recorded (the store accepted each completion), 100 left
+        // running under their lease.
+        let mut completed = Vec::new();
+        for _ in 0..4 {
+            let claim = store
+                .claim(&queue(), 100, Duration::from_secs(60), "w")
+                .await
+                .unwrap();
+            let outcomes: Vec<(Lease, Outcome)> = claim
+                .jobs
+                .into_iter()
+                .map(|j| (j.lease, Outcome::Completed))
+                .collect();
+            assert_eq!(store.finish(&outcomes).await.unwrap(), vec![true; 100]);
+            completed.extend(outcomes.into_iter().map(|(l, _)| l.id));
+        }
+        let running = store
+            .claim(&queue(), 100, Duration::from_secs(60), "w")
+            .await
+            .unwrap()
+            .jobs;
+        assert_eq!(running.len(), 100);
         // SIGKILL: a crash of the Redis process (not of the machine). Redis writes the
         // append-only file before it replies, so the page cache holds every acknowledged
         // write whatever the fsync policy; the policy matters for a power loss.
         server.restart();
         assert_eq!(
             ready_after_reconnect(&server.url()).await,
-            1000,
-            "appendfsync {policy}"
+            500,
+            "appendfsync {policy}: the jobs neither claimed nor completed"
         );
+        let store = RedisStore::connect(&server.url()).await.unwrap();
+        let stats = store.stats(&queue()).await.unwrap();
+        assert_eq!(stats.running, 100, "appendfsync {policy}: the running jobs");
+        for id in &completed {
+            assert!(
+                store.job(&queue(), id).await.unwrap().is_none(),
+                "appendfsync {policy}: completed job {id} came back"
+            );
+        }
+        for job in &running {
+            let info = store.job(&queue(), &job.lease.id).await.unwrap().unwrap();
+            assert_eq!(info.state, JobState::Running, "appendfsync {policy}");
+        }
     }
 }
 
@@ -182,25 +219,50 @@ async fn failover_with_replica_ack_keeps_acknowledged_enqueues() {
     let (mut primary, replica, link) = primary_and_replica().await;
     let url = format!("{}?wait_replicas=1&wait_timeout_ms=500", primary.url());
     let store = RedisStore::connect(&url).await.unwrap();
-    enqueue_acknowledged(&store).await;
+    let mut acked = Vec::new();
+    for _ in 0..20 {
+        acked.extend(
+            store
+                .enqueue(&queue(), jobs(50))
+                .await
+                .expect("acknowledged"),
+        );
+    }
 
-    // Once the replica is cut off, nothing more is acknowledged, and the error says why.
-    link.partition();
-    replication_is(&replica, "down").await;
+    // A replica that is stopped but still connected: the write reaches the primary, but
+    // no replica confirms it, so it is not acknowledged. (Without WAIT after the write,
+    // or with a WAIT before it, this enqueue would be acknowledged.)
+    replica.signal("-STOP");
     let err = store
         .enqueue(&queue(), jobs(1))
         .await
-        .expect_err("not confirmed");
+        .expect_err("not confirmed by the stopped replica");
+    replica.signal("-CONT");
     assert!(matches!(err, Error::Store(_)));
     assert!(
         err.to_string().contains("confirmed by 0 of 1 replicas"),
         "{err}"
     );
 
-    fail_over(&mut primary, &replica).await;
-    assert_eq!(
-        ready_after_reconnect(&replica.url()).await,
-        1000,
-        "every acknowledged enqueue is on the promoted replica"
+    // Once the replica is cut off, nothing more is acknowledged either.
+    link.partition();
+    replication_is(&replica, "down").await;
+    let err = store
+        .enqueue(&queue(), jobs(1))
+        .await
+        .expect_err("not confirmed");
+    assert!(
+        err.to_string().contains("confirmed by 0 of 1 replicas"),
+        "{err}"
     );
+
+    fail_over(&mut primary, &replica).await;
+    assert!(ready_after_reconnect(&replica.url()).await >= 1000);
+    let promoted = RedisStore::connect(&replica.url()).await.unwrap();
+    for id in &acked {
+        assert!(
+            promoted.job(&queue(), id).await.unwrap().is_some(),
+            "acknowledged job {id} is on the promoted replica"
+        );
+    }
 }
