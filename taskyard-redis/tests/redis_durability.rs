@@ -175,6 +175,35 @@ async fn replication_is(replica: &RedisServer, status: &str) {
     }
 }
 
+/// Waits until the primary's one replica has confirmed the primary's whole stream.
+async fn acknowledged_everything(primary: &RedisServer) {
+    let client = redis::Client::open(primary.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let field = |line_start: &str, key: &str| -> Option<u64> {
+            let line = info.lines().find(|l| l.starts_with(line_start))?;
+            let rest = &line[line.find(key)? + key.len()..];
+            rest.split([',', '\r']).next()?.parse().ok()
+        };
+        let primary_offset = field("master_repl_offset:", "master_repl_offset:");
+        let replica_offset = field("slave0:", "offset=");
+        if primary_offset.is_some() && primary_offset == replica_offset {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica did not catch up: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A primary and a replica that has caught up with it, through a link the test can cut.
 async fn primary_and_replica() -> (RedisServer, RedisServer, Link) {
     let primary = RedisServer::start();
@@ -230,8 +259,10 @@ async fn failover_with_replica_ack_keeps_acknowledged_enqueues() {
     }
 
     // A replica that is stopped but still connected: the write reaches the primary, but
-    // no replica confirms it, so it is not acknowledged. (Without WAIT after the write,
-    // or with a WAIT before it, this enqueue would be acknowledged.)
+    // no replica confirms it, so it is not acknowledged. The replica has confirmed every
+    // earlier write first, so that a WAIT before the write (or none) would let this
+    // enqueue be acknowledged and fail the test.
+    acknowledged_everything(&primary).await;
     replica.signal("-STOP");
     let err = store
         .enqueue(&queue(), jobs(1))
