@@ -12,11 +12,12 @@ use crate::{Options, Synchronous};
 const SCHEMA_VERSION: i64 = 1;
 
 /// How long one statement waits on another process's lock before SQLite gives up
-/// (`busy_timeout`); our own retry loop then keeps trying up to [`LOCKED_FOR`].
+/// (`busy_timeout`); our own retry loop then keeps trying up to `Options::locked_for`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How long the file may stay locked by other processes before a call fails. Only a
-/// process holding a write transaction this long (a stuck or hostile one) gets here.
+/// How long the file may stay locked by other processes before a call fails, by
+/// default. Only a process holding a write transaction this long (a stuck or hostile
+/// one) gets here.
 pub(crate) const LOCKED_FOR: Duration = Duration::from_secs(60);
 
 /// The WAL is truncated back to this size after a checkpoint, so a burst of writes does
@@ -94,20 +95,23 @@ pub(crate) fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
-/// Runs `f` until it gets past other processes' locks, for up to [`LOCKED_FOR`].
+/// Runs `f` until it gets past other processes' locks, for up to `limit`.
 /// `SQLITE_BUSY` never reaches a user: it is waited out, and only a lock held for a
 /// minute becomes an error that says so.
-pub(crate) fn patiently<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> Result<T> {
+pub(crate) fn patiently<T>(
+    limit: Duration,
+    mut f: impl FnMut() -> rusqlite::Result<T>,
+) -> Result<T> {
     let start = Instant::now();
     let mut pause = Duration::from_millis(1);
     loop {
         match f() {
             Err(e) if is_busy(&e) => {
-                if start.elapsed() >= LOCKED_FOR {
+                if start.elapsed() >= limit {
                     return Err(Error::Store(
                         format!(
                             "the store file stayed locked by another process for {} s",
-                            LOCKED_FOR.as_secs()
+                            limit.as_secs_f64()
                         )
                         .into(),
                     ));
@@ -130,30 +134,35 @@ pub(crate) fn db(e: rusqlite::Error) -> Error {
     Error::store(e)
 }
 
-fn open_file(path: &Path) -> Result<Connection> {
+fn open_file(path: &Path, locked_for: Duration) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(|e| {
         Error::Store(format!("cannot open the store file {}: {e}", path.display()).into())
     })?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
+    conn.busy_timeout(BUSY_TIMEOUT.min(locked_for))
+        .map_err(db)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 
 /// Opens the writer's connection: WAL mode, the durability setting, and the schema.
 pub(crate) fn open_writer(path: &Path, options: &Options) -> Result<Connection> {
-    let conn = open_file(path)?;
+    let conn = open_file(path, options.locked_for)?;
     let not_ours = |e: Error| {
         Error::Store(format!("{} is not a usable taskyard store: {e}", path.display()).into())
     };
     // Only takes effect on a new file, before the first table: it lets maintenance give
     // freed pages back to the file system (see `vacuum`).
-    patiently(|| conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")).map_err(not_ours)?;
-    let mode: String =
-        patiently(|| conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)))
-            .map_err(not_ours)?;
+    patiently(options.locked_for, || {
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+    })
+    .map_err(not_ours)?;
+    let mode: String = patiently(options.locked_for, || {
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+    })
+    .map_err(not_ours)?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Error::Store(
             format!(
@@ -180,14 +189,16 @@ pub(crate) fn open_writer(path: &Path, options: &Options) -> Result<Connection> 
             .map_err(db)?;
     }
     let version = |conn: &Connection| -> Result<i64> {
-        patiently(|| conn.pragma_query_value(None, "user_version", |r| r.get(0)))
+        patiently(options.locked_for, || {
+            conn.pragma_query_value(None, "user_version", |r| r.get(0))
+        })
     };
     // The usual case, the schema in place, writes nothing: opening the file for a CLI
     // command does not contend with the workers for the write lock.
     if version(&conn)? == SCHEMA_VERSION {
         return Ok(conn);
     }
-    patiently(|| conn.execute_batch("BEGIN IMMEDIATE"))?;
+    patiently(options.locked_for, || conn.execute_batch("BEGIN IMMEDIATE"))?;
     let created = (|| {
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
@@ -203,7 +214,7 @@ pub(crate) fn open_writer(path: &Path, options: &Options) -> Result<Connection> 
             .map_err(db)
     })();
     match created {
-        Ok(()) => patiently(|| conn.execute_batch("COMMIT"))?,
+        Ok(()) => patiently(options.locked_for, || conn.execute_batch("COMMIT"))?,
         Err(e) => {
             let _ = conn.execute_batch("ROLLBACK");
             return Err(e);
@@ -213,8 +224,8 @@ pub(crate) fn open_writer(path: &Path, options: &Options) -> Result<Connection> 
 }
 
 /// Opens a reader's connection: it never writes.
-pub(crate) fn open_reader(path: &Path) -> Result<Connection> {
-    let conn = open_file(path)?;
+pub(crate) fn open_reader(path: &Path, locked_for: Duration) -> Result<Connection> {
+    let conn = open_file(path, locked_for)?;
     conn.pragma_update(None, "query_only", true).map_err(db)?;
     Ok(conn)
 }

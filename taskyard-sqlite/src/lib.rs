@@ -47,10 +47,6 @@ use crate::writer::Writer;
 /// The file every command and [`SqliteStore::open_default`] use when no store is named.
 pub const DEFAULT_PATH: &str = "taskyard.db";
 
-/// How often an idle worker looks for work another process added (within a process,
-/// an enqueue wakes idle workers at once).
-const POLL: Duration = Duration::from_millis(50);
-
 /// Where the store's time comes from: lease deadlines, due times, and when jobs finished.
 pub trait Clock: Send + Sync + 'static {
     /// Now, in Unix milliseconds.
@@ -115,6 +111,12 @@ pub struct Options {
     /// A cap on the file's size in bytes (rounded down to whole pages); past it, changes
     /// that need more room fail with a clear error and write nothing. Default: none.
     pub max_size: Option<u64>,
+    /// How long a call waits out another process holding the file's write lock before it
+    /// fails with an error saying so. Default: 60 s.
+    pub locked_for: Duration,
+    /// How often an idle worker looks for work that another process added (an enqueue
+    /// through this store, or a clone of it, wakes idle workers at once). Default: 50 ms.
+    pub poll: Duration,
 }
 
 impl Default for Options {
@@ -123,6 +125,8 @@ impl Default for Options {
             synchronous: Synchronous::Full,
             clock: Arc::new(SystemClock),
             max_size: None,
+            locked_for: db::LOCKED_FOR,
+            poll: Duration::from_millis(50),
         }
     }
 }
@@ -154,6 +158,10 @@ struct Inner {
     clock: Arc<dyn Clock>,
     /// Raised after a commit that made work ready; idle workers of this process wait on it.
     notify: Arc<Notify>,
+    /// How often idle workers look for other processes' work.
+    poll: Duration,
+    /// How long a reader waits out other processes' locks.
+    locked_for: Duration,
     /// Claims made through this store, to make each claim's token unique.
     claims: AtomicU64,
     /// Random per store instance: two processes claiming with the same nonce still get
@@ -184,6 +192,8 @@ impl SqliteStore {
                 readers: Mutex::new(Vec::new()),
                 clock: options.clock,
                 notify,
+                poll: options.poll,
+                locked_for: options.locked_for,
                 claims: AtomicU64::new(0),
                 instance: format!("{:08x}", rand::random::<u32>()),
             }),
@@ -242,6 +252,12 @@ impl SqliteStore {
             .await
     }
 
+    /// Transactions the writer has committed since the store was opened: each is one
+    /// group of operations (and, with `synchronous=FULL`, one fsync of the WAL).
+    pub fn commits(&self) -> u64 {
+        self.inner.writer.commits()
+    }
+
     /// Bytes of the file in use by data (pages not on the free list), to measure
     /// footprints.
     pub async fn used_bytes(&self) -> Result<u64> {
@@ -283,9 +299,9 @@ impl SqliteStore {
                 .pop();
             let conn = match pooled {
                 Some(c) => c,
-                None => db::open_reader(&inner.path)?,
+                None => db::open_reader(&inner.path, inner.locked_for)?,
             };
-            let out = db::patiently(|| match f(&conn) {
+            let out = db::patiently(inner.locked_for, || match f(&conn) {
                 Err(Error::Store(e)) => match e.downcast::<rusqlite::Error>() {
                     Ok(e) => Err(*e),
                     Err(e) => Ok(Err(Error::Store(e))),
@@ -365,7 +381,7 @@ impl Store for SqliteStore {
             // Another process's enqueue raises no notification here: look again soon.
             tokio::select! {
                 _ = &mut notified => return Ok(()),
-                _ = tokio::time::sleep_until(deadline.min(now + POLL)) => {}
+                _ = tokio::time::sleep_until(deadline.min(now + self.inner.poll)) => {}
             }
         }
     }

@@ -9,8 +9,9 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use rusqlite::Connection;
 use taskyard::{Error, QueueName, Result};
@@ -130,6 +131,16 @@ where
 /// The handle to the writer thread. The thread ends when every handle is dropped.
 pub(crate) struct Writer {
     ops: mpsc::Sender<Box<dyn Op>>,
+    /// Transactions committed so far.
+    commits: Arc<AtomicU64>,
+}
+
+/// What the writer thread works with besides its connection.
+struct Limits<'a> {
+    clock: &'a dyn Clock,
+    /// How long to wait out other processes' locks.
+    locked_for: Duration,
+    commits: &'a AtomicU64,
 }
 
 impl Writer {
@@ -141,12 +152,14 @@ impl Writer {
     ) -> Result<Writer> {
         let (ops, rx) = mpsc::channel::<Box<dyn Op>>();
         let (ready_tx, ready_rx) = oneshot::channel();
+        let commits = Arc::new(AtomicU64::new(0));
+        let counted = commits.clone();
         std::thread::Builder::new()
             .name("taskyard-sqlite-writer".into())
             .spawn(move || match db::open_writer(&path, &options) {
                 Ok(conn) => {
                     let _ = ready_tx.send(Ok(()));
-                    serve(conn, rx, options.clock, notify);
+                    serve(conn, rx, &options, notify, counted);
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -156,7 +169,12 @@ impl Writer {
         ready_rx
             .await
             .map_err(|_| Error::Store("the writer thread died while opening".into()))??;
-        Ok(Writer { ops })
+        Ok(Writer { ops, commits })
+    }
+
+    /// Transactions committed so far (each one a group of operations).
+    pub(crate) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// Runs `f` in the next group transaction; answers after it is committed.
@@ -185,9 +203,15 @@ fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 fn serve(
     conn: Connection,
     rx: mpsc::Receiver<Box<dyn Op>>,
-    clock: Arc<dyn Clock>,
+    options: &Options,
     notify: Arc<Notify>,
+    commits: Arc<AtomicU64>,
 ) {
+    let limits = Limits {
+        clock: options.clock.as_ref(),
+        locked_for: options.locked_for,
+        commits: &commits,
+    };
     let mut queues = HashMap::new();
     let mut group: Vec<Box<dyn Op>> = Vec::with_capacity(GROUP);
     while let Ok(first) = rx.recv() {
@@ -202,7 +226,7 @@ fn serve(
         // operation (the file reached its size cap, an I/O error), that operation fails
         // alone and the others run again in a new transaction.
         while !group.is_empty() {
-            let wake = run_group(&conn, &mut group, clock.as_ref(), &mut queues);
+            let wake = run_group(&conn, &mut group, &limits, &mut queues);
             if wake {
                 notify.notify_waiters();
             }
@@ -215,10 +239,11 @@ fn serve(
 fn run_group(
     conn: &Connection,
     group: &mut Vec<Box<dyn Op>>,
-    clock: &dyn Clock,
+    limits: &Limits<'_>,
     queues: &mut HashMap<String, i64>,
 ) -> bool {
-    if let Err(e) = patiently(|| exec(conn, "BEGIN IMMEDIATE")) {
+    let clock = limits.clock;
+    if let Err(e) = patiently(limits.locked_for, || exec(conn, "BEGIN IMMEDIATE")) {
         let msg = e.to_string();
         for op in group.drain(..) {
             op.fail(&msg);
@@ -283,8 +308,11 @@ fn run_group(
             }
             Err(e)
         }
-        None => patiently(|| exec(conn, "COMMIT")).map_err(|e| e.to_string()),
+        None => patiently(limits.locked_for, || exec(conn, "COMMIT")).map_err(|e| e.to_string()),
     };
+    if commit.is_ok() {
+        limits.commits.fetch_add(1, Ordering::Relaxed);
+    }
     if commit.is_err() {
         if !conn.is_autocommit()
             && let Err(e) = conn.execute_batch("ROLLBACK")

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use taskyard::{
-    Due, EnqueueOptions, Error, JobState, NewJob, Outcome, QueueName, RetryPolicy, Store,
+    DeadFilter, Due, EnqueueOptions, Error, JobState, NewJob, Outcome, QueueName, RetryPolicy,
+    Store,
 };
 use taskyard_conformance::TempDir;
 use taskyard_sqlite::{ManualClock, Options, SqliteStore, Synchronous};
@@ -369,4 +370,170 @@ async fn a_full_store_refuses_cleanly_and_keeps_every_acknowledged_job() {
     // Room made by finishing jobs is used again.
     assert!(complete(&store, &q, 200).await > 0);
     store.enqueue(&q, vec![big(1)]).await.expect("room again");
+}
+
+/// An enqueue through the store (or a clone of it) wakes its idle waiters at once: with
+/// the look for other processes' work set to once a minute, the wakeup alone must do it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enqueue_in_the_same_process_wakes_idle_waiters_at_once() {
+    let dir = TempDir::new();
+    let options = Options {
+        poll: Duration::from_secs(60),
+        ..Options::default()
+    };
+    let store = SqliteStore::open_with(dir.path().join("taskyard.db"), options)
+        .await
+        .unwrap();
+    let q = queue("wake");
+    for round in 0..5 {
+        let waiter = {
+            let (store, qs) = (store.clone(), vec![q.clone()]);
+            tokio::spawn(async move {
+                store.wait(&qs, Duration::from_secs(30)).await.unwrap();
+                std::time::Instant::now()
+            })
+        };
+        // The waiter has looked and found nothing once the test's own look does too;
+        // an extra moment lets it reach its sleep.
+        assert_eq!(store.stats(&q).await.unwrap().ready, 0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let sent = std::time::Instant::now();
+        store.clone().enqueue(&q, vec![job(round)]).await.unwrap();
+        let woke = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken by the enqueue, not by a look a minute later")
+            .unwrap();
+        assert!(woke.duration_since(sent) < Duration::from_secs(1));
+        complete(&store, &q, 1).await;
+    }
+}
+
+/// Another process's enqueue raises no wakeup here: idle waiters look for it every
+/// 50 ms (by default) with one indexed read. Here the other process is a second store on
+/// the same file, which shares nothing with the first but the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_processs_enqueue_is_seen_within_the_50_ms_poll() {
+    let dir = TempDir::new();
+    assert_eq!(Options::default().poll, Duration::from_millis(50));
+    let waiting = SqliteStore::open(dir.path().join("taskyard.db"))
+        .await
+        .unwrap();
+    let other = SqliteStore::open(dir.path().join("taskyard.db"))
+        .await
+        .unwrap();
+    let q = queue("poll");
+    let mut delays = Vec::new();
+    for round in 0..12 {
+        let waiter = {
+            let (store, qs) = (waiting.clone(), vec![q.clone()]);
+            tokio::spawn(async move {
+                store.wait(&qs, Duration::from_secs(30)).await.unwrap();
+                std::time::Instant::now()
+            })
+        };
+        // Enqueue at a different point of the waiter's 50 ms cycle each round.
+        tokio::time::sleep(Duration::from_millis(20 + 7 * round as u64)).await;
+        other.enqueue(&q, vec![job(round)]).await.unwrap();
+        let committed = std::time::Instant::now();
+        let woke = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("seen long before the wait's timeout")
+            .unwrap();
+        delays.push(woke.saturating_duration_since(committed));
+        complete(&other, &q, 1).await;
+    }
+    delays.sort();
+    // A 50 ms cycle: half the rounds land in its first half. Loaded machines add a few
+    // milliseconds; a slower poll (or none) would not pass.
+    let median = delays[delays.len() / 2];
+    assert!(median <= Duration::from_millis(45), "{delays:?}");
+    assert!(
+        delays[delays.len() - 1] < Duration::from_millis(250),
+        "{delays:?}"
+    );
+}
+
+/// A process holding the file's write lock holds up every other process's changes; after
+/// `locked_for` (60 s by default) their calls fail with an error saying so, and write
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_locked_by_another_process_fails_calls_after_locked_for() {
+    assert_eq!(Options::default().locked_for, Duration::from_secs(60));
+    let dir = TempDir::new();
+    let path = dir.path().join("taskyard.db");
+    let options = Options {
+        locked_for: Duration::from_secs(1),
+        ..Options::default()
+    };
+    let store = SqliteStore::open_with(&path, options).await.unwrap();
+    let q = queue("locked");
+    store.enqueue(&q, vec![job(0)]).await.unwrap();
+    // Another process (a plain SQLite connection) takes the write lock and keeps it.
+    let holder = rusqlite::Connection::open(&path).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let start = std::time::Instant::now();
+    let err = store.enqueue(&q, vec![job(1)]).await.expect_err("locked");
+    let waited = start.elapsed();
+    assert!(
+        err.to_string()
+            .contains("stayed locked by another process for 1 s"),
+        "{err}"
+    );
+    assert!(waited >= Duration::from_secs(1), "{waited:?}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    // Reads go on meanwhile (WAL), and the refused enqueue wrote nothing.
+    assert_eq!(store.stats(&q).await.unwrap().ready, 1);
+    holder.execute_batch("ROLLBACK").unwrap();
+    store.enqueue(&q, vec![job(2)]).await.unwrap();
+    assert_eq!(store.stats(&q).await.unwrap().ready, 2);
+}
+
+/// Claims every ready job of `q` and sends it to dead.
+async fn bury(store: &SqliteStore, q: &QueueName) {
+    let claimed = store
+        .claim(q, 10_000, Duration::from_secs(60), "w")
+        .await
+        .unwrap()
+        .jobs;
+    let error = "no".to_string();
+    let dead: Vec<_> = claimed
+        .into_iter()
+        .map(|j| {
+            (
+                j.lease,
+                Outcome::Dead {
+                    error: error.clone(),
+                },
+            )
+        })
+        .collect();
+    store.finish(&dead).await.unwrap();
+}
+
+/// Redrive and purge work 1,000 dead jobs per transaction, so a large one never holds
+/// the writer (and every other caller) for long.
+#[tokio::test]
+async fn redrive_and_purge_commit_in_chunks_of_1000() {
+    let dir = TempDir::new();
+    let store = SqliteStore::open(dir.path().join("taskyard.db"))
+        .await
+        .unwrap();
+    let q = queue("chunks");
+    for start in (0..2500).step_by(500) {
+        store
+            .enqueue(&q, (start..start + 500).map(job).collect())
+            .await
+            .unwrap();
+    }
+    bury(&store, &q).await;
+    assert_eq!(store.stats(&q).await.unwrap().dead, 2500);
+    let before = store.commits();
+    assert_eq!(store.redrive(&q, &DeadFilter::All).await.unwrap(), 2500);
+    assert_eq!(store.commits() - before, 3, "1,000 + 1,000 + 500");
+    bury(&store, &q).await;
+    let before = store.commits();
+    let kind = DeadFilter::Kind("noop".into());
+    assert_eq!(store.purge(&q, &kind).await.unwrap(), 2500);
+    assert_eq!(store.commits() - before, 3, "1,000 + 1,000 + 500");
+    assert_eq!(store.stats(&q).await.unwrap().dead, 0);
 }
