@@ -8,12 +8,13 @@
 #   redis-server  the Redis tests start their own servers on free loopback ports
 #                 (or set TASKYARD_REDIS_SERVER to a redis-server binary);
 #   openssl       the TLS test makes its certificates;
-#   faketime      the clock-skew test moves worker processes' clocks (libfaketime).
+#   faketime      the clock-skew test moves worker processes' clocks (libfaketime);
+#   strace        the embedded store's fsync test counts a child process's fsyncs.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian package for each command the tests run.
-declare -A package=([redis-server]=redis-server [openssl]=openssl [faketime]=faketime)
+declare -A package=([redis-server]=redis-server [openssl]=openssl [faketime]=faketime [strace]=strace)
 missing=()
 for cmd in "${!package[@]}"; do
   if [ "$cmd" = redis-server ] && [ -n "${TASKYARD_REDIS_SERVER:-}" ]; then continue; fi
