@@ -199,7 +199,7 @@ fn producer_killed_mid_stream(store: &str) {
         assert!(stored.contains(id), "acknowledged job {id} is missing");
     }
     assert!(
-        stored.len() % 1000 == 0 && stored.len() >= 3000,
+        stored.len().is_multiple_of(1000) && stored.len() >= 3000,
         "whole batches only: {} jobs",
         stored.len()
     );
