@@ -24,6 +24,7 @@ enum Call {
     Finish,
     Release { leases: usize },
     Maintain,
+    Wait { timeout: Duration },
 }
 
 /// A store that hands out its ready jobs and answers everything else at once (or, with
@@ -104,6 +105,7 @@ impl Store for Shared {
         })
     }
     async fn wait(&self, _: &[QueueName], timeout: Duration) -> Result<()> {
+        self.0.note(Call::Wait { timeout });
         tokio::time::sleep(timeout).await;
         Ok(())
     }
@@ -250,6 +252,36 @@ async fn defaults_are_concurrency_10_lease_30s_heartbeat_every_10s_maintenance_e
         assert!(
             gap >= Duration::from_millis(1000) && gap < Duration::from_millis(1150),
             "{passes:?}"
+        );
+    }
+}
+
+/// An idle worker blocks in the store's wait, and makes a claim at least every 5 s
+/// anyway: a safety net for a lost wakeup, not a poll.
+#[tokio::test(start_paused = true)]
+async fn an_idle_worker_waits_at_most_5s_between_claims() {
+    let store = Scripted::new(0, false);
+    let (_stop, _task) = start(&store, false);
+    tokio::time::sleep(Duration::from_millis(30_020)).await;
+    let waits: Vec<Duration> = store
+        .calls()
+        .into_iter()
+        .filter_map(|(_, c)| match c {
+            Call::Wait { timeout } => Some(timeout),
+            _ => None,
+        })
+        .collect();
+    assert!(!waits.is_empty());
+    assert!(
+        waits.iter().all(|t| *t == Duration::from_secs(5)),
+        "{waits:?}"
+    );
+    let claims = store.times(|c| matches!(c, Call::Claim { .. }));
+    assert_eq!(claims.len(), 7, "at 0, 5, 10, ... 30 s: {claims:?}");
+    for pair in claims.windows(2) {
+        assert!(
+            near(pair[1] - pair[0], Duration::from_secs(5)),
+            "{claims:?}"
         );
     }
 }
