@@ -2,13 +2,13 @@
 # taskyard (on Redis and on the embedded store) and BullMQ on the same fresh redis-server,
 # round after round (docs/benchmarks.md).
 #   bench/side-by-side.sh [rounds] [port]
-# Needs: a release build (cargo build --release -p taskyard-cli), redis-server, and the
-# peer harness in ../shared/peers (Node and npm; it installs bullmq once).
+# Needs: a release build (cargo build --release -p taskyard-cli), redis-server, and Node
+# with npm for bench/peers/bullmq/run (it installs the pinned bullmq once, outside the repo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
 port=${2:-6391}
-peers=${TASKYARD_PEERS:-../shared/peers}
+bullmq=bench/peers/bullmq/run
 bin=target/release/taskyard
 [ -x "$bin" ] || cargo build --release -p taskyard-cli
 redis-server --port "$port" --save "" --appendonly no --daemonize yes >/dev/null
@@ -23,8 +23,7 @@ for _ in $(seq "$rounds"); do
   "$bin" bench --store target/bench-embedded.db --jobs 100000 --concurrency 100 \
     --latency-rate 1000 --latency-secs 10 --json
   rm -f target/bench-embedded.db*
-  redis-cli -p "$port" flushall >/dev/null
-  "$peers/bullmq/run" "$port" 100000 100
-  redis-cli -p "$port" flushall >/dev/null
-  "$peers/bullmq/run" latency "$port" 1000 10
+  # The BullMQ harness empties the Redis itself (FLUSHALL) before each measurement.
+  "$bullmq" "$port" 100000 100
+  "$bullmq" latency "$port" 1000 10
 done

@@ -1,5 +1,5 @@
-//! `taskyard bench`: the workload of the peer benchmark (`shared/peers/README.md`), so
-//! the figures compare side by side with BullMQ's on the same Redis.
+//! `taskyard bench`: the workload of the BullMQ comparison harness (`bench/peers/bullmq`,
+//! described in docs/benchmarks.md), so the figures compare side by side with BullMQ's on the same Redis.
 //!
 //! - enqueue: one producer adds N jobs of the ~120-byte payload in bulk batches of 1,000,
 //!   one batch after another;
