@@ -93,6 +93,24 @@ impl Running {
     }
 }
 
+/// Claims every ready job of `q` (up to 10,000) and sends each to dead: a quick way to
+/// fill a dead set.
+pub async fn bury(store: &dyn Store, q: &QueueName) {
+    let claimed = store
+        .claim(q, 10_000, Duration::from_secs(60), "bury")
+        .await
+        .expect("claim")
+        .jobs;
+    let dead: Vec<_> = claimed
+        .into_iter()
+        .map(|j| {
+            let error = "buried".to_string();
+            (j.lease, taskyard::Outcome::Dead { error })
+        })
+        .collect();
+    store.finish(&dead).await.expect("finish");
+}
+
 /// Waits until a worker's counters satisfy `done`, panicking with the counts after 10 s.
 pub async fn until(counters: &Arc<Counters>, done: impl Fn(&Counters) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -2,10 +2,8 @@
 //! go in chunks of 1,000 (other clients get in between), and ids come from a per-queue
 //! counter that only deleting the queue's keys resets.
 
-use std::time::Duration;
-
-use taskyard::{DeadFilter, EnqueueOptions, NewJob, Outcome, QueueName, RetryPolicy, Store};
-use taskyard_conformance::RedisServer;
+use taskyard::{DeadFilter, EnqueueOptions, NewJob, QueueName, RetryPolicy, Store};
+use taskyard_conformance::{RedisServer, bury};
 use taskyard_redis::RedisStore;
 
 fn jobs(n: usize) -> Vec<NewJob> {
@@ -20,28 +18,6 @@ fn jobs(n: usize) -> Vec<NewJob> {
             .unwrap()
         })
         .collect()
-}
-
-/// Claims every ready job of `q` and sends it to dead.
-async fn bury(store: &RedisStore, q: &QueueName) {
-    let claimed = store
-        .claim(q, 10_000, Duration::from_secs(60), "w")
-        .await
-        .unwrap()
-        .jobs;
-    let error = "no".to_string();
-    let dead: Vec<_> = claimed
-        .into_iter()
-        .map(|j| {
-            (
-                j.lease,
-                Outcome::Dead {
-                    error: error.clone(),
-                },
-            )
-        })
-        .collect();
-    store.finish(&dead).await.unwrap();
 }
 
 /// Scripts run on the server since its statistics were reset (`EVALSHA` and `EVAL`).

@@ -9,7 +9,7 @@ use taskyard::{
     DeadFilter, Due, EnqueueOptions, Error, JobState, NewJob, Outcome, QueueName, RetryPolicy,
     Store,
 };
-use taskyard_conformance::TempDir;
+use taskyard_conformance::{TempDir, bury};
 use taskyard_sqlite::{ManualClock, Options, SqliteStore, Synchronous};
 
 fn job(n: usize) -> NewJob {
@@ -486,28 +486,6 @@ async fn a_file_locked_by_another_process_fails_calls_after_locked_for() {
     holder.execute_batch("ROLLBACK").unwrap();
     store.enqueue(&q, vec![job(2)]).await.unwrap();
     assert_eq!(store.stats(&q).await.unwrap().ready, 2);
-}
-
-/// Claims every ready job of `q` and sends it to dead.
-async fn bury(store: &SqliteStore, q: &QueueName) {
-    let claimed = store
-        .claim(q, 10_000, Duration::from_secs(60), "w")
-        .await
-        .unwrap()
-        .jobs;
-    let error = "no".to_string();
-    let dead: Vec<_> = claimed
-        .into_iter()
-        .map(|j| {
-            (
-                j.lease,
-                Outcome::Dead {
-                    error: error.clone(),
-                },
-            )
-        })
-        .collect();
-    store.finish(&dead).await.unwrap();
 }
 
 /// Redrive and purge work 1,000 dead jobs per transaction, so a large one never holds
