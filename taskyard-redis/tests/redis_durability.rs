@@ -154,8 +154,9 @@ impl Link {
     }
 }
 
-async fn replication_is(replica: &RedisServer, status: &str) {
-    let client = redis::Client::open(replica.url()).unwrap();
+/// Waits until the server's `INFO replication` satisfies `holds`, or fails saying `what`.
+async fn until_replication(server: &RedisServer, what: &str, holds: impl Fn(&str) -> bool) {
+    let client = redis::Client::open(server.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -164,44 +165,36 @@ async fn replication_is(replica: &RedisServer, status: &str) {
             .query_async(&mut conn)
             .await
             .unwrap();
-        if info.contains(&format!("master_link_status:{status}")) {
+        if holds(&info) {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the replica's link is not {status}: {info}"
-        );
+        assert!(Instant::now() < deadline, "{what}: {info}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
+async fn replication_is(replica: &RedisServer, status: &str) {
+    let wanted = format!("master_link_status:{status}");
+    until_replication(
+        replica,
+        &format!("the replica's link is not {status}"),
+        |info| info.contains(&wanted),
+    )
+    .await;
+}
+
 /// Waits until the primary's one replica has confirmed the primary's whole stream.
 async fn acknowledged_everything(primary: &RedisServer) {
-    let client = redis::Client::open(primary.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let info: String = redis::cmd("INFO")
-            .arg("replication")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+    until_replication(primary, "the replica did not catch up", |info| {
         let field = |line_start: &str, key: &str| -> Option<u64> {
             let line = info.lines().find(|l| l.starts_with(line_start))?;
             let rest = &line[line.find(key)? + key.len()..];
             rest.split([',', '\r']).next()?.parse().ok()
         };
         let primary_offset = field("master_repl_offset:", "master_repl_offset:");
-        let replica_offset = field("slave0:", "offset=");
-        if primary_offset.is_some() && primary_offset == replica_offset {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the replica did not catch up: {info}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        primary_offset.is_some() && primary_offset == field("slave0:", "offset=")
+    })
+    .await;
 }
 
 /// A primary and a replica that has caught up with it, through a link the test can cut.
