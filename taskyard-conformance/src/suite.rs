@@ -1569,3 +1569,79 @@ impl Store for StalledHeartbeats {
         self.inner.configure(queue, config).await
     }
 }
+
+/// A kind whose own policy is far from the default: 2 attempts, every backoff drawn from
+/// up to 100 hours.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Patient {
+    /// A number to tell jobs apart.
+    pub n: u64,
+}
+
+impl Job for Patient {
+    const KIND: &'static str = "patient";
+    fn retry_policy() -> RetryPolicy {
+        let hours = Duration::from_secs(100 * 3600);
+        RetryPolicy::default()
+            .max_attempts(2)
+            .base(hours)
+            .cap(hours)
+    }
+}
+
+/// A retry policy is set per kind (`Job::retry_policy`) or per job (`EnqueueOptions`);
+/// the per-job values travel with the job, so any worker applies them.
+pub async fn retry_policy_comes_from_the_kind_or_travels_with_the_job(s: Subject) {
+    let q = unique_queue();
+    let client = Client::from_shared(s.store.clone());
+    let opts = EnqueueOptions::default().queue(q.as_str());
+    let by_kind = client
+        .enqueue_with(&Patient { n: 0 }, opts.clone())
+        .await
+        .unwrap();
+    let own = RetryPolicy::default()
+        .max_attempts(7)
+        .base(Duration::from_millis(10))
+        .cap(Duration::from_millis(20));
+    let by_job = client
+        .enqueue_with(&Patient { n: 1 }, opts.clone().retry(own))
+        .await
+        .unwrap();
+    let attempts_only = client
+        .enqueue_with(&Patient { n: 2 }, opts.max_attempts(5))
+        .await
+        .unwrap();
+    let max = async |id: &JobId| s.store.job(&q, id).await.unwrap().unwrap().max_attempts;
+    assert_eq!(max(&by_kind).await, 2, "the kind's attempts");
+    assert_eq!(max(&by_job).await, 7, "the job's own policy");
+    assert_eq!(max(&attempts_only).await, 5, "the job's own attempts");
+
+    // A worker applies them: the kind's backoff (up to 100 h, so past 1 s but for a
+    // chance of 1 in 360,000), the job's own backoff (under 20 ms, so it is soon ready
+    // again).
+    let w = worker(&s, &q)
+        .handle(|_job: Patient, _ctx: JobContext| async move {
+            Err::<(), _>(JobError::retry("not yet"))
+        })
+        .build()
+        .unwrap();
+    let counters = w.counters();
+    let running = Running::start(w);
+    // One failure each, then at least one more run of the job with its own backoff.
+    until(&counters, |c| c.failed() >= 4).await;
+    running.shutdown().await;
+    let now = s.store.now_ms().await.unwrap();
+    for id in [&by_kind, &attempts_only] {
+        let job = s.store.job(&q, id).await.unwrap().unwrap();
+        assert_eq!((job.state, job.attempt), (JobState::Scheduled, 1));
+        assert!(
+            job.at_ms.unwrap() > now + 1000,
+            "the kind's backoff: {job:?}"
+        );
+    }
+    let job = s.store.job(&q, &by_job).await.unwrap().unwrap();
+    assert!(
+        job.attempt >= 2,
+        "its own short backoff let it run again: {job:?}"
+    );
+}
