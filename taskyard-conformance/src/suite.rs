@@ -1085,8 +1085,9 @@ pub async fn idle_worker_picks_up_without_polling(s: Subject) {
             .unwrap()
             .unwrap();
         pickups.push(started - sent);
-        // Pacing: each job finds the worker idle again.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Pacing: each job finds the worker idle again, at a different point of any
+        // cycle a poll would have (a fixed pause could fall in step with one).
+        tokio::time::sleep(Duration::from_millis(40 + (37 * n) % 100)).await;
     }
     running.shutdown().await;
     // A wakeup answers in about a millisecond; a poll every P ms would put the median
