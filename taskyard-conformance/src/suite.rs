@@ -1077,7 +1077,7 @@ pub async fn idle_worker_picks_up_without_polling(s: Subject) {
     // Let the worker go idle (its claim finds nothing, then it blocks).
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut pickups = Vec::new();
-    for n in 0..7 {
+    for n in 0..15 {
         let sent = Instant::now();
         enqueue(&s.store, &q, vec![new_job(n)]).await;
         let started = tokio::time::timeout(SOON, rx.recv())
@@ -1090,15 +1090,16 @@ pub async fn idle_worker_picks_up_without_polling(s: Subject) {
         tokio::time::sleep(Duration::from_millis(40 + (37 * n) % 100)).await;
     }
     running.shutdown().await;
-    // A wakeup answers in about a millisecond; a poll every P ms would put the median
-    // near P/2, so a median under 20 ms rules out any poll slower than ~40 ms.
+    // A wakeup answers in about a millisecond; a poll every P ms spreads pickups over
+    // [0, P], so a median under 10 ms of 15 rules out a poll of 60 ms or slower (a 60 ms
+    // poll would pass with a chance of about 1 in 250).
     pickups.sort();
     assert!(
-        pickups[3] < Duration::from_millis(20),
+        pickups[7] < Duration::from_millis(10),
         "pickups {pickups:?}"
     );
     assert!(
-        pickups[6] < Duration::from_millis(250),
+        pickups[14] < Duration::from_millis(250),
         "pickups {pickups:?}"
     );
 }
