@@ -100,6 +100,22 @@ fn workers_killed_under_load_lose_nothing() {
         assert_eq!(f["lost"], 0, "{v}");
         assert_eq!(f["unexpected"], 0, "{v}");
         assert_eq!(f["dead"], 0, "{v}");
+        // Only runs the killed worker held at its kill came back (or runs whose outcome
+        // the store refused): no recorded completion came back.
+        assert_eq!(f["unexplained_reruns"], 0, "{v}");
+        assert_eq!(f["reruns_within_bound"], true, "{v}");
+        for k in f["per_kill"].as_array().unwrap() {
+            let (ran, bound) = (k["ran_again"].as_u64(), k["held_recorded_runs"].as_u64());
+            assert!(ran.unwrap() <= bound.unwrap(), "{k} in {v}");
+        }
+        // A kill leaves recorded, unreported runs (the jobs record themselves as they
+        // start), so some came back, and the books counted those jobs.
+        let after_kill = f["reruns_after_kill"].as_u64().unwrap();
+        assert!(after_kill >= 1, "{v}");
+        assert!(after_kill <= f["reruns_bound"].as_u64().unwrap(), "{v}");
+        let duplicated = f["duplicated"].as_u64().unwrap();
+        assert!(duplicated >= 1, "{v}");
+        assert_eq!(f["rerun_jobs"].as_u64(), Some(duplicated), "{v}");
     });
 }
 
