@@ -126,7 +126,23 @@ fn zombie_worker_cannot_complete_a_reclaimed_job() {
         let f = &v["figures"];
         assert_eq!(v["ok"], true, "{v}");
         assert_eq!(f["zombie_outcomes_rejected"], 1, "{v}");
+        assert_eq!(f["zombie_runs"][0][1], 1, "{v}");
+        // Refused while the other worker held the job: running, attempt 2, before the
+        // zombie was resumed and after its refused report was answered.
+        for at in ["job_before_resume", "job_after_refusal"] {
+            assert_eq!(f[at]["state"], "running", "{at}: {v}");
+            assert_eq!(f[at]["attempt"], 2, "{at}: {v}");
+        }
+        // Then the other completed it: its one run, attempt 2.
+        assert_eq!(
+            f["other_worker_runs"].as_array().map(Vec::len),
+            Some(1),
+            "{v}"
+        );
         assert_eq!(f["other_worker_runs"][0][1], 2, "{v}");
+        assert_eq!(f["other_completed"], 1, "{v}");
+        assert_eq!(f["other_stale"], 0, "{v}");
+        assert_eq!(f["dead"], 0, "{v}");
     });
 }
 
