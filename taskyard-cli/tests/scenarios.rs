@@ -156,6 +156,8 @@ fn job_that_kills_its_worker_ends_dead() {
         assert_eq!(f["worker_deaths"], 3, "{v}");
         assert_eq!(f["lease_expiries"], 3, "{v}");
         assert_eq!(f["lost"], 0, "{v}");
+        // Only the poison job is dead.
+        assert_eq!(f["dead"], 1, "{v}");
     });
 }
 

@@ -953,7 +953,9 @@ async fn poison_process(c: &Ctx) -> Outcome {
                 worker = c.spawn(&name, &args)?;
                 names.push(name);
             }
-            Ok(c.stats().await?.dead == 1)
+            // The poison job itself: another dead job must show in the verdict, not
+            // as a timeout.
+            Ok(c.job(&poison).await?.state == JobState::Dead)
         },
     )
     .await?;
@@ -962,6 +964,7 @@ async fn poison_process(c: &Ctx) -> Outcome {
     let job = c.job(&poison).await?;
     let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
     let (lost, unexpected, _) = books(&ids, &records(&c.dir, &refs));
+    let dead = c.stats().await?.dead;
     let expired = job
         .errors
         .iter()
@@ -971,14 +974,15 @@ async fn poison_process(c: &Ctx) -> Outcome {
         && job.attempt == 3
         && expired == 3
         && lost == 0
-        && unexpected == 0;
+        && unexpected == 0
+        && dead == 1;
     Ok((
         ok,
         "a job that kills its worker is dead after max attempts; the healthy jobs complete",
         json!({
             "poison_state": job.state, "poison_attempts": job.attempt,
             "lease_expiries": expired, "worker_deaths": restarts.load(Ordering::Relaxed),
-            "healthy": healthy, "lost": lost, "unexpected": unexpected,
+            "healthy": healthy, "lost": lost, "unexpected": unexpected, "dead": dead,
         }),
     ))
 }
