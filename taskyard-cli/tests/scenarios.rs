@@ -168,8 +168,12 @@ fn connections_cut_mid_batch_lose_nothing() {
     let f = &v["figures"];
     assert_eq!(v["ok"], true, "{v}");
     assert!(f["cut_rounds"].as_u64().unwrap() >= 3, "{v}");
+    // Cuts that broke a store call in flight (a script sent and not answered), not only
+    // idle BLPOP waits.
+    assert!(f["cuts_in_flight"].as_u64().unwrap() >= 3, "{v}");
     assert_eq!(f["lost"], 0, "{v}");
     assert_eq!(f["unexpected"], 0, "{v}");
+    assert_eq!(f["dead"], 0, "{v}");
     // On the embedded store there is no connection to cut: a clear refusal.
     let out = Command::new(env!("CARGO_BIN_EXE_taskyard"))
         .args([
