@@ -5,7 +5,7 @@
 //! processes (this same binary), so a kill is a real SIGKILL; the books are kept from
 //! the `record` files those workers append to before each completion.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -601,27 +601,34 @@ async fn backlog(c: &Ctx) -> Outcome {
 }
 
 /// Three worker processes, one killed with SIGKILL at random points every few seconds
-/// and restarted:
-/// the others never stop completing, and the books balance.
+/// and restarted: the others never stop completing, the books balance, and the only runs
+/// that come back are those the killed worker held at its kill.
 async fn kill_under_load(c: &Ctx) -> Outcome {
-    let n = c.size.pick(30_000, 6_000);
+    // Three workers of concurrency 20 run at most 3,000 of these jobs a second: the quick
+    // run lasts at least 3 s, time for four kills.
+    let n = c.size.pick(30_000, 9_000);
     let every = c
         .size
         .pick(Duration::from_secs(2), Duration::from_millis(500));
-    let ids = c.enqueue(n, "record", r#"{"ms":20}"#, &c.opts()).await?;
+    // 20 ms jobs that record themselves as they start: a worker's running jobs are
+    // recorded and not yet reported, so a kill leaves runs that must come back.
+    let ids = c
+        .enqueue(n, "record", r#"{"after_ms":20}"#, &c.opts())
+        .await?;
     let args = ["--concurrency", "20", "--lease", "2s"];
     let names = ["w0", "w1", "w2"];
     let mut workers: Vec<WorkerProcess> = names
         .iter()
         .map(|name| c.spawn(name, &args))
         .collect::<Res<_>>()?;
-    let mut kills = 0;
+    // Each worker process is a generation with a record file of its own: w0, w0-1, …
+    let mut current: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let mut all_names = current.clone();
+    let mut kills: Vec<Kill> = Vec::new();
     let mut next_kill = Instant::now() + every;
     let mut last_total = 0;
     let mut last_change = Instant::now();
     let mut longest_gap = Duration::ZERO;
-    let mut generation = 0;
-    let mut all_names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     loop {
         let refs: Vec<&str> = all_names.iter().map(|s| s.as_str()).collect();
         let runs = records(&c.dir, &refs);
@@ -638,13 +645,27 @@ async fn kill_under_load(c: &Ctx) -> Outcome {
             break;
         }
         if Instant::now() >= next_kill {
-            let victim = kills % workers.len();
+            let victim = kills.len() % workers.len();
             workers[victim].kill9()?;
-            generation += 1;
-            let name = format!("{}-{generation}", names[victim]);
+            // Right after the kill, what the store still has running: the killed
+            // worker's leases stay until they expire (2 s), so every run it held is here,
+            // with the attempt it ran under.
+            let running = c
+                .store
+                .shared()
+                .list(&c.queue, JobState::Running, 0, u64::MAX >> 1)
+                .await?
+                .into_iter()
+                .map(|j| (j.id.to_string(), j.attempt))
+                .collect();
+            kills.push(Kill {
+                worker: current[victim].clone(),
+                running,
+            });
+            let name = format!("{}-{}", names[victim], kills.len());
             workers[victim] = c.spawn(&name, &args)?;
+            current[victim] = name.clone();
             all_names.push(name);
-            kills += 1;
             // At random points: the next kill lands anywhere in [every/2, 3*every/2].
             next_kill = Instant::now() + every / 2 + every.mul_f64(rand::random::<f64>());
         }
@@ -660,22 +681,143 @@ async fn kill_under_load(c: &Ctx) -> Outcome {
     }
     let refs: Vec<&str> = all_names.iter().map(|s| s.as_str()).collect();
     let (lost, unexpected, duplicated) = books(&ids, &records(&c.dir, &refs));
+    let reruns = reruns(&c.dir, &all_names, &kills);
     let dead = c.stats().await?.dead;
-    let ok = lost == 0 && unexpected == 0 && dead == 0 && longest_gap < Duration::from_secs(1);
+    let within_bound = reruns.per_kill.iter().all(|k| k.ran_again <= k.bound);
+    let ok = lost == 0
+        && unexpected == 0
+        && dead == 0
+        && reruns.unexplained.is_empty()
+        && within_bound
+        && reruns.jobs == duplicated
+        && longest_gap < Duration::from_secs(1);
+    let bound: usize = reruns.per_kill.iter().map(|k| k.bound).sum();
+    let after_kill: usize = reruns.per_kill.iter().map(|k| k.ran_again).sum();
     Ok((
         ok,
-        "with a worker SIGKILLed every few seconds: lost 0, unexpected 0, completions never stop for 1 s",
+        "with a worker SIGKILLed every few seconds: lost 0, unexpected 0, nothing dead; a run \
+         comes back only if the killed worker held it at its kill (or the store refused its \
+         outcome); completions never stop for 1 s",
         json!({
-            "jobs": n, "kills": kills, "lost": lost, "unexpected": unexpected,
+            "jobs": n, "kills": kills.len(), "lost": lost, "unexpected": unexpected,
             "duplicated": duplicated, "dead": dead, "longest_gap_ms": ms(longest_gap),
+            "reruns_after_kill": after_kill, "reruns_bound": bound,
+            "reruns_within_bound": within_bound,
+            "reruns_after_refusal": reruns.after_refusal,
+            "rerun_jobs": reruns.jobs,
+            "unexplained_reruns": reruns.unexplained.len(),
+            "unexplained_examples": reruns.unexplained.iter().take(10).collect::<Vec<_>>(),
+            "per_kill": reruns.per_kill.iter().map(|k| json!({
+                "worker": k.worker, "running_at_kill": k.running_at_kill,
+                "held_recorded_runs": k.bound, "ran_again": k.ran_again,
+            })).collect::<Vec<_>>(),
         }),
     ))
 }
 
-/// A worker stopped (SIGSTOP) past its lease, its job claimed by another, then resumed:
-/// its heartbeat and completion are rejected.
+/// One SIGKILL: the worker process killed, and the store's running jobs (id, attempt)
+/// read right after it.
+struct Kill {
+    worker: String,
+    running: HashSet<(String, u32)>,
+}
+
+/// The figures of one kill.
+struct KillFigures {
+    worker: String,
+    running_at_kill: usize,
+    /// The killed worker's recorded runs still running under its claim after the kill:
+    /// recorded, their completion not recorded. The most of its runs that may come back.
+    bound: usize,
+    /// Its recorded runs that ran again.
+    ran_again: usize,
+}
+
+/// Which runs came back, and why.
+struct Reruns {
+    per_kill: Vec<KillFigures>,
+    /// Runs that came back whose outcome the store had refused (the worker's lease
+    /// expired first: it logs "outcome rejected").
+    after_refusal: usize,
+    /// Runs that came back with neither reason: a recorded completion came back.
+    unexplained: Vec<String>,
+    /// Jobs that ran more than once.
+    jobs: usize,
+}
+
+/// Checks every run that was followed by another run of the same job (a later attempt):
+/// its worker was SIGKILLed and the job was still running under that attempt right after
+/// the kill, or the store refused its outcome. Anything else is a recorded completion that
+/// came back, or two runs of one claim.
+fn reruns(dir: &Path, workers: &[String], kills: &[Kill]) -> Reruns {
+    let mut by_job: HashMap<String, Vec<(u32, &str)>> = HashMap::new();
+    let mut recorded: HashMap<&str, Vec<(String, u32)>> = HashMap::new();
+    for w in workers {
+        let runs = records(dir, &[w.as_str()]);
+        for (id, attempt) in &runs {
+            by_job
+                .entry(id.clone())
+                .or_default()
+                .push((*attempt, w.as_str()));
+        }
+        recorded.insert(w.as_str(), runs);
+    }
+    let refused = |w: &str, id: &str| {
+        std::fs::read_to_string(dir.join(format!("{w}.stderr")))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("outcome rejected") && l.contains(id))
+    };
+    let killed: HashMap<&str, &Kill> = kills.iter().map(|k| (k.worker.as_str(), k)).collect();
+    let mut ran_again: HashMap<&str, usize> = HashMap::new();
+    let (mut after_refusal, mut unexplained, mut jobs) = (0, Vec::new(), 0);
+    for (id, runs) in &mut by_job {
+        if runs.len() < 2 {
+            continue;
+        }
+        jobs += 1;
+        runs.sort_unstable();
+        let last = runs.len() - 1;
+        for (i, &(attempt, w)) in runs.iter().enumerate().take(last) {
+            let later_attempt = runs[i + 1].0 > attempt;
+            let held_at_kill = killed
+                .get(w)
+                .is_some_and(|k| k.running.contains(&(id.clone(), attempt)));
+            if later_attempt && held_at_kill {
+                *ran_again.entry(w).or_default() += 1;
+            } else if later_attempt && refused(w, id) {
+                after_refusal += 1;
+            } else {
+                unexplained.push(format!("{id} attempt {attempt} by {w}"));
+            }
+        }
+    }
+    let per_kill = kills
+        .iter()
+        .map(|k| KillFigures {
+            worker: k.worker.clone(),
+            running_at_kill: k.running.len(),
+            bound: recorded.get(k.worker.as_str()).map_or(0, |runs| {
+                runs.iter().filter(|r| k.running.contains(*r)).count()
+            }),
+            ran_again: ran_again.get(k.worker.as_str()).copied().unwrap_or(0),
+        })
+        .collect();
+    Reruns {
+        per_kill,
+        after_refusal,
+        unexplained,
+        jobs,
+    }
+}
+
+/// A worker stopped (SIGSTOP) past its lease, its job claimed by another, then resumed
+/// while the other still runs the job: its completion is refused, and the other's holds.
 async fn zombie(c: &Ctx) -> Outcome {
-    let ids = c.enqueue(1, "record", r#"{"ms":3000}"#, &c.opts()).await?;
+    let id = c
+        .enqueue(1, "record", r#"{"ms":3000}"#, &c.opts())
+        .await?
+        .remove(0);
     let mut zombie = c.spawn("zombie", &["--concurrency", "1", "--lease", "1s"])?;
     c.until("the job to run", Duration::from_secs(10), async || {
         Ok(c.stats().await?.running == 1)
@@ -683,42 +825,109 @@ async fn zombie(c: &Ctx) -> Outcome {
     .await?;
     zombie.signal("-STOP")?;
     let stopped = Instant::now();
-    // The job's new holder has a longer lease: its own heartbeats must not be the test.
-    let mut other = c.spawn("other", &["--concurrency", "1", "--lease", "2s"])?;
+    // The job's new holder runs in this process, its handler held until the zombie's
+    // outcome is in: the zombie reports while the other holds the lease. Its lease is
+    // longer (2 s): its own heartbeats must not be the test.
+    let started: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
+    let (finish, finishing) = tokio::sync::watch::channel(false);
+    let seen = started.clone();
+    let other = Worker::builder(c.store.shared())
+        .queue(c.queue.as_str())
+        .concurrency(1)
+        .lease(Duration::from_secs(2))
+        .handle_raw("record", move |ctx: JobContext, _payload| {
+            seen.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((ctx.id().to_string(), ctx.attempt()));
+            let mut finishing = finishing.clone();
+            async move {
+                let _ = finishing.wait_for(|go| *go).await;
+                Ok::<(), JobError>(())
+            }
+        })
+        .build()?;
+    let other_counters = other.counters();
+    let other = InProcess::start(other);
     c.until(
-        "the other worker to finish the job",
+        "the other worker to take the job",
         Duration::from_secs(20),
-        async || Ok(!records(&c.dir, &["other"]).is_empty()),
+        async || Ok(!started.lock().unwrap_or_else(|e| e.into_inner()).is_empty()),
     )
     .await?;
-    c.drained(Duration::from_secs(10)).await?;
+    let before = c.store.shared().job(&c.queue, &id).await?;
+    let paused = stopped.elapsed();
     zombie.signal("-CONT")?;
-    // The zombie's handler wakes, records its run and reports it: that must be refused.
-    // Its graceful stop waits for the report to be answered, so its books are final.
+    // The zombie's handler wakes, records its run and reports it. Its graceful stop
+    // waits for the report to be answered, so its books are final.
     c.until(
         "the zombie to finish its run",
         Duration::from_secs(10),
         async || Ok(!records(&c.dir, &["zombie"]).is_empty()),
     )
     .await?;
-    let zombie_books = zombie.stop()?;
-    other.stop()?;
-    let other_runs = records(&c.dir, &["other"]);
-    let stale: u64 = zombie_books
-        .rsplit("stale ")
-        .next()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
-    let completed_by_zombie = zombie_books.contains("completed 1");
-    let ok = stale == 1 && !completed_by_zombie && other_runs == vec![(ids[0].to_string(), 2)];
+    // Off this thread: the other worker runs here and must keep its lease alive.
+    let zombie_books =
+        tokio::task::spawn_blocking(move || zombie.stop().map_err(|e| e.to_string())).await??;
+    // The job as the zombie's refused report left it: still the other's.
+    let after = c.store.shared().job(&c.queue, &id).await?;
+    let held = |j: &Option<taskyard::JobInfo>| {
+        j.as_ref()
+            .is_some_and(|j| j.state == JobState::Running && j.attempt == 2)
+    };
+    let held_throughout = held(&before) && held(&after);
+    let completed_before_release = other_counters.completed();
+    let _ = finish.send(true);
+    c.until(
+        "the other worker to complete the job",
+        Duration::from_secs(10),
+        async || Ok(other_counters.completed() >= 1),
+    )
+    .await?;
+    c.drained(Duration::from_secs(10)).await?;
+    other.stop().await?;
+    let dead = c.stats().await?.dead;
+    let other_runs = started.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let zombie_runs = records(&c.dir, &["zombie"]);
+    let (stale, zombie_completed) = (
+        count_in(&zombie_books, "stale"),
+        count_in(&zombie_books, "completed"),
+    );
+    let state = |j: &Option<taskyard::JobInfo>| {
+        j.as_ref()
+            .map(|j| json!({ "state": j.state, "attempt": j.attempt }))
+    };
+    let ok = stale == Some(1)
+        && zombie_completed == Some(0)
+        && zombie_runs == vec![(id.to_string(), 1)]
+        && held_throughout
+        && completed_before_release == 0
+        && other_runs == vec![(id.to_string(), 2)]
+        && other_counters.completed() == 1
+        && other_counters.stale() == 0
+        && dead == 0;
     Ok((
         ok,
-        "a worker paused past its lease cannot complete the job another worker now holds",
+        "a worker paused past its lease cannot complete the job another worker holds: its \
+         outcome is refused while the job runs under the other's attempt 2, and the other \
+         completes it",
         json!({
-            "paused_ms": ms(stopped.elapsed()), "other_worker_runs": other_runs,
+            "paused_ms": ms(paused), "zombie_runs": zombie_runs,
             "zombie_books": zombie_books, "zombie_outcomes_rejected": stale,
+            "job_before_resume": state(&before), "job_after_refusal": state(&after),
+            "held_by_other_throughout": held_throughout,
+            "other_worker_runs": other_runs, "other_completed": other_counters.completed(),
+            "other_stale": other_counters.stale(), "dead": dead,
         }),
     ))
+}
+
+/// The number after `what ` in a worker's books line ("…; completed 0, failed 0, stale 1").
+fn count_in(books: &str, what: &str) -> Option<u64> {
+    let (_, rest) = books.split_once(&format!(" {what} "))?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// A job that kills its worker process ends in dead after its attempts (counted at
@@ -744,7 +953,9 @@ async fn poison_process(c: &Ctx) -> Outcome {
                 worker = c.spawn(&name, &args)?;
                 names.push(name);
             }
-            Ok(c.stats().await?.dead == 1)
+            // The poison job itself: another dead job must show in the verdict, not
+            // as a timeout.
+            Ok(c.job(&poison).await?.state == JobState::Dead)
         },
     )
     .await?;
@@ -753,6 +964,7 @@ async fn poison_process(c: &Ctx) -> Outcome {
     let job = c.job(&poison).await?;
     let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
     let (lost, unexpected, _) = books(&ids, &records(&c.dir, &refs));
+    let dead = c.stats().await?.dead;
     let expired = job
         .errors
         .iter()
@@ -762,14 +974,15 @@ async fn poison_process(c: &Ctx) -> Outcome {
         && job.attempt == 3
         && expired == 3
         && lost == 0
-        && unexpected == 0;
+        && unexpected == 0
+        && dead == 1;
     Ok((
         ok,
         "a job that kills its worker is dead after max attempts; the healthy jobs complete",
         json!({
             "poison_state": job.state, "poison_attempts": job.attempt,
             "lease_expiries": expired, "worker_deaths": restarts.load(Ordering::Relaxed),
-            "healthy": healthy, "lost": lost, "unexpected": unexpected,
+            "healthy": healthy, "lost": lost, "unexpected": unexpected, "dead": dead,
         }),
     ))
 }
@@ -784,15 +997,22 @@ async fn connection_cut(c: &Ctx) -> Outcome {
     };
     let proxy = Proxy::start(target).await?;
     let proxied = via(&proxy.addr);
+    // Two workers of concurrency 20 run at most 2,000 of these 20 ms jobs a second: the
+    // quick run lasts at least 2 s, about ten cut rounds.
     let n = c.size.pick(20_000, 4_000);
-    let ids = c.enqueue(n, "record", r#"{"ms":2}"#, &c.opts()).await?;
+    let ids = c.enqueue(n, "record", r#"{"ms":20}"#, &c.opts()).await?;
     let args = ["--concurrency", "20", "--lease", "5s"];
     let mut workers: Vec<WorkerProcess> = ["a", "b"]
         .iter()
         .map(|name| WorkerProcess::start(&proxied, &c.queue, &c.dir, name, &args))
         .collect::<Res<_>>()?;
     let (mut cuts, mut rounds) = (0, 0);
-    let deadline = Instant::now() + Duration::from_secs(120);
+    // Per cut connection, the command of the request it was waiting on ("none": idle).
+    let mut pending: BTreeMap<String, usize> = BTreeMap::new();
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(120);
+    // How long the cuts lasted: while the backlog did.
+    let mut cut_for = None;
     loop {
         let done: HashSet<String> = records(&c.dir, &["a", "b"])
             .into_iter()
@@ -805,9 +1025,28 @@ async fn connection_cut(c: &Ctx) -> Outcome {
             return Err("the workers did not finish within 120 s".into());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+        // The cuts last while jobs wait to be claimed; the rest (jobs whose claim's
+        // answer was cut come back after their lease) runs uncut. Cut on, that tail can
+        // stall with the workers idle between calls: an aimed round tends to cut each
+        // new claim of those jobs (a lease more each time), an unaimed one every call (a
+        // worker finds its connection cut only when a call fails on it).
+        if cut_for.is_none() && c.stats().await?.ready == 0 {
+            cut_for = Some(start.elapsed());
+        }
+        if cut_for.is_some() {
+            continue;
+        }
+        // Aimed at a batch: the round waits (up to 1 s) for a worker to send a script,
+        // then cuts every connection while the server has it and its answer is on the way.
+        let _ = tokio::time::timeout(Duration::from_secs(1), proxy.script_sent()).await;
         let cut = proxy.cut();
-        cuts += cut;
-        rounds += usize::from(cut > 0);
+        cuts += cut.len();
+        rounds += usize::from(!cut.is_empty());
+        for command in cut {
+            *pending
+                .entry(command.unwrap_or_else(|| "none".into()))
+                .or_default() += 1;
+        }
     }
     c.drained(Duration::from_secs(30)).await?;
     // Stopped off this thread: the proxy runs here and must keep serving the workers'
@@ -820,12 +1059,21 @@ async fn connection_cut(c: &Ctx) -> Outcome {
         .await??;
     }
     let (lost, unexpected, duplicated) = books(&ids, &records(&c.dir, &["a", "b"]));
+    let dead = c.stats().await?.dead;
+    // The cuts that broke a store call in flight: a script (claim, finish, heartbeat,
+    // maintenance) sent and not yet answered. An idle BLPOP cut is not one.
+    let in_flight: usize = ["EVALSHA", "EVAL"]
+        .iter()
+        .filter_map(|c| pending.get(*c))
+        .sum();
     Ok((
-        lost == 0 && unexpected == 0,
-        "connections cut mid-batch: workers reconnect, lost 0, unexpected 0",
+        lost == 0 && unexpected == 0 && dead == 0,
+        "connections cut mid-batch: workers reconnect, lost 0, unexpected 0, nothing dead",
         json!({
-            "jobs": n, "connections_cut": cuts, "cut_rounds": rounds, "lost": lost,
-            "unexpected": unexpected,
+            "jobs": n, "connections_cut": cuts, "cut_rounds": rounds,
+            "cut_for_ms": cut_for.map(ms), "elapsed_ms": ms(start.elapsed()),
+            "cuts_in_flight": in_flight, "cuts_by_pending_command": pending,
+            "lost": lost, "unexpected": unexpected, "dead": dead,
             "duplicated": duplicated,
         }),
     ))
@@ -854,10 +1102,22 @@ fn split_redis_url(url: &str) -> Option<(String, impl Fn(&str) -> String)> {
     }))
 }
 
+/// What the proxy knows of one connection's requests: the command of the last one the
+/// client sent, while the server has not answered since (`None`: nothing unanswered).
+type Pending = Arc<Mutex<Option<String>>>;
+
+/// One connection the proxy carries.
+struct Conn {
+    task: tokio::task::AbortHandle,
+    pending: Pending,
+}
+
 /// A TCP proxy that can cut every connection it carries.
 struct Proxy {
     addr: String,
-    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    conns: Arc<Mutex<Vec<Conn>>>,
+    /// Told each time a client's script request (EVALSHA, EVAL) has been passed on.
+    sent: Arc<tokio::sync::Notify>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -865,37 +1125,125 @@ impl Proxy {
     async fn start(target: String) -> Res<Proxy> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?.to_string();
-        let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let conns: Arc<Mutex<Vec<Conn>>> = Arc::default();
+        let sent: Arc<tokio::sync::Notify> = Arc::default();
         let list = conns.clone();
+        let told = sent.clone();
         let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let target = target.clone();
-                let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
+            while let Ok((inbound, _)) = listener.accept().await {
+                let pending = Pending::default();
+                let task = tokio::spawn(Self::carry(
+                    inbound,
+                    target.clone(),
+                    pending.clone(),
+                    told.clone(),
+                ));
+                list.lock().unwrap_or_else(|e| e.into_inner()).push(Conn {
+                    task: task.abort_handle(),
+                    pending,
                 });
-                list.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(task.abort_handle());
             }
         });
         Ok(Proxy {
             addr,
             conns,
+            sent,
             accept,
         })
     }
 
-    /// Drops every open connection; returns how many.
-    fn cut(&self) -> usize {
-        let conns = std::mem::take(&mut *self.conns.lock().unwrap_or_else(|e| e.into_inner()));
-        let live = conns.iter().filter(|c| !c.is_finished()).count();
-        for c in conns {
-            c.abort();
-        }
-        live
+    /// Resolves the next time a client's script request has been passed to the server.
+    fn script_sent(&self) -> tokio::sync::futures::Notified<'_> {
+        self.sent.notified()
     }
+
+    /// Passes bytes both ways, noting what is unanswered: a request is noted before it is
+    /// passed on (so its answer cannot clear the note first), and any bytes from the
+    /// server clear it. Pipelined requests answered in part look answered: the count
+    /// of cuts in flight can be low, never high.
+    async fn carry(
+        inbound: tokio::net::TcpStream,
+        target: String,
+        pending: Pending,
+        sent: Arc<tokio::sync::Notify>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
+            return;
+        };
+        let (mut client_rx, mut client_tx) = inbound.into_split();
+        let (mut server_rx, mut server_tx) = outbound.into_split();
+        let note = |command: Option<String>| {
+            let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+            *p = match command {
+                // The rest of a request already noted keeps its command.
+                Some(c) if c.is_empty() => p.take().or(Some("?".into())),
+                c => c,
+            };
+        };
+        let up = async {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = client_rx.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok::<(), std::io::Error>(());
+                }
+                let command = command_of(&buf[..n]);
+                let script = command == "EVALSHA" || command == "EVAL";
+                note(Some(command));
+                server_tx.write_all(&buf[..n]).await?;
+                if script {
+                    sent.notify_waiters();
+                }
+            }
+        };
+        let down = async {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = server_rx.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok::<(), std::io::Error>(());
+                }
+                note(None);
+                client_tx.write_all(&buf[..n]).await?;
+            }
+        };
+        tokio::select! {
+            _ = up => {}
+            _ = down => {}
+        }
+    }
+
+    /// Drops every open connection; returns, per connection dropped, the command it was
+    /// waiting on (`None`: nothing unanswered).
+    fn cut(&self) -> Vec<Option<String>> {
+        let conns = std::mem::take(&mut *self.conns.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut cut = Vec::new();
+        for c in conns {
+            if !c.task.is_finished() {
+                // Aborted under the note's lock: no answer can slip in between.
+                let pending = c.pending.lock().unwrap_or_else(|e| e.into_inner());
+                c.task.abort();
+                cut.push(pending.clone());
+            }
+        }
+        cut
+    }
+}
+
+/// The command a chunk of client bytes starts, upper case, if it starts a RESP request
+/// (`*N\r\n$L\r\nNAME…`); empty if it does not (the rest of a request).
+fn command_of(chunk: &[u8]) -> String {
+    let name = (|| {
+        let rest = chunk.strip_prefix(b"*")?;
+        let rest = &rest[rest.windows(2).position(|w| w == b"\r\n")? + 2..];
+        let rest = rest.strip_prefix(b"$")?;
+        let end = rest.windows(2).position(|w| w == b"\r\n")?;
+        let len: usize = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+        let name = rest.get(end + 2..end + 2 + len)?;
+        Some(String::from_utf8_lossy(name).to_ascii_uppercase())
+    })();
+    name.unwrap_or_default()
 }
 
 impl Drop for Proxy {

@@ -7,7 +7,8 @@
 //! - `flaky`: fails its first `{"fail": N}` attempts, then succeeds;
 //! - `poison`: kills its own process (abort), every attempt;
 //! - `record`: sleeps `{"ms": N}` if given, then appends `job_id attempt` as one line to
-//!   the `--record` file, written before the job is reported complete.
+//!   the `--record` file, written before the job is reported complete; then sleeps
+//!   `{"after_ms": M}` if given (a run recorded and not yet reported, for a kill to find).
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -46,6 +47,8 @@ struct Params {
     ms: u64,
     #[serde(default)]
     fail: u32,
+    #[serde(default)]
+    after_ms: u64,
 }
 
 fn params(payload: &[u8]) -> Params {
@@ -144,7 +147,7 @@ pub(crate) fn test_handlers(
             Ok::<(), JobError>(())
         })
         .handle_raw("record", move |ctx: JobContext, payload| {
-            let ms = params(&payload).ms;
+            let Params { ms, after_ms, .. } = params(&payload);
             let record = record.clone();
             async move {
                 if ms > 0 {
@@ -157,7 +160,11 @@ pub(crate) fn test_handlers(
                 file.lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .write_all(line.as_bytes())
-                    .map_err(JobError::retry)
+                    .map_err(JobError::retry)?;
+                if after_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(after_ms)).await;
+                }
+                Ok(())
             }
         })
 }
