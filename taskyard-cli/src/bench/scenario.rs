@@ -1,4 +1,4 @@
-//! `taskyard bench --scenario NAME`: one executable proof per Kafka pain of DESIGN §1,
+//! `taskyard bench --scenario NAME`: one executable proof per Kafka pain (README, docs/scenarios.md),
 //! plus the fault scenarios, each printing its figures and whether its invariant held.
 //!
 //! Scenarios that need several workers run them as real `taskyard bench worker`
