@@ -182,6 +182,12 @@ impl SqliteStore {
 
     /// Opens (or creates) the store in a file.
     pub async fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Self> {
+        if options.poll.is_zero() {
+            // Idle workers would look for other processes' work without pause.
+            return Err(Error::InvalidOption(
+                "Options::poll must be above zero".into(),
+            ));
+        }
         let path = path.as_ref().to_path_buf();
         let notify = Arc::new(Notify::new());
         let writer = Writer::start(path.clone(), options.clone(), notify.clone()).await?;

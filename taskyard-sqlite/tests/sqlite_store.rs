@@ -415,6 +415,12 @@ async fn an_enqueue_in_the_same_process_wakes_idle_waiters_at_once() {
 async fn another_processs_enqueue_is_seen_within_the_50_ms_poll() {
     let dir = TempDir::new();
     assert_eq!(Options::default().poll, Duration::from_millis(50));
+    let no_pause = Options {
+        poll: Duration::ZERO,
+        ..Options::default()
+    };
+    let refused = SqliteStore::open_with(dir.path().join("taskyard.db"), no_pause).await;
+    assert!(matches!(refused, Err(Error::InvalidOption(_))));
     let waiting = SqliteStore::open(dir.path().join("taskyard.db"))
         .await
         .unwrap();
