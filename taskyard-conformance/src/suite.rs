@@ -663,25 +663,30 @@ pub async fn full_queue_rejects_enqueue_and_writes_nothing(s: Subject) {
         ..QueueConfig::default()
     };
     s.store.configure(&q, &config).await.unwrap();
-    enqueue(&s.store, &q, (0..2).map(new_job).collect()).await;
-    let err = s
-        .store
-        .enqueue(&q, (0..2).map(new_job).collect())
-        .await
-        .unwrap_err();
-    match err {
-        Error::QueueFull { len, max_len, .. } => assert_eq!((len, max_len), (2, 3)),
-        other => panic!("expected QueueFull, got {other}"),
-    }
+    let full = async |jobs: Vec<NewJob>, expected_len: u64| match s.store.enqueue(&q, jobs).await {
+        Err(Error::QueueFull { len, max_len, .. }) => {
+            assert_eq!((len, max_len), (expected_len, 3))
+        }
+        other => panic!("expected QueueFull, got {other:?}"),
+    };
+    // A scheduled job counts: 1 + 3 would pass 3.
+    let later = EnqueueOptions::default().delay(Duration::from_secs(3600));
+    enqueue(&s.store, &q, vec![new_job_with(0, later)]).await;
+    full((1..4).map(new_job).collect(), 1).await;
+    let st = stats(&s.store, &q).await;
     assert_eq!(
-        stats(&s.store, &q).await.ready,
-        2,
+        (st.ready, st.scheduled),
+        (0, 1),
         "the refused batch wrote nothing"
     );
-    enqueue(&s.store, &q, vec![new_job(9)]).await;
-    assert_eq!(stats(&s.store, &q).await.ready, 3);
+    // 1 + 2 reaches the limit exactly: accepted; then one more is refused.
+    enqueue(&s.store, &q, (1..3).map(new_job).collect()).await;
+    full(vec![new_job(9)], 3).await;
+    assert_eq!(stats(&s.store, &q).await.ready, 2);
+    // A running job does not count.
     claim(&s.store, &q, 1, LEASE, "w").await;
     enqueue(&s.store, &q, vec![new_job(10)]).await;
+    assert_eq!(stats(&s.store, &q).await.ready, 2);
 }
 
 /// Release gives a job back to the head of ready without charging its attempt.
