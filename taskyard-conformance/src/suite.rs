@@ -1652,3 +1652,39 @@ pub async fn retry_policy_comes_from_the_kind_or_travels_with_the_job(s: Subject
         "its own short backoff let it run again: {job:?}"
     );
 }
+
+/// Scheduled jobs that come due join the back of ready in the order they were due, after
+/// the jobs that were ready before them.
+pub async fn due_jobs_join_ready_in_due_order(s: Subject) {
+    let q = unique_queue();
+    let now = s.store.now_ms().await.unwrap();
+    let at = |ms: u64| {
+        EnqueueOptions::default().run_at(std::time::UNIX_EPOCH + Duration::from_millis(now + ms))
+    };
+    // Enqueued out of due order, and after a job that is ready at once.
+    enqueue(
+        &s.store,
+        &q,
+        vec![
+            new_job(0),
+            new_job_with(3, at(400)),
+            new_job_with(1, at(200)),
+            new_job_with(2, at(300)),
+        ],
+    )
+    .await;
+    let store = s.store.clone();
+    assert!(
+        eventually(SOON, || {
+            let store = store.clone();
+            async move { store.now_ms().await.unwrap() > now + 450 }
+        })
+        .await
+    );
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        let job = claim(&s.store, &q, 1, LEASE, "w").await.remove(0);
+        order.push(payload_n(&job.payload));
+    }
+    assert_eq!(order, [0, 1, 2, 3]);
+}
