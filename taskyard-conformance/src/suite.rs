@@ -1688,3 +1688,29 @@ pub async fn due_jobs_join_ready_in_due_order(s: Subject) {
     }
     assert_eq!(order, [0, 1, 2, 3]);
 }
+
+/// Once every job of a claim has finished, its lease is gone: a heartbeat with its token
+/// is refused (the store keeps no lease for work that is over).
+pub async fn a_claim_whose_jobs_all_finished_holds_no_lease(s: Subject) {
+    let q = unique_queue();
+    enqueue(&s.store, &q, (0..3).map(new_job).collect()).await;
+    let jobs = claim(&s.store, &q, 3, LEASE, "w").await;
+    let leases: Vec<Lease> = jobs.iter().map(|j| j.lease.clone()).collect();
+    let (first, rest) = leases.split_at(1);
+    let done = [(first[0].clone(), Outcome::Completed)];
+    assert_eq!(s.store.finish(&done).await.unwrap(), vec![true]);
+    assert_eq!(
+        s.store.heartbeat(rest, LEASE).await.unwrap(),
+        vec![true, true],
+        "two jobs of the claim still run"
+    );
+    let error = "no".to_string();
+    let failed = [(rest[0].clone(), Outcome::Dead { error })];
+    assert_eq!(s.store.finish(&failed).await.unwrap(), vec![true]);
+    assert_eq!(s.store.release(&rest[1..]).await.unwrap(), vec![true]);
+    assert_eq!(
+        s.store.heartbeat(&leases, LEASE).await.unwrap(),
+        vec![false, false, false],
+        "completed, dead and released: nothing is held"
+    );
+}
