@@ -587,6 +587,24 @@ pub async fn completed_jobs_are_removed_unless_retained(s: Subject) {
     assert_eq!(stats(&s.store, &q).await.completed, 2);
     let kept = s.store.job(&q, &ids[2]).await.unwrap().unwrap();
     assert_eq!(kept.state, JobState::Completed);
+
+    // Completions reported together are kept alike (up to the count).
+    let config = QueueConfig {
+        completed_max: 10,
+        ..QueueConfig::default()
+    };
+    s.store.configure(&q, &config).await.unwrap();
+    let ids = enqueue(&s.store, &q, (0..3).map(new_job).collect()).await;
+    let done: Vec<(Lease, Outcome)> = claim(&s.store, &q, 3, LEASE, "w")
+        .await
+        .into_iter()
+        .map(|j| (j.lease, Outcome::Completed))
+        .collect();
+    assert_eq!(s.store.finish(&done).await.unwrap(), vec![true; 3]);
+    for id in &ids {
+        let job = s.store.job(&q, id).await.unwrap().unwrap();
+        assert_eq!(job.state, JobState::Completed, "{id}");
+    }
 }
 
 /// A delayed job is scheduled, not claimable before it is due, and claimable after.
