@@ -408,6 +408,38 @@ async fn an_enqueue_in_the_same_process_wakes_idle_waiters_at_once() {
     }
 }
 
+/// Resuming a paused queue that has jobs wakes the store's idle waiters at once (with the
+/// look for other processes' work set to once a minute, the wakeup alone must do it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_a_queue_wakes_idle_waiters_at_once() {
+    let dir = TempDir::new();
+    let options = Options {
+        poll: Duration::from_secs(60),
+        ..Options::default()
+    };
+    let store = SqliteStore::open_with(dir.path().join("taskyard.db"), options)
+        .await
+        .unwrap();
+    let q = queue("resume");
+    store.set_paused(&q, true).await.unwrap();
+    store.enqueue(&q, vec![job(0)]).await.unwrap();
+    let waiter = {
+        let (store, qs) = (store.clone(), vec![q.clone()]);
+        tokio::spawn(async move { store.wait(&qs, Duration::from_secs(30)).await })
+    };
+    // Pacing: time for the waiter to look (a paused queue's job is no work) and go to
+    // sleep; the check is this test's precondition, not a promise (waits may return
+    // spuriously).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiter.is_finished(), "the waiter went to sleep");
+    store.set_paused(&q, false).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("woken by the resume, not by a look a minute later")
+        .unwrap()
+        .unwrap();
+}
+
 /// Another process's enqueue raises no wakeup here: idle waiters look for it every
 /// 50 ms (by default) with one indexed read. Here the other process is a second store on
 /// the same file, which shares nothing with the first but the file.
