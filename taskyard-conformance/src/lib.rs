@@ -13,6 +13,7 @@
 //! runs as its own test, with the usual `cargo test` output and filters. A store is done
 //! when the whole suite passes on it. [`RedisServer`] starts a throwaway `redis-server` for tests.
 
+pub mod fixtures;
 pub mod process;
 mod redis_server;
 pub mod suite;

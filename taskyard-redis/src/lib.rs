@@ -3,7 +3,7 @@
 //! [`RedisStore`] implements [`taskyard::Store`] with one Lua script per state
 //! transition (`src/scripts/*.lua`, each with a header naming its ARGV and what it
 //! guarantees), every script working on a batch. All keys of a queue share the hash tag
-//! `taskyard:{queue}:…`, so a queue's scripts run in one cluster slot.
+//! `taskyard:2:{queue}:…`, so a queue's scripts run in one cluster slot.
 //!
 //! - A ready job is one list entry (see `envelope.rs`): about its own bytes in memory.
 //! - Deadlines and due times use Redis `TIME` inside the scripts.
@@ -82,6 +82,8 @@ struct Scripts {
     find: Script,
     list: Script,
     stats: Script,
+    settings: Script,
+    upgrade: Script,
     /// Every script's full source, to load them all at connect.
     sources: Vec<String>,
 }
@@ -116,39 +118,81 @@ impl Scripts {
             find: s(include_str!("scripts/find.lua")),
             list: s(include_str!("scripts/list.lua")),
             stats: s(include_str!("scripts/stats.lua")),
+            settings: s(include_str!("scripts/settings.lua")),
+            upgrade: s(include_str!("scripts/upgrade.lua")),
             sources,
         }
     }
 }
 
-/// The keys of one queue, in the order every script expects (see `common.lua`).
-fn keys(queue: &QueueName) -> [String; 11] {
+/// The names of a queue's keys, after the prefix and hash tag.
+const KEY_NAMES: [&str; 11] = [
+    "ready",
+    "scheduled",
+    "jobs",
+    "leases",
+    "dead",
+    "completed",
+    "errors",
+    "meta",
+    "signal",
+    "running",
+    "batches",
+];
+
+/// The keys of one queue, in the order every script expects (see `common.lua`): this
+/// layout's eleven, then release 0.1's meta key, whose presence means 0.1 data is left to
+/// upgrade.
+///
+/// Layout 2 moved the keys from 0.1's `taskyard:{q}:…` to `taskyard:2:{q}:…`, so a 0.1
+/// process still running finds an empty queue instead of misreading new data. Later
+/// layouts keep these keys and are told apart by `layout` in the meta hash.
+fn keys(queue: &QueueName) -> Vec<String> {
     let q = queue.as_str();
-    [
-        format!("taskyard:{{{q}}}:ready"),
-        format!("taskyard:{{{q}}}:scheduled"),
-        format!("taskyard:{{{q}}}:jobs"),
-        format!("taskyard:{{{q}}}:leases"),
-        format!("taskyard:{{{q}}}:dead"),
-        format!("taskyard:{{{q}}}:completed"),
-        format!("taskyard:{{{q}}}:errors"),
-        format!("taskyard:{{{q}}}:meta"),
-        format!("taskyard:{{{q}}}:signal"),
-        format!("taskyard:{{{q}}}:running"),
-        format!("taskyard:{{{q}}}:batches"),
-    ]
+    let mut keys: Vec<String> = KEY_NAMES
+        .iter()
+        .map(|name| format!("taskyard:2:{{{q}}}:{name}"))
+        .collect();
+    keys.push(format!("taskyard:{{{q}}}:meta"));
+    keys
+}
+
+/// Release 0.1's keys of a queue other than its meta, in the order `upgrade.lua` takes
+/// them.
+fn keys_0_1(queue: &QueueName) -> Vec<String> {
+    let q = queue.as_str();
+    KEY_NAMES
+        .iter()
+        .filter(|name| **name != "meta")
+        .map(|name| format!("taskyard:{{{q}}}:{name}"))
+        .collect()
 }
 
 fn signal_key(queue: &QueueName) -> String {
-    format!("taskyard:{{{}}}:signal", queue.as_str())
-}
-
-fn meta_key(queue: &QueueName) -> String {
-    format!("taskyard:{{{}}}:meta", queue.as_str())
+    format!("taskyard:2:{{{}}}:signal", queue.as_str())
 }
 
 fn store_err(e: redis::RedisError) -> Error {
+    // A script refusing a queue or job of another format: "TASKYARD_VERSION what found reads".
+    if e.code() == Some("TASKYARD_VERSION") {
+        let detail = e.detail().unwrap_or_default();
+        let mut words = detail.split_whitespace();
+        let (what, found, reads) = (words.next(), words.next(), words.next());
+        return Error::Version {
+            what: match what {
+                Some("envelope") => "a job envelope".into(),
+                _ => "the queue's key layout".into(),
+            },
+            found: found.unwrap_or("?").into(),
+            reads: reads.unwrap_or("?").into(),
+        };
+    }
     Error::store(e)
+}
+
+/// Whether a script refused a queue because it still holds release 0.1's data.
+fn needs_upgrade(e: &redis::RedisError) -> bool {
+    e.code() == Some("TASKYARD_UPGRADE")
 }
 
 impl RedisStore {
@@ -258,7 +302,7 @@ impl RedisStore {
         let mut conn = self.conn();
         let mut pipe = redis::pipe();
         pipe.atomic();
-        for k in keys(queue) {
+        for k in keys(queue).into_iter().chain(keys_0_1(queue)) {
             pipe.del(k).ignore();
         }
         pipe.srem(QUEUES_KEY, queue.as_str()).ignore();
@@ -297,14 +341,14 @@ impl RedisStore {
                     .map_err(store_err)?
             }
         };
-        let mut inv = self.inner.scripts.enqueue.prepare_invoke();
-        for k in keys(queue) {
-            inv.key(k);
+        let out = match invoke(&self.inner.scripts.enqueue, queue, &args, &mut conn).await {
+            Err(e) if needs_upgrade(&e) => {
+                self.upgrade(queue).await?;
+                invoke(&self.inner.scripts.enqueue, queue, &args, &mut conn).await
+            }
+            other => other,
         }
-        for a in args {
-            inv.arg(a);
-        }
-        let out: Value = inv.invoke_async(&mut conn).await.map_err(store_err)?;
+        .map_err(store_err)?;
         // A refused enqueue (queue full) wrote nothing: there is nothing to wait for.
         let written =
             matches!(&out, Value::Array(v) if v.first().is_some_and(|f| int(f).ok() == Some(1)));
@@ -333,15 +377,40 @@ impl RedisStore {
     }
 
     async fn run(&self, script: &Script, queue: &QueueName, args: Vec<Vec<u8>>) -> Result<Value> {
-        let mut inv = script.prepare_invoke();
-        for k in keys(queue) {
-            inv.key(k);
-        }
-        for a in args {
-            inv.arg(a);
-        }
         let mut conn = self.conn();
-        inv.invoke_async(&mut conn).await.map_err(store_err)
+        match invoke(script, queue, &args, &mut conn).await {
+            Err(e) if needs_upgrade(&e) => {
+                self.upgrade(queue).await?;
+                invoke(script, queue, &args, &mut conn)
+                    .await
+                    .map_err(store_err)
+            }
+            other => other.map_err(store_err),
+        }
+    }
+
+    /// Moves a queue written by release 0.1 into this layout, a bounded step per script
+    /// call (`upgrade.lua`), so a large old queue never blocks Redis for long.
+    async fn upgrade(&self, queue: &QueueName) -> Result<()> {
+        let mut keys = keys(queue);
+        keys.extend(keys_0_1(queue));
+        let mut steps = 0u64;
+        loop {
+            let mut inv = self.inner.scripts.upgrade.prepare_invoke();
+            for k in &keys {
+                inv.key(k);
+            }
+            let more: i64 = inv
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(store_err)?;
+            if more == 0 {
+                break;
+            }
+            steps += 1;
+        }
+        tracing::info!(queue = %queue, steps, "upgraded the queue from taskyard 0.1's layout");
+        Ok(())
     }
 
     /// Adds the queue to the set of known queues, once per process.
@@ -409,6 +478,23 @@ impl RedisStore {
         }
         Ok(total)
     }
+}
+
+/// Runs one of the scripts on a queue's keys.
+async fn invoke(
+    script: &Script,
+    queue: &QueueName,
+    args: &[Vec<u8>],
+    conn: &mut impl redis::aio::ConnectionLike,
+) -> redis::RedisResult<Value> {
+    let mut inv = script.prepare_invoke();
+    for k in keys(queue) {
+        inv.key(k);
+    }
+    for a in args {
+        inv.arg(a.as_slice());
+    }
+    inv.invoke_async(conn).await
 }
 
 /// Takes taskyard's own `wait_replicas` and `wait_timeout_ms` out of a URL's query.
@@ -532,16 +618,12 @@ impl Store for RedisStore {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        // A malformed envelope would block the claim that pops it: check first.
-        for job in &jobs {
-            job.validate()?;
-        }
         self.remember(queue).await?;
         let n = jobs.len();
         let mut args = Vec::with_capacity(1 + 2 * n);
         args.push(n.to_string().into_bytes());
         for job in &jobs {
-            args.push(match job.due {
+            args.push(match job.due() {
                 Due::Now => Vec::new(),
                 Due::After(ms) => format!("+{ms}").into_bytes(),
                 Due::At(ms) => format!("@{ms}").into_bytes(),
@@ -850,62 +932,54 @@ impl Store for RedisStore {
 
     async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<()> {
         self.remember(queue).await?;
-        let mut conn = self.conn();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        if paused {
-            pipe.hset(meta_key(queue), "paused", 1).ignore();
-        } else {
-            pipe.hdel(meta_key(queue), "paused").ignore();
-            // Wake idle workers, who would otherwise sleep until their wait times out.
-            pipe.rpush(signal_key(queue), 1).ignore();
-            pipe.ltrim(signal_key(queue), 0, 0).ignore();
-        }
-        pipe.query_async::<()>(&mut conn).await.map_err(store_err)
+        let op = if paused { "pause" } else { "resume" };
+        self.run(&self.inner.scripts.settings, queue, vec![arg(op)])
+            .await
+            .map(drop)
     }
 
     async fn config(&self, queue: &QueueName) -> Result<QueueConfig> {
-        let mut conn = self.conn();
-        let v: Vec<Option<u64>> = redis::cmd("HMGET")
-            .arg(meta_key(queue))
-            .arg(&[
-                "max_len",
-                "dead_max",
-                "dead_max_age_ms",
-                "completed_max",
-                "completed_max_age_ms",
-            ])
-            .query_async(&mut conn)
-            .await
-            .map_err(store_err)?;
+        const NAMES: [&str; 5] = [
+            "max_len",
+            "dead_max",
+            "dead_max_age_ms",
+            "completed_max",
+            "completed_max_age_ms",
+        ];
+        let mut args = vec![arg("get")];
+        args.extend(NAMES.iter().map(|n| arg(n)));
+        let v = array(self.run(&self.inner.scripts.settings, queue, args).await?)?;
         let d = QueueConfig::default();
-        let get = |i: usize, default: u64| v.get(i).copied().flatten().unwrap_or(default);
+        let get = |i: usize, default: u64| -> Result<u64> {
+            match v.get(i) {
+                None | Some(Value::Nil) => Ok(default),
+                Some(x) => int(x).map(|n| n as u64),
+            }
+        };
         Ok(QueueConfig {
-            max_len: get(0, d.max_len),
-            dead_max: get(1, d.dead_max),
-            dead_max_age_ms: get(2, d.dead_max_age_ms),
-            completed_max: get(3, d.completed_max),
-            completed_max_age_ms: get(4, d.completed_max_age_ms),
+            max_len: get(0, d.max_len)?,
+            dead_max: get(1, d.dead_max)?,
+            dead_max_age_ms: get(2, d.dead_max_age_ms)?,
+            completed_max: get(3, d.completed_max)?,
+            completed_max_age_ms: get(4, d.completed_max_age_ms)?,
         })
     }
 
     async fn configure(&self, queue: &QueueName, config: &QueueConfig) -> Result<()> {
         self.remember(queue).await?;
-        let mut conn = self.conn();
-        redis::cmd("HSET")
-            .arg(meta_key(queue))
-            .arg("max_len")
-            .arg(config.max_len)
-            .arg("dead_max")
-            .arg(config.dead_max)
-            .arg("dead_max_age_ms")
-            .arg(config.dead_max_age_ms)
-            .arg("completed_max")
-            .arg(config.completed_max)
-            .arg("completed_max_age_ms")
-            .arg(config.completed_max_age_ms)
-            .query_async::<()>(&mut conn)
+        let mut args = vec![arg("set")];
+        for (name, value) in [
+            ("max_len", config.max_len),
+            ("dead_max", config.dead_max),
+            ("dead_max_age_ms", config.dead_max_age_ms),
+            ("completed_max", config.completed_max),
+            ("completed_max_age_ms", config.completed_max_age_ms),
+        ] {
+            args.push(arg(name));
+            args.push(value.to_string().into_bytes());
+        }
+        self.run(&self.inner.scripts.settings, queue, args)
             .await
-            .map_err(store_err)
+            .map(drop)
     }
 }

@@ -203,7 +203,7 @@ async fn finished_work_leaves_no_keys_behind() {
     running.shutdown().await;
     let mut conn = raw(&server).await;
     let mut keys: Vec<String> = redis::cmd("KEYS")
-        .arg("taskyard:{clean}:*")
+        .arg("taskyard:*{clean}:*")
         .query_async(&mut conn)
         .await
         .unwrap();

@@ -8,8 +8,18 @@ use taskyard::{Error, Result};
 
 use crate::{Options, Synchronous};
 
-/// The schema this version writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+/// The schema this release reads and writes (`PRAGMA user_version`): the number of
+/// migrations in [`MIGRATIONS`].
+pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Marks a file as a taskyard store (`PRAGMA application_id`, "tyrd"), so another
+/// application's SQLite file is never taken for one. Release 0.1 did not set it.
+const APPLICATION_ID: i32 = 0x7479_7264;
+
+/// The migrations, in order: `MIGRATIONS[n]` takes a file from schema `n` to `n + 1`.
+/// Each runs in one transaction with the `user_version` it sets, so a file is never left
+/// between two versions; a migration, once released, never changes.
+const MIGRATIONS: [&str; 2] = [SCHEMA_1, SCHEMA_2];
 
 /// How long one statement waits on another process's lock before SQLite gives up
 /// (`busy_timeout`); our own retry loop then keeps trying up to `Options::locked_for`.
@@ -35,7 +45,8 @@ pub(crate) const RUNNING: i64 = 2;
 pub(crate) const DEAD: i64 = 3;
 pub(crate) const COMPLETED: i64 = 4;
 
-const SCHEMA: &str = "
+/// Schema 1, release 0.1's: queues, the id sequence, jobs and leases.
+const SCHEMA_1: &str = "
 CREATE TABLE IF NOT EXISTS queues (
     -- AUTOINCREMENT: a deleted queue's id is never given to a new one, so another
     -- process's cached id can never name the wrong queue.
@@ -85,6 +96,17 @@ CREATE TABLE IF NOT EXISTS leases (
     running INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS leases_by_end ON leases (queue, ends_ms);
+";
+
+/// Schema 2: the file says it is taskyard's (`application_id`), and records the
+/// migrations it went through and which release ran them, for whoever inspects it.
+const SCHEMA_2: &str = "
+PRAGMA application_id = 1954116196;
+CREATE TABLE migrations (
+    version INTEGER PRIMARY KEY,
+    applied_ms INTEGER NOT NULL,
+    release TEXT NOT NULL
+);
 ";
 
 /// Whether an error is another connection holding a lock we need.
@@ -153,6 +175,10 @@ pub(crate) fn open_writer(path: &Path, options: &Options) -> Result<Connection> 
     let not_ours = |e: Error| {
         Error::Store(format!("{} is not a usable taskyard store: {e}", path.display()).into())
     };
+    // Look before touching anything: a file of another application, or of a newer
+    // taskyard, is refused before WAL mode or a table could change it.
+    let version = patiently(options.locked_for, || identify(&conn)).map_err(not_ours)?;
+    check_identity(path, version)?;
     // Only takes effect on a new file, before the first table: it lets maintenance give
     // freed pages back to the file system (see `vacuum`).
     patiently(options.locked_for, || {
@@ -188,32 +214,18 @@ pub(crate) fn open_writer(path: &Path, options: &Options) -> Result<Connection> 
         conn.pragma_update(None, "max_page_count", pages)
             .map_err(db)?;
     }
-    let version = |conn: &Connection| -> Result<i64> {
-        patiently(options.locked_for, || {
-            conn.pragma_query_value(None, "user_version", |r| r.get(0))
-        })
-    };
     // The usual case, the schema in place, writes nothing: opening the file for a CLI
     // command does not contend with the workers for the write lock.
-    if version(&conn)? == SCHEMA_VERSION {
+    if version.user_version == SCHEMA_VERSION {
         return Ok(conn);
     }
     patiently(options.locked_for, || conn.execute_batch("BEGIN IMMEDIATE"))?;
-    let created = (|| {
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(db)?;
-        if version > SCHEMA_VERSION {
-            return Err(Error::Corrupt(format!(
-                "{} was written by a newer taskyard (schema {version}, this one reads {SCHEMA_VERSION})",
-                path.display()
-            )));
-        }
-        conn.execute_batch(SCHEMA).map_err(db)?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(db)
-    })();
-    match created {
+    // Read again under the write lock: another process may have migrated it meanwhile.
+    let migrated = identify(&conn)
+        .map_err(db)
+        .and_then(|v| check_identity(path, v).map(|()| v.user_version))
+        .and_then(|from| migrate(&conn, path, from, options.clock.now_ms()));
+    match migrated {
         Ok(()) => patiently(options.locked_for, || conn.execute_batch("COMMIT"))?,
         Err(e) => {
             let _ = conn.execute_batch("ROLLBACK");
@@ -221,6 +233,114 @@ pub(crate) fn open_writer(path: &Path, options: &Options) -> Result<Connection> 
         }
     }
     Ok(conn)
+}
+
+/// What a file says it is: its `application_id`, `user_version`, and whether it has any
+/// table at all.
+#[derive(Debug, Clone, Copy)]
+struct Identity {
+    application_id: i32,
+    user_version: i64,
+    tables: i64,
+    /// Whether it has release 0.1's tables (`jobs` and `leases`).
+    taskyard_tables: bool,
+}
+
+fn identify(conn: &Connection) -> rusqlite::Result<Identity> {
+    let application_id = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
+    let user_version = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let (tables, taskyard_tables): (i64, i64) = conn.query_row(
+        "SELECT count(*), count(*) FILTER (WHERE name IN ('jobs', 'leases'))
+         FROM sqlite_master WHERE type = 'table'",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(Identity {
+        application_id,
+        user_version,
+        tables,
+        taskyard_tables: taskyard_tables == 2,
+    })
+}
+
+/// Accepts a new empty file, a store of this or an older schema, or release 0.1's store
+/// (schema 1, no application id); refuses everything else, naming what it found.
+fn check_identity(path: &Path, id: Identity) -> Result<()> {
+    let ours = match id.application_id {
+        APPLICATION_ID => true,
+        0 => {
+            (id.user_version == 0 && id.tables == 0) || (id.user_version == 1 && id.taskyard_tables)
+        }
+        _ => false,
+    };
+    if !ours {
+        return Err(Error::Store(
+            format!(
+                "{} is not a taskyard store (application_id {:#x}, user_version {}, {} tables): \
+                 refusing to touch it",
+                path.display(),
+                id.application_id,
+                id.user_version,
+                id.tables
+            )
+            .into(),
+        ));
+    }
+    if id.user_version > SCHEMA_VERSION {
+        return Err(Error::Version {
+            what: format!("store file {}", path.display()),
+            found: format!("schema {}", id.user_version),
+            reads: format!("schemas up to {SCHEMA_VERSION} (a newer taskyard wrote it)"),
+        });
+    }
+    Ok(())
+}
+
+/// Runs the migrations from schema `from` up to [`SCHEMA_VERSION`], inside the caller's
+/// transaction, recording each.
+fn migrate(conn: &Connection, path: &Path, from: i64, now_ms: u64) -> Result<()> {
+    for version in from + 1..=SCHEMA_VERSION {
+        let failed = |e: rusqlite::Error| Error::Version {
+            what: format!("store file {}", path.display()),
+            found: format!("schema {}", version - 1),
+            reads: format!(
+                "schema {SCHEMA_VERSION}, but migration {version} failed ({e}), so it was left unchanged"
+            ),
+        };
+        conn.execute_batch(MIGRATIONS[version as usize - 1])
+            .map_err(failed)?;
+        conn.pragma_update(None, "user_version", version)
+            .map_err(failed)?;
+    }
+    for version in from + 1..=SCHEMA_VERSION {
+        conn.execute(
+            "INSERT INTO migrations (version, applied_ms, release) VALUES (?1, ?2, ?3)",
+            rusqlite::params![version, now_ms as i64, env!("CARGO_PKG_VERSION")],
+        )
+        .map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Refuses to go on when another process changed the schema since this connection
+/// opened the file (a newer release migrated it): this one would misread it.
+pub(crate) fn check_version(conn: &Connection) -> Result<()> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(db)?;
+    match version {
+        SCHEMA_VERSION => Ok(()),
+        found => Err(changed_under_us(found)),
+    }
+}
+
+/// The error of a file whose schema changed to `found` while this process used it.
+pub(crate) fn changed_under_us(found: i64) -> Error {
+    Error::Version {
+        what: "the store file".into(),
+        found: format!("schema {found}"),
+        reads: format!("schema {SCHEMA_VERSION} (another taskyard changed it while this one ran)"),
+    }
 }
 
 /// Opens a reader's connection: it never writes.

@@ -307,12 +307,15 @@ impl SqliteStore {
                 Some(c) => c,
                 None => db::open_reader(&inner.path, inner.locked_for)?,
             };
-            let out = db::patiently(inner.locked_for, || match f(&conn) {
-                Err(Error::Store(e)) => match e.downcast::<rusqlite::Error>() {
-                    Ok(e) => Err(*e),
-                    Err(e) => Ok(Err(Error::Store(e))),
-                },
-                other => Ok(other),
+            // A newer release may have migrated the file since this one opened it.
+            let out = db::patiently(inner.locked_for, || {
+                match db::check_version(&conn).and_then(|()| f(&conn)) {
+                    Err(Error::Store(e)) => match e.downcast::<rusqlite::Error>() {
+                        Ok(e) => Err(*e),
+                        Err(e) => Ok(Err(Error::Store(e))),
+                    },
+                    other => Ok(other),
+                }
             });
             inner
                 .readers
@@ -331,9 +334,6 @@ impl Store for SqliteStore {
     async fn enqueue(&self, queue: &QueueName, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
         if jobs.is_empty() {
             return Ok(Vec::new());
-        }
-        for job in &jobs {
-            job.validate()?;
         }
         let queue = queue.clone();
         self.inner

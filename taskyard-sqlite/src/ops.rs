@@ -53,7 +53,7 @@ pub(crate) fn enqueue(tx: &mut Tx<'_>, queue: &QueueName, jobs: &[NewJob]) -> Re
     let mut ids = Vec::with_capacity(jobs.len());
     for (i, job) in jobs.iter().enumerate() {
         let id = first + i as i64;
-        let due = match job.due {
+        let due = match job.due() {
             Due::Now => None,
             Due::After(d) => Some(now.saturating_add(d)),
             Due::At(at) => Some(at),
@@ -62,18 +62,18 @@ pub(crate) fn enqueue(tx: &mut Tx<'_>, queue: &QueueName, jobs: &[NewJob]) -> Re
             Some(at) if at > now => (SCHEDULED, ms(at)),
             _ => (READY, id),
         };
-        let backoff = job.backoff.map(|b| format!("{},{}", b.base_ms, b.cap_ms));
+        let backoff = job.backoff().map(|b| format!("{},{}", b.base_ms, b.cap_ms));
         insert
             .execute(params![
                 id,
                 q,
                 state,
                 rank,
-                job.max_attempts,
+                job.max_attempts(),
                 ms(now),
-                job.kind,
+                job.kind(),
                 backoff,
-                job.payload
+                job.payload()
             ])
             .map_err(db)?;
         ids.push(JobId::new(id.to_string()));

@@ -87,8 +87,8 @@ trait Op: Send {
     /// Sends the last run's result once the transaction is committed, or the commit's
     /// error.
     fn answer(self: Box<Self>, commit: std::result::Result<(), &str>);
-    /// Fails without running (no transaction could be opened).
-    fn fail(self: Box<Self>, error: &str);
+    /// Fails without running (no transaction could be opened, or it must not be used).
+    fn fail(self: Box<Self>, error: Error);
 }
 
 struct Call<F, T> {
@@ -123,8 +123,8 @@ where
         let _ = self.reply.send(result);
     }
 
-    fn fail(self: Box<Self>, error: &str) {
-        let _ = self.reply.send(Err(Error::Store(error.to_string().into())));
+    fn fail(self: Box<Self>, error: Error) {
+        let _ = self.reply.send(Err(error));
     }
 }
 
@@ -246,7 +246,19 @@ fn run_group(
     if let Err(e) = patiently(limits.locked_for, || exec(conn, "BEGIN IMMEDIATE")) {
         let msg = e.to_string();
         for op in group.drain(..) {
-            op.fail(&msg);
+            op.fail(Error::Store(msg.clone().into()));
+        }
+        return false;
+    }
+    // Every transaction checks the schema: a newer release may have migrated the file
+    // since this process opened it, and then nothing here may write to it.
+    let version = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0));
+    if let Ok(found) = version
+        && found != db::SCHEMA_VERSION
+    {
+        let _ = conn.execute_batch("ROLLBACK");
+        for op in group.drain(..) {
+            op.fail(db::changed_under_us(found));
         }
         return false;
     }
@@ -276,7 +288,7 @@ fn run_group(
             // other one of the group, run or not, runs again in a new transaction.
             queues.clear();
             if ok {
-                op.fail("SQLite rolled the transaction back");
+                op.fail(Error::Store("SQLite rolled the transaction back".into()));
             } else {
                 op.answer(Ok(()));
             }
@@ -304,7 +316,7 @@ fn run_group(
     let commit = match broken {
         Some(e) => {
             for op in ops {
-                op.fail(&e);
+                op.fail(Error::Store(e.clone().into()));
             }
             Err(e)
         }

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use taskyard::{
-    DeadFilter, Due, EnqueueOptions, Error, JobState, NewJob, Outcome, QueueName, RetryPolicy,
-    Store,
+    DeadFilter, EnqueueOptions, Error, JobState, NewJob, Outcome, QueueName, RetryPolicy, Store,
 };
 use taskyard_conformance::{TempDir, bury};
 use taskyard_sqlite::{ManualClock, Options, SqliteStore, Synchronous};
@@ -99,8 +98,13 @@ async fn time_comes_from_the_stores_clock() {
     assert_eq!(store.now_ms().await.unwrap(), 1_000_000);
 
     // A delay is measured on the store's clock, however long the test really takes.
-    let mut delayed = job(1);
-    delayed.due = Due::After(60_000);
+    let delayed = NewJob::new(
+        "noop",
+        b"{}".to_vec(),
+        &EnqueueOptions::default().delay(Duration::from_secs(60)),
+        RetryPolicy::default(),
+    )
+    .unwrap();
     let ids = store.enqueue(&q, vec![delayed, job(2)]).await.unwrap();
     let info = store.job(&q, &ids[0]).await.unwrap().unwrap();
     assert_eq!(info.state, JobState::Scheduled);

@@ -54,6 +54,17 @@ pub enum Error {
     /// The store holds data this version cannot read.
     #[error("store holds malformed data: {0}")]
     Corrupt(String),
+    /// The store (or one of its queues or jobs) is in a format this release does not
+    /// read: written by a newer taskyard, or left half-upgraded. Nothing was changed.
+    #[error("{what} is in format {found}; this taskyard reads {reads}")]
+    Version {
+        /// What has the format: a store file, a queue, a job.
+        what: String,
+        /// The version found.
+        found: String,
+        /// The version(s) this release reads.
+        reads: String,
+    },
 }
 
 impl Error {

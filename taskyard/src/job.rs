@@ -271,19 +271,18 @@ pub enum Due {
     At(u64),
 }
 
-/// A job as handed to [`Store::enqueue`](crate::Store::enqueue): validated, encoded.
+/// A job as handed to [`Store::enqueue`](crate::Store::enqueue): checked and encoded.
+///
+/// Valid by construction: the only way to make one is [`NewJob::new`] (or
+/// [`NewJob::from_job`]), which checks the kind, payload size, attempts and backoff, and
+/// the fields are read-only — so a store never has to check a job again.
 #[derive(Debug, Clone)]
 pub struct NewJob {
-    /// The kind name.
-    pub kind: String,
-    /// The JSON payload.
-    pub payload: Vec<u8>,
-    /// When it becomes ready.
-    pub due: Due,
-    /// Attempts in all.
-    pub max_attempts: u32,
-    /// A backoff of its own (base, cap), if it has one.
-    pub backoff: Option<Backoff>,
+    kind: String,
+    payload: Vec<u8>,
+    due: Due,
+    max_attempts: u32,
+    backoff: Option<Backoff>,
 }
 
 /// Backoff bounds carried by a job that has its own retry policy.
@@ -322,9 +321,7 @@ impl NewJob {
         Ok(job)
     }
 
-    /// Checks a job's fields: its kind, payload size, attempts and backoff. The fields
-    /// are public, so stores check again before writing anything.
-    pub fn validate(&self) -> Result<()> {
+    fn validate(&self) -> Result<()> {
         validate_kind(&self.kind)?;
         if self.payload.len() > MAX_PAYLOAD_BYTES {
             return Err(Error::PayloadTooLarge {
@@ -346,6 +343,31 @@ impl NewJob {
             )));
         }
         Ok(())
+    }
+
+    /// The kind name.
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The JSON payload.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// When it becomes ready.
+    pub fn due(&self) -> Due {
+        self.due
+    }
+
+    /// Attempts in all.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// Its own backoff (base, cap), if it has one; else the worker's policy for its kind.
+    pub fn backoff(&self) -> Option<Backoff> {
+        self.backoff
     }
 
     /// Encodes a typed job with its kind's policy.

@@ -7,6 +7,7 @@
 -- (attempts are counted at claim; every path out of running writes the new count).
 -- Returns {now, ms until the next scheduled job or -1, {envelope...}}. A paused queue
 -- claims nothing.
+check_layout()
 local now = now_ms()
 local nxt = -1
 local head = redis.call('ZRANGE', SCHEDULED, 0, 0, 'WITHSCORES')
@@ -26,15 +27,15 @@ local envs = redis.call('LPOP', READY, tonumber(ARGV[1]))
 if not envs then return {now, nxt, {}} end
 local token = ARGV[3]
 local prefix = token .. '|'
-local fields, ids = {}, {}
+local names, ids = {}, {}
 for i = 1, #envs do
   local env = envs[i]
-  local id = string.sub(env, 1, string.find(env, '\t', 1, true) - 1)
+  local id = fields(env)
   ids[i] = id
-  fields[2 * i - 1] = prefix .. id
-  fields[2 * i] = env
+  names[2 * i - 1] = prefix .. id
+  names[2 * i] = env
 end
-batched('HSET', RUNNING, fields)
+batched('HSET', RUNNING, names)
 redis.call('HSET', BATCHES, token, table.concat(ids, ','), '#' .. token, #envs)
 redis.call('ZADD', LEASES, now + tonumber(ARGV[2]), token)
 if #envs == tonumber(ARGV[1]) and redis.call('LLEN', READY) > 0 then signal() end

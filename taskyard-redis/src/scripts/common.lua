@@ -8,24 +8,51 @@
 --   5 dead       ZSET id -> time it died (ms)
 --   6 completed  ZSET id -> time it completed (ms), only with retention
 --   7 errors     HASH id -> one line per failed attempt: "attempt\tat_ms\tmessage\n"
---   8 meta       HASH seq, paused, max_len and retention settings
+--   8 meta       HASH layout, seq, paused, max_len and retention settings
 --   9 signal     LIST a worker blocks on (BLPOP) while idle; holds at most one element
 --  10 running    HASH "token|id" -> envelope of every job under lease
 --  11 batches    HASH token -> ids claimed with it ("1,2,3"), "#token" -> how many of
 --                them are still running
+--  12 the meta hash of release 0.1's keys: while it exists, the queue holds 0.1 data
+--     that upgrade.lua has yet to move (see check_layout)
 --
 -- Why leases per claim, not per job: a worker claims a batch, heartbeats all of it and
 -- finishes most of it together, so one sorted-set entry per batch carries the deadline
 -- and the per-job work is one hash field. A lease that expires returns every job of its
 -- batch still running; a token that is gone makes every later call naming it stale.
 --
--- An envelope is "id\tattempt\tenqueued_ms\tmax_attempts\tkind\tbackoff\npayload": one
--- string, so a ready job costs one list entry and nothing else. `attempt` counts the
--- attempts made; while a job runs it still holds the count before the current attempt
--- (claim does not rewrite the envelope), so a running job is on attempt + 1.
+-- An envelope is "2\tid\tattempt\tenqueued_ms\tmax_attempts\tkind\tbackoff" then any
+-- optional fields as "\tname=value", then "\npayload": one string, so a ready job costs
+-- one list entry and nothing else. The leading "2" is the envelope's version; every
+-- script reads envelopes through `fields` below. Optional fields are carried through
+-- untouched by every script that does not use them (a script rewrites only the attempt
+-- field). `attempt` counts the attempts made; while
+-- a job runs it still holds the count before the current attempt (claim does not
+-- rewrite the envelope), so a running job is on attempt + 1.
 local READY, SCHEDULED, JOBS, LEASES = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local DEAD, COMPLETED, ERRORS, META, SIGNAL = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
-local RUNNING, BATCHES = KEYS[10], KEYS[11]
+local RUNNING, BATCHES, OLD_META = KEYS[10], KEYS[11], KEYS[12]
+
+-- The layout of a queue's keys this build reads and writes, kept in META as `layout`.
+local LAYOUT = '2'
+-- The envelope version this build reads and writes.
+local ENVELOPE = '2'
+
+-- Every script calls this first: a queue in another layout is refused before anything
+-- is read or written, with "TASKYARD_VERSION layout <found> <reads>". A queue with no
+-- layout yet is new (or holds only 0.1 data, which must be upgraded first). `mark`: also
+-- record this layout (the scripts that can create a queue).
+local function check_layout(mark)
+  local v = redis.call('HGET', META, 'layout')
+  if v == LAYOUT then return end
+  if v then
+    return error({err = 'TASKYARD_VERSION layout ' .. v .. ' ' .. LAYOUT})
+  end
+  if redis.call('EXISTS', OLD_META) == 1 then
+    return error({err = 'TASKYARD_UPGRADE queue holds data of taskyard 0.1 to upgrade'})
+  end
+  if mark then redis.call('HSET', META, 'layout', LAYOUT) end
+end
 
 -- Store time: every deadline and due time comes from here, never from a client.
 local function now_ms()
@@ -53,18 +80,38 @@ end
 local function scores_of(key, members) return read_sliced('ZMSCORE', key, members) end
 local function hmget_all(key, names) return read_sliced('HMGET', key, names) end
 
--- The id, attempt and max attempts of an envelope, and where the attempt field ends.
+-- The one reader of envelopes: the id, attempt and max attempts, and where the attempt
+-- field ends (p2) and the max-attempts field ends (p4). Every envelope version keeps
+-- these first fields where version 2 has them (later versions add optional fields
+-- only), so a script can move a job of any version without misreading it and never has
+-- to fail half-way through its writes; the Rust side refuses to run a version it does
+-- not know.
 local function fields(env)
-  local p1 = string.find(env, '\t', 1, true)
+  local p0 = string.find(env, '\t', 1, true)
+  local p1 = string.find(env, '\t', p0 + 1, true)
   local p2 = string.find(env, '\t', p1 + 1, true)
   local p3 = string.find(env, '\t', p2 + 1, true)
   local p4 = string.find(env, '\t', p3 + 1, true)
-  return string.sub(env, 1, p1 - 1), tonumber(string.sub(env, p1 + 1, p2 - 1)),
-    tonumber(string.sub(env, p3 + 1, p4 - 1)), p2, p4
+  return string.sub(env, p0 + 1, p1 - 1), tonumber(string.sub(env, p1 + 1, p2 - 1)),
+    tonumber(string.sub(env, p3 + 1, p4 - 1)), p2, p4, p0
 end
 
+-- A new envelope: the script's part (version, id, attempt 0, enqueue time) in front of
+-- the client's (max attempts, kind, backoff, optional fields, payload).
+local function new_envelope(id, now, tail)
+  return ENVELOPE .. '\t' .. id .. '\t0\t' .. now .. '\t' .. tail
+end
+
+-- Whether an envelope is job `id`'s, without reading the rest (scans of the ready list).
+local function is_job(env, id)
+  local p0 = string.find(env, '\t', 1, true)
+  return string.sub(env, p0 + 1, p0 + #id + 1) == id .. '\t'
+end
+
+-- The envelope with a new attempt count; its version and every other field unchanged.
 local function with_attempt(env, id, attempt, p2)
-  return id .. '\t' .. attempt .. string.sub(env, p2)
+  local p0 = string.find(env, '\t', 1, true)
+  return string.sub(env, 1, p0) .. id .. '\t' .. attempt .. string.sub(env, p2)
 end
 
 local function kind_of(env)

@@ -3,6 +3,7 @@
 --   tail = "max_attempts\tkind\tbackoff\npayload".
 -- Returns {1, first_id} (ids are first_id .. first_id+count-1), or {0, len, max_len}
 -- when the queue's max length would be passed (nothing written).
+check_layout(true)
 local now = now_ms()
 local n = tonumber(ARGV[1])
 local max_len = tonumber(redis.call('HGET', META, 'max_len') or '0')
@@ -12,11 +13,10 @@ if max_len > 0 then
 end
 local first = redis.call('HINCRBY', META, 'seq', n) - n + 1
 local ready, zs, hs = {}, {}, {}
-local head = '\t0\t' .. now .. '\t'
 for i = 1, n do
   local id = tostring(first + i - 1)
   local due = ARGV[2 * i]
-  local env = id .. head .. ARGV[2 * i + 1]
+  local env = new_envelope(id, now, ARGV[2 * i + 1])
   local at = nil
   local c = string.sub(due, 1, 1)
   if c == '+' then

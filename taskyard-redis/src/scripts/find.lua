@@ -3,6 +3,7 @@
 -- Running and ready jobs have no entry keyed by id alone, so finding one scans the
 -- running hash (bounded by the workers' concurrency) or the ready list: fine for an
 -- operator's lookup, not for a hot path.
+check_layout()
 local id = ARGV[1]
 local errs = redis.call('HGET', ERRORS, id) or ''
 local env = redis.call('HGET', JOBS, id)
@@ -23,12 +24,11 @@ for i = 1, #names do
     return {'running', redis.call('HGET', RUNNING, f), redis.call('ZSCORE', LEASES, token) or '', errs}
   end
 end
-local prefix = id .. '\t'
 local len = redis.call('LLEN', READY)
 for start = 0, len - 1, 1000 do
   local chunk = redis.call('LRANGE', READY, start, start + 999)
   for i = 1, #chunk do
-    if string.sub(chunk[i], 1, #prefix) == prefix then return {'ready', chunk[i], '', errs} end
+    if is_job(chunk[i], id) then return {'ready', chunk[i], '', errs} end
   end
 end
 return {}

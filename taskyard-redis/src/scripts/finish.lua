@@ -4,6 +4,7 @@
 -- number ms; a = retry at number (Unix ms); d = dead. A retry whose attempts are spent
 -- goes to dead. A run whose lease is gone (stale token) changes nothing.
 -- Returns 1 per run recorded, 0 per stale one: completed runs first, in order.
+check_layout()
 local now = now_ms()
 local res = {}
 local at = 2

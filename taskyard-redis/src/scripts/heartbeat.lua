@@ -1,6 +1,7 @@
 -- heartbeat.lua: extends the leases still held. ARGV[1] = lease ms, ARGV[2..] = tokens.
 -- Returns 1 per token still held (now extended), 0 per token gone (its lease expired
 -- and its jobs were returned: they may run elsewhere now).
+check_layout()
 local now = now_ms()
 local lease_end = now + tonumber(ARGV[1])
 local tokens = {}

@@ -1,5 +1,6 @@
 -- list.lua: jobs in one state. ARGV[1] = state, ARGV[2] = offset, ARGV[3] = limit.
 -- Returns {envelope, time or '', errors or '', ...}.
+check_layout()
 local state, skip, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local out = {}
 local function add(env, at)

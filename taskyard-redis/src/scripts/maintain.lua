@@ -2,6 +2,7 @@
 -- (or to dead once their attempts are spent), trims dead and completed jobs past
 -- retention. Idempotent: every worker runs it, no leader. Bounded work per call.
 -- Returns {promoted, expired jobs}.
+check_layout()
 local now = now_ms()
 local dead_max, dead_age, done_max, done_age = retention()
 local promoted = promote(now, 1000)

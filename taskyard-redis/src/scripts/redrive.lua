@@ -1,6 +1,7 @@
 -- redrive.lua: moves up to 1000 dead jobs matching the filter (see select_dead) back to
 -- the tail of ready with a fresh count of attempts; their error history is kept.
 -- Returns how many moved; the caller repeats until 0.
+check_layout()
 local ids = select_dead(1000)
 if #ids == 0 then return 0 end
 local bodies = redis.call('HMGET', JOBS, unpack(ids))

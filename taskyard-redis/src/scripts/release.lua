@@ -2,6 +2,7 @@
 -- ARGV = token, id, token, id, ... The jobs go back to the head of ready as they were
 -- claimed (a running job's envelope holds the attempts made before the current one).
 -- Returns 1 per job released, 0 per job no longer held.
+check_layout()
 local res = {}
 local released = false
 for i = 1, #ARGV, 2 do

@@ -1,0 +1,395 @@
+//! Formats that grow: a Redis written by release 0.1 opens with this release and its jobs
+//! carry on; a large 0.1 queue is upgraded in bounded steps; a queue or job envelope of a
+//! format this release does not know is refused and left as it is.
+
+use std::time::Duration;
+
+use taskyard::{
+    DeadFilter, EnqueueOptions, Error, JobId, JobState, Lease, NewJob, Outcome, QueueConfig,
+    QueueName, RetryPolicy, Store,
+};
+use taskyard_conformance::fixtures::{self, by_role};
+use taskyard_conformance::{RedisServer, TempDir};
+use taskyard_redis::RedisStore;
+
+fn queue(name: &str) -> QueueName {
+    QueueName::new(name).unwrap()
+}
+
+fn job(kind: &str) -> NewJob {
+    NewJob::new(
+        kind,
+        b"{}".to_vec(),
+        &EnqueueOptions::default(),
+        RetryPolicy::default(),
+    )
+    .unwrap()
+}
+
+async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn keys(conn: &mut redis::aio::MultiplexedConnection, pattern: &str) -> Vec<String> {
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(pattern)
+        .query_async(conn)
+        .await
+        .unwrap();
+    keys.sort();
+    keys
+}
+
+/// Completes every job of a claim; all must still be held.
+async fn complete(store: &RedisStore, leases: Vec<Lease>) {
+    let outcomes: Vec<_> = leases
+        .into_iter()
+        .map(|l| (l, Outcome::Completed))
+        .collect();
+    let held = store.finish(&outcomes).await.unwrap();
+    assert!(held.iter().all(|h| *h), "{held:?}");
+}
+
+#[tokio::test]
+async fn a_redis_written_by_0_1_opens_and_its_jobs_carry_on() {
+    let dir = TempDir::new();
+    std::fs::copy(
+        fixtures::path("redis-7.0.15.rdb"),
+        dir.path().join("dump.rdb"),
+    )
+    .unwrap();
+    let dir_arg = dir.path().to_str().unwrap().to_string();
+    let server = RedisServer::start_with(&["--dir", &dir_arg, "--dbfilename", "dump.rdb"]);
+    let mut conn = raw(&server).await;
+    assert!(
+        !keys(&mut conn, "taskyard:{*").await.is_empty(),
+        "0.1's keys loaded"
+    );
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let jobs = fixtures::jobs("redis");
+
+    // Every job reads as 0.1 left it. The first call on each queue upgrades it.
+    fixtures::assert_as_0_1_left_them(&store, &jobs).await;
+    let upgrade = queue("upgrade");
+    let stats = store.stats(&upgrade).await.unwrap();
+    let counts = (
+        stats.ready,
+        stats.scheduled,
+        stats.running,
+        stats.completed,
+        stats.dead,
+    );
+    assert_eq!(counts, (5, 2, 2, 1, 2));
+    assert_eq!(store.config(&upgrade).await.unwrap().completed_max, 100);
+    assert!(store.stats(&queue("paused")).await.unwrap().paused);
+    assert_eq!(
+        keys(&mut conn, "taskyard:{*").await,
+        Vec::<String>::new(),
+        "0.1's keys are all moved"
+    );
+
+    // The running jobs' 1 s leases ran out long ago: maintenance returns them, charged.
+    assert_eq!(store.maintain(&upgrade).await.unwrap().expired, 2);
+    // Ready jobs come in 0.1's order, then the returned ones.
+    let claim = store
+        .claim(&upgrade, 100, Duration::from_secs(60), "after")
+        .await
+        .unwrap();
+    let roles: Vec<&str> = claim
+        .jobs
+        .iter()
+        .map(|c| {
+            let job = jobs.iter().find(|j| j.id == c.lease.id).unwrap();
+            assert_eq!(&*c.payload, job.payload.as_bytes(), "{}", job.role);
+            job.role.as_str()
+        })
+        .collect();
+    assert_eq!(
+        roles[..5],
+        [
+            "ready-retried",
+            "ready-mail-1",
+            "ready-mail-2",
+            "ready-mail-3",
+            "ready-backoff"
+        ]
+    );
+    let mut returned = roles[5..].to_vec();
+    returned.sort();
+    assert_eq!(returned, ["running-fresh", "running-retried"]);
+    let backoff = claim
+        .jobs
+        .iter()
+        .find(|c| &*c.kind == "ready.backoff")
+        .unwrap();
+    assert_eq!(
+        backoff.backoff.map(|b| (b.base_ms, b.cap_ms)),
+        Some((10, 90))
+    );
+    complete(&store, claim.jobs.into_iter().map(|c| c.lease).collect()).await;
+
+    // Dead jobs redrive with a fresh count of attempts and their history kept.
+    assert_eq!(store.redrive(&upgrade, &DeadFilter::All).await.unwrap(), 2);
+    let claim = store
+        .claim(&upgrade, 100, Duration::from_secs(60), "redriven")
+        .await
+        .unwrap();
+    assert_eq!(claim.jobs.len(), 2);
+    assert!(claim.jobs.iter().all(|c| c.attempt == 1));
+    complete(&store, claim.jobs.into_iter().map(|c| c.lease).collect()).await;
+
+    // Each fixture job's end state, attempts and history (the queue keeps completed jobs).
+    let lease_expired = "lease expired: the worker died or stalled";
+    let end: [(&str, JobState, u32, &[&str]); 12] = [
+        ("dead-poison", JobState::Completed, 1, &["poison pill"]),
+        ("dead-spent", JobState::Completed, 1, &["boom 1", "boom 2"]),
+        ("scheduled-retry", JobState::Scheduled, 1, &["try later"]),
+        ("completed", JobState::Completed, 1, &[]),
+        (
+            "running-retried",
+            JobState::Completed,
+            3,
+            &["first try", lease_expired],
+        ),
+        ("running-fresh", JobState::Completed, 2, &[lease_expired]),
+        ("ready-retried", JobState::Completed, 2, &["flaky 1"]),
+        ("scheduled-2100", JobState::Scheduled, 0, &[]),
+        ("ready-mail-1", JobState::Completed, 1, &[]),
+        ("ready-mail-2", JobState::Completed, 1, &[]),
+        ("ready-mail-3", JobState::Completed, 1, &[]),
+        ("ready-backoff", JobState::Completed, 1, &[]),
+    ];
+    for (role, state, attempt, errors) in end {
+        let job = by_role(&jobs, role);
+        let info = store.job(&job.queue, &job.id).await.unwrap().unwrap();
+        let messages: Vec<&str> = info.errors.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(
+            (info.state, info.attempt, messages.as_slice()),
+            (state, attempt, errors),
+            "{role}"
+        );
+        assert_eq!(info.payload, job.payload, "{role}");
+    }
+    let due_2100 = store
+        .job(&upgrade, &by_role(&jobs, "scheduled-2100").id)
+        .await
+        .unwrap();
+    assert_eq!(due_2100.unwrap().at_ms, Some(4_102_444_800_000));
+
+    // New ids carry on after 0.1's, so no id is handed out twice.
+    let ids = store.enqueue(&upgrade, vec![job("new")]).await.unwrap();
+    assert_eq!(ids, [JobId::new("13")]);
+
+    // The other queues: ready jobs run; the paused one stays paused until resumed.
+    let other = store
+        .claim(&queue("other"), 10, Duration::from_secs(60), "o")
+        .await
+        .unwrap();
+    let payloads: Vec<&[u8]> = other.jobs.iter().map(|c| &c.payload[..]).collect();
+    let expected: Vec<&[u8]> = ["other-1", "other-2"]
+        .iter()
+        .map(|r| by_role(&jobs, r).payload.as_bytes())
+        .collect();
+    assert_eq!(payloads, expected);
+    let paused = queue("paused");
+    let none = store
+        .claim(&paused, 10, Duration::from_secs(60), "p")
+        .await
+        .unwrap();
+    assert!(none.jobs.is_empty());
+    store.set_paused(&paused, false).await.unwrap();
+    let resumed = store
+        .claim(&paused, 10, Duration::from_secs(60), "p")
+        .await
+        .unwrap();
+    assert_eq!(resumed.jobs.len(), 1);
+    assert_eq!(
+        &resumed.jobs[0].payload[..],
+        by_role(&jobs, "paused-ready").payload.as_bytes()
+    );
+}
+
+/// Scripts run on the server so far (`EVALSHA` and `EVAL`).
+async fn scripts_run(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn a_large_0_1_queue_is_upgraded_in_bounded_steps_and_keeps_its_order() {
+    let server = RedisServer::start();
+    let mut conn = raw(&server).await;
+    // 5,000 ready and 2,500 dead jobs in 0.1's layout, as 0.1 writes them.
+    let mut pipe = redis::pipe();
+    for id in 1..=5000 {
+        pipe.rpush(
+            "taskyard:{big}:ready",
+            format!("{id}\t0\t1700000000000\t25\tk\t\n{{}}"),
+        )
+        .ignore();
+    }
+    for id in 5001..=7500 {
+        pipe.hset(
+            "taskyard:{big}:jobs",
+            id,
+            format!("{id}\t3\t1700000000000\t3\tk\t\n{{}}"),
+        )
+        .ignore();
+        pipe.zadd("taskyard:{big}:dead", id, 1_700_000_000_000u64 + id as u64)
+            .ignore();
+    }
+    pipe.hset("taskyard:{big}:meta", "seq", 7500).ignore();
+    pipe.sadd("taskyard:queues", "big").ignore();
+    pipe.query_async::<()>(&mut conn).await.unwrap();
+
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let before = scripts_run(&mut conn).await;
+    let big = queue("big");
+    let stats = store.stats(&big).await.unwrap();
+    assert_eq!((stats.ready, stats.dead), (5000, 2500));
+    // One refused stats call, then steps of at most 1,000 jobs (5 ready, 3 dead, the
+    // last one finishing), then stats again: never one script over the whole queue.
+    let steps = scripts_run(&mut conn).await - before - 2;
+    assert!(steps >= 9, "{steps} upgrade steps");
+    let claim = store
+        .claim(&big, 3, Duration::from_secs(60), "w")
+        .await
+        .unwrap();
+    let ids: Vec<&str> = claim.jobs.iter().map(|c| c.lease.id.as_str()).collect();
+    assert_eq!(ids, ["1", "2", "3"]);
+    assert_eq!(
+        store.enqueue(&big, vec![job("k")]).await.unwrap(),
+        [JobId::new("7501")]
+    );
+}
+
+/// Every key of the server with its serialized value, to show nothing was changed.
+async fn snapshot(conn: &mut redis::aio::MultiplexedConnection) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for key in keys(conn, "*").await {
+        let dump: Vec<u8> = redis::cmd("DUMP")
+            .arg(&key)
+            .query_async(conn)
+            .await
+            .unwrap();
+        out.push((key, dump));
+    }
+    out
+}
+
+fn is_version(err: Error, found: &str) -> bool {
+    matches!(&err, Error::Version { found: f, reads, .. } if f == found && reads == "2")
+}
+
+#[tokio::test]
+async fn a_queue_of_a_newer_layout_is_refused_and_left_unchanged() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let q = queue("newer");
+    store.enqueue(&q, vec![job("a"), job("b")]).await.unwrap();
+    let claim = store
+        .claim(&q, 1, Duration::from_secs(60), "w")
+        .await
+        .unwrap();
+    let lease = claim.jobs[0].lease.clone();
+    let mut conn = raw(&server).await;
+    // What a later release writes when it changes the layout.
+    redis::cmd("HSET")
+        .arg("taskyard:2:{newer}:meta")
+        .arg("layout")
+        .arg("3")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let before = snapshot(&mut conn).await;
+
+    let minute = Duration::from_secs(60);
+    let id = JobId::new("2");
+    assert!(is_version(
+        store.enqueue(&q, vec![job("c")]).await.unwrap_err(),
+        "3"
+    ));
+    assert!(is_version(
+        store.claim(&q, 5, minute, "x").await.unwrap_err(),
+        "3"
+    ));
+    let l = std::slice::from_ref(&lease);
+    assert!(is_version(
+        store.heartbeat(l, minute).await.unwrap_err(),
+        "3"
+    ));
+    let done = [(lease.clone(), Outcome::Completed)];
+    assert!(is_version(store.finish(&done).await.unwrap_err(), "3"));
+    assert!(is_version(store.release(l).await.unwrap_err(), "3"));
+    assert!(is_version(store.maintain(&q).await.unwrap_err(), "3"));
+    assert!(is_version(store.stats(&q).await.unwrap_err(), "3"));
+    assert!(is_version(
+        store.list(&q, JobState::Ready, 0, 10).await.unwrap_err(),
+        "3"
+    ));
+    assert!(is_version(store.job(&q, &id).await.unwrap_err(), "3"));
+    assert!(is_version(
+        store.redrive(&q, &DeadFilter::All).await.unwrap_err(),
+        "3"
+    ));
+    assert!(is_version(
+        store.purge(&q, &DeadFilter::All).await.unwrap_err(),
+        "3"
+    ));
+    assert!(is_version(
+        store.set_paused(&q, true).await.unwrap_err(),
+        "3"
+    ));
+    assert!(is_version(store.config(&q).await.unwrap_err(), "3"));
+    let config = QueueConfig::default();
+    assert!(is_version(
+        store.configure(&q, &config).await.unwrap_err(),
+        "3"
+    ));
+    let err = store.stats(&q).await.unwrap_err().to_string();
+    assert!(err.contains("format 3") && err.contains("reads 2"), "{err}");
+    assert_eq!(snapshot(&mut conn).await, before, "nothing was written");
+}
+
+#[tokio::test]
+async fn a_job_envelope_of_an_unknown_version_is_refused_not_misread() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let q = queue("envelopes");
+    store.enqueue(&q, vec![job("a")]).await.unwrap();
+    let mut conn = raw(&server).await;
+    redis::cmd("RPUSH")
+        .arg("taskyard:2:{envelopes}:ready")
+        .arg("9\t77\t0\t1700000000000\t3\tb\t\tnew=1\n{}")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let err = store.job(&q, &JobId::new("77")).await.unwrap_err();
+    assert!(is_version(err, "9"));
+    // A claim runs the jobs it can read and leaves the other to its lease.
+    let claim = store
+        .claim(&q, 5, Duration::from_secs(60), "w")
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = claim.jobs.iter().map(|c| &*c.kind).collect();
+    assert_eq!(kinds, ["a"]);
+    assert_eq!(store.stats(&q).await.unwrap().running, 2);
+}

@@ -1,0 +1,363 @@
+//! Formats that grow: a store file written by release 0.1 opens with this release and its
+//! jobs carry on; every migration leads to the same schema; a file of a newer schema, of
+//! another application, or half-migrated is refused and left as it is; a file migrated
+//! by a newer release while this one runs makes this one stop writing.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use taskyard::{
+    DeadFilter, EnqueueOptions, Error, JobState, Lease, NewJob, Outcome, QueueName, RetryPolicy,
+    Store,
+};
+use taskyard_conformance::TempDir;
+use taskyard_conformance::fixtures::{self, by_role};
+use taskyard_sqlite::{ManualClock, Options, SqliteStore};
+
+fn queue(name: &str) -> QueueName {
+    QueueName::new(name).unwrap()
+}
+
+fn job() -> NewJob {
+    NewJob::new(
+        "k",
+        b"{}".to_vec(),
+        &EnqueueOptions::default(),
+        RetryPolicy::default(),
+    )
+    .unwrap()
+}
+
+fn pragma(path: &Path, name: &str) -> i64 {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.pragma_query_value(None, name, |r| r.get(0)).unwrap()
+}
+
+async fn complete(store: &SqliteStore, leases: Vec<Lease>) {
+    let outcomes: Vec<_> = leases
+        .into_iter()
+        .map(|l| (l, Outcome::Completed))
+        .collect();
+    let held = store.finish(&outcomes).await.unwrap();
+    assert!(held.iter().all(|h| *h), "{held:?}");
+}
+
+#[tokio::test]
+async fn a_store_file_written_by_0_1_opens_and_its_jobs_carry_on() {
+    let dir = TempDir::new();
+    let path = dir.path().join("store.db");
+    std::fs::copy(fixtures::path("store-0.1.db"), &path).unwrap();
+    assert_eq!(pragma(&path, "user_version"), 1);
+    let manifest = fixtures::manifest();
+    let end_ms = manifest["stores"]["sqlite"]["now_ms_at_end"]
+        .as_u64()
+        .unwrap();
+    let clock = Arc::new(ManualClock::new(end_ms));
+    let options = Options {
+        clock: clock.clone(),
+        ..Options::default()
+    };
+    let store = SqliteStore::open_with(&path, options).await.unwrap();
+    assert_eq!(pragma(&path, "user_version"), 2);
+    assert_eq!(pragma(&path, "application_id"), 0x7479_7264);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let migrated: Vec<(i64, String)> = conn
+        .prepare("SELECT version, release FROM migrations")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(migrated, [(2, env!("CARGO_PKG_VERSION").to_string())]);
+
+    // Every job reads as 0.1 left it.
+    let jobs = fixtures::jobs("sqlite");
+    fixtures::assert_as_0_1_left_them(&store, &jobs).await;
+    let upgrade = queue("upgrade");
+    let stats = store.stats(&upgrade).await.unwrap();
+    let counts = (
+        stats.ready,
+        stats.scheduled,
+        stats.running,
+        stats.completed,
+        stats.dead,
+    );
+    assert_eq!(counts, (5, 2, 2, 1, 2));
+    assert_eq!(store.config(&upgrade).await.unwrap().completed_max, 100);
+    assert!(store.stats(&queue("paused")).await.unwrap().paused);
+
+    // The running jobs' 1 s lease runs out: maintenance returns them, charged.
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(store.maintain(&upgrade).await.unwrap().expired, 2);
+    let minute = Duration::from_secs(60);
+    let claim = store.claim(&upgrade, 100, minute, "after").await.unwrap();
+    let roles: Vec<&str> = claim
+        .jobs
+        .iter()
+        .map(|c| {
+            let job = jobs.iter().find(|j| j.id == c.lease.id).unwrap();
+            assert_eq!(&*c.payload, job.payload.as_bytes(), "{}", job.role);
+            job.role.as_str()
+        })
+        .collect();
+    assert_eq!(
+        roles[..5],
+        [
+            "ready-retried",
+            "ready-mail-1",
+            "ready-mail-2",
+            "ready-mail-3",
+            "ready-backoff"
+        ]
+    );
+    let mut returned = roles[5..].to_vec();
+    returned.sort();
+    assert_eq!(returned, ["running-fresh", "running-retried"]);
+    let backoff = claim
+        .jobs
+        .iter()
+        .find(|c| &*c.kind == "ready.backoff")
+        .unwrap();
+    assert_eq!(
+        backoff.backoff.map(|b| (b.base_ms, b.cap_ms)),
+        Some((10, 90))
+    );
+    complete(&store, claim.jobs.into_iter().map(|c| c.lease).collect()).await;
+    assert_eq!(store.redrive(&upgrade, &DeadFilter::All).await.unwrap(), 2);
+    let claim = store
+        .claim(&upgrade, 100, minute, "redriven")
+        .await
+        .unwrap();
+    assert_eq!(claim.jobs.len(), 2);
+    assert!(claim.jobs.iter().all(|c| c.attempt == 1));
+    complete(&store, claim.jobs.into_iter().map(|c| c.lease).collect()).await;
+
+    // Each fixture job's end state, attempts and history (the queue keeps completed jobs).
+    let lease_expired = "lease expired: the worker died or stalled";
+    let end: [(&str, u32, &[&str]); 10] = [
+        ("dead-poison", 1, &["poison pill"]),
+        ("dead-spent", 1, &["boom 1", "boom 2"]),
+        ("completed", 1, &[]),
+        ("running-retried", 3, &["first try", lease_expired]),
+        ("running-fresh", 2, &[lease_expired]),
+        ("ready-retried", 2, &["flaky 1"]),
+        ("ready-mail-1", 1, &[]),
+        ("ready-mail-2", 1, &[]),
+        ("ready-mail-3", 1, &[]),
+        ("ready-backoff", 1, &[]),
+    ];
+    for (role, attempt, errors) in end {
+        let job = by_role(&jobs, role);
+        let info = store.job(&job.queue, &job.id).await.unwrap().unwrap();
+        let messages: Vec<&str> = info.errors.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(
+            (info.state, info.attempt, messages.as_slice()),
+            (JobState::Completed, attempt, errors),
+            "{role}"
+        );
+        assert_eq!(info.payload, job.payload, "{role}");
+    }
+
+    // The scheduled ones run when their time comes: the retry ten years on, the report
+    // in 2100.
+    clock.advance(Duration::from_millis(4_102_444_800_000 - end_ms));
+    let claim = store.claim(&upgrade, 100, minute, "later").await.unwrap();
+    let mut due: Vec<(&str, u32)> = claim.jobs.iter().map(|c| (&*c.kind, c.attempt)).collect();
+    due.sort();
+    assert_eq!(due, [("fixture.scheduled-retry", 2), ("report.yearly", 1)]);
+    complete(&store, claim.jobs.into_iter().map(|c| c.lease).collect()).await;
+    let retried = [
+        ("scheduled-retry", 2, &["try later"][..]),
+        ("scheduled-2100", 1, &[]),
+    ];
+    for (role, attempt, errors) in retried {
+        let job = by_role(&jobs, role);
+        let info = store.job(&job.queue, &job.id).await.unwrap().unwrap();
+        let messages: Vec<&str> = info.errors.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(
+            (info.state, info.attempt, messages.as_slice()),
+            (JobState::Completed, attempt, errors),
+            "{role}"
+        );
+    }
+
+    // New ids never repeat 0.1's; the other queues carry on.
+    let id = store.enqueue(&upgrade, vec![job()]).await.unwrap()[0].clone();
+    let newest = jobs
+        .iter()
+        .map(|j| j.id.as_str().parse::<u64>().unwrap())
+        .max();
+    assert!(id.as_str().parse::<u64>().unwrap() > newest.unwrap());
+    let other = store.claim(&queue("other"), 10, minute, "o").await.unwrap();
+    assert_eq!(other.jobs.len(), 2);
+    let paused = queue("paused");
+    assert!(
+        store
+            .claim(&paused, 10, minute, "p")
+            .await
+            .unwrap()
+            .jobs
+            .is_empty()
+    );
+    store.set_paused(&paused, false).await.unwrap();
+    let resumed = store.claim(&paused, 10, minute, "p").await.unwrap();
+    assert_eq!(
+        &resumed.jobs[0].payload[..],
+        by_role(&jobs, "paused-ready").payload.as_bytes()
+    );
+}
+
+/// The schema as SQLite keeps it, to compare two files.
+fn schema(path: &Path) -> Vec<(String, String, Option<String>)> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut rows: Vec<(String, String, Option<String>)> = conn
+        .prepare("SELECT type, name, sql FROM sqlite_master ORDER BY name")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    rows.push((
+        "pragma".into(),
+        "user_version, application_id".into(),
+        Some(format!(
+            "{} {}",
+            pragma(path, "user_version"),
+            pragma(path, "application_id")
+        )),
+    ));
+    rows
+}
+
+#[tokio::test]
+async fn every_migration_leads_to_the_same_schema() {
+    let dir = TempDir::new();
+    // Schema 0 (a new file) through every migration.
+    let fresh = dir.path().join("fresh.db");
+    drop(SqliteStore::open(&fresh).await.unwrap());
+    // Schema 1 (release 0.1's file) through migration 2.
+    let old = dir.path().join("old.db");
+    std::fs::copy(fixtures::path("store-0.1.db"), &old).unwrap();
+    drop(SqliteStore::open(&old).await.unwrap());
+    assert_eq!(schema(&fresh), schema(&old));
+    assert_eq!(pragma(&fresh, "user_version"), 2);
+    let conn = rusqlite::Connection::open(&fresh).unwrap();
+    let versions: Vec<i64> = conn
+        .prepare("SELECT version FROM migrations ORDER BY version")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(versions, [1, 2]);
+}
+
+#[tokio::test]
+async fn files_it_must_not_read_are_refused_and_left_unchanged() {
+    let dir = TempDir::new();
+    let refused = async |path: &Path| {
+        let before = std::fs::read(path).unwrap();
+        let err = SqliteStore::open(path).await.err().expect("refused");
+        let after = std::fs::read(path).unwrap();
+        assert!(after == before, "{} was changed", path.display());
+        assert!(
+            !path.with_extension("db-wal").exists(),
+            "no WAL left by {}",
+            path.display()
+        );
+        err
+    };
+
+    // A newer schema.
+    let newer = dir.path().join("newer.db");
+    drop(SqliteStore::open(&newer).await.unwrap());
+    rusqlite::Connection::open(&newer)
+        .unwrap()
+        .pragma_update(None, "user_version", 3)
+        .unwrap();
+    let err = refused(&newer).await;
+    assert!(
+        matches!(&err, Error::Version { found, .. } if found == "schema 3"),
+        "{err}"
+    );
+
+    // Another application's file, with tables of its own or its own application id.
+    let foreign = dir.path().join("app.db");
+    let conn = rusqlite::Connection::open(&foreign).unwrap();
+    conn.execute_batch("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        .unwrap();
+    drop(conn);
+    let err = refused(&foreign).await.to_string();
+    assert!(err.contains("is not a taskyard store"), "{err}");
+    let tagged = dir.path().join("tagged.db");
+    let conn = rusqlite::Connection::open(&tagged).unwrap();
+    conn.execute_batch(
+        "PRAGMA application_id = 42; CREATE TABLE jobs (x); CREATE TABLE leases (y)",
+    )
+    .unwrap();
+    drop(conn);
+    let err = refused(&tagged).await.to_string();
+    assert!(err.contains("application_id 0x2a"), "{err}");
+
+    // Half-migrated: schema 1 by its number, yet migration 2's table already there.
+    let half = dir.path().join("half.db");
+    std::fs::copy(fixtures::path("store-0.1.db"), &half).unwrap();
+    let conn = rusqlite::Connection::open(&half).unwrap();
+    conn.execute_batch("CREATE TABLE migrations (version INTEGER PRIMARY KEY)")
+        .unwrap();
+    drop(conn);
+    // The logical content: SQLite may bump the header's change counter when a write
+    // transaction is rolled back, which changes no table, row or version.
+    let content = |path: &Path| {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let rows: Vec<String> = conn
+            .prepare("SELECT id || ' ' || state || ' ' || attempt || ' ' || hex(payload) FROM jobs")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        (schema(path), rows)
+    };
+    let before = content(&half);
+    let err = SqliteStore::open(&half).await.err().expect("refused");
+    assert!(
+        matches!(&err, Error::Version { found, reads, .. }
+            if found == "schema 1" && reads.contains("migration 2 failed")),
+        "{err}"
+    );
+    assert!(
+        content(&half) == before,
+        "the half-migrated file was changed"
+    );
+    assert_eq!(pragma(&half, "user_version"), 1);
+}
+
+#[tokio::test]
+async fn a_file_migrated_by_a_newer_release_stops_this_one_writing() {
+    let dir = TempDir::new();
+    let path = dir.path().join("store.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let q = queue("q");
+    store.enqueue(&q, vec![job()]).await.unwrap();
+    // What a newer release does when it migrates the file.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 3)
+        .unwrap();
+    let is_version = |e: Error| matches!(&e, Error::Version { found, .. } if found == "schema 3");
+    assert!(is_version(
+        store.enqueue(&q, vec![job()]).await.unwrap_err()
+    ));
+    let claim = store.claim(&q, 5, Duration::from_secs(60), "w").await;
+    assert!(is_version(claim.unwrap_err()));
+    assert!(is_version(store.stats(&q).await.unwrap_err()));
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let (jobs, running): (i64, i64) = conn
+        .query_row("SELECT count(*), count(token) FROM jobs", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((jobs, running), (1, 0), "nothing written after the change");
+}
