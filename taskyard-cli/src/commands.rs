@@ -174,9 +174,7 @@ pub(crate) async fn enqueue(store: Arc<dyn Store>, args: EnqueueArgs) -> Res {
         &opts,
         RetryPolicy::default(),
     )?;
-    let ids = Client::from_shared(store)
-        .enqueue_raw(&queue, vec![job])
-        .await?;
+    let ids = Client::new(store).enqueue_raw(&queue, vec![job]).await?;
     for id in ids {
         println!("{id}");
     }

@@ -18,7 +18,7 @@ use taskyard::{
     Client, EnqueueOptions, Job, JobContext, JobError, QueueName, QueueStats, RetryPolicy, Worker,
 };
 
-use crate::open::{Create, Opened};
+use crate::open::{self, Create};
 
 const QUEUE: &str = "demo";
 /// Each claim's lease: short, so the long reports need heartbeats to stay theirs.
@@ -124,7 +124,7 @@ pub(crate) async fn run(
     url: Option<String>,
     args: DemoArgs,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let store = Opened::open(url.as_deref(), Create::Yes).await?;
+    let store = open::open(url.as_deref(), Create::Yes).await?;
     let queue = QueueName::new(QUEUE)?;
     // Start from an empty queue, so the summary counts this run only.
     store.delete_queue(&queue).await?;
@@ -140,7 +140,10 @@ pub(crate) async fn run(
     };
     let place = match &url {
         Some(u) => u.clone(),
-        None => format!("./{} (the embedded default)", taskyard_sqlite::DEFAULT_PATH),
+        None => format!(
+            "./{} (the embedded default)",
+            taskyard::sqlite::DEFAULT_PATH
+        ),
     };
     println!(
         "taskyard demo on {place}, queue {QUEUE}, concurrency {}",
@@ -230,7 +233,7 @@ pub(crate) async fn run(
         let _ = stopped.await;
     }));
 
-    let client = Client::from_shared(store.shared());
+    let client = Client::new(store.shared());
     let started = Instant::now();
     let q = || EnqueueOptions::default().queue(QUEUE);
     let months = ["2026-08", "2026-09", "2026-10"];

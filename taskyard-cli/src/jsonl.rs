@@ -68,7 +68,7 @@ pub(crate) async fn enqueue(
         let file = std::fs::File::open(source).map_err(|e| format!("cannot read {source}: {e}"))?;
         Box::new(std::io::BufReader::new(file))
     };
-    let client = Client::from_shared(store);
+    let client = Client::new(store);
     let mut batch: Vec<NewJob> = Vec::with_capacity(BATCH);
     let mut batch_queue: Option<QueueName> = None;
     let mut written = 0usize;

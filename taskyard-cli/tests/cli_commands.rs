@@ -3,9 +3,9 @@
 use std::process::Command;
 use std::time::Duration;
 
+use taskyard::redis::RedisStore;
 use taskyard::{Outcome, QueueName, Store};
 use taskyard_conformance::RedisServer;
-use taskyard_redis::RedisStore;
 
 struct Run {
     ok: bool,

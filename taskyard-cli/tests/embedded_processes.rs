@@ -6,10 +6,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use taskyard::sqlite::{Options, SqliteStore, Synchronous};
 use taskyard::{EnqueueOptions, JobState, NewJob, QueueName, RetryPolicy, Store};
 use taskyard_conformance::TempDir;
 use taskyard_conformance::process::{self, WorkerProcess};
-use taskyard_sqlite::{Options, SqliteStore, Synchronous};
 
 const BIN: &str = env!("CARGO_BIN_EXE_taskyard");
 

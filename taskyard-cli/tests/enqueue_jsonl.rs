@@ -5,9 +5,9 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+use taskyard::redis::RedisStore;
+use taskyard::sqlite::SqliteStore;
 use taskyard::{JobState, QueueName, Store};
-use taskyard_redis::RedisStore;
-use taskyard_sqlite::SqliteStore;
 
 use taskyard_conformance::{RedisServer, TempDir};
 

@@ -5,10 +5,10 @@ use std::collections::HashSet;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use taskyard::redis::RedisStore;
 use taskyard::{EnqueueOptions, JobId, NewJob, QueueName, RetryPolicy, Store};
 use taskyard_conformance::process::{recorded, records};
 use taskyard_conformance::{RedisServer, TempDir, WorkerProcess};
-use taskyard_redis::RedisStore;
 
 const BIN: &str = env!("CARGO_BIN_EXE_taskyard");
 

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use taskyard::{JobId, JobState, QueueName};
+use taskyard_core::{JobId, JobState, QueueName};
 
 /// A file of `fixtures/0.1/`.
 pub fn path(name: &str) -> PathBuf {
@@ -95,7 +95,7 @@ pub fn by_role<'a>(jobs: &'a [Job], role: &str) -> &'a Job {
 
 /// Checks that the store reports every fixture job as 0.1 did: state, attempts, kind,
 /// payload, times and error history.
-pub async fn assert_as_0_1_left_them(store: &dyn taskyard::Store, jobs: &[Job]) {
+pub async fn assert_as_0_1_left_them(store: &dyn taskyard_core::Store, jobs: &[Job]) {
     for job in jobs {
         let info = store
             .job(&job.queue, &job.id)

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 pub use process::WorkerProcess;
 pub use redis_server::RedisServer;
-use taskyard::{Counters, QueueName, Store, Worker};
+use taskyard_core::{Counters, QueueName, Store, Worker};
 
 /// A store under test, with whatever must live as long as it (a server process, a file).
 pub struct Subject {
@@ -74,7 +74,7 @@ where
 /// A worker running in the background until [`Running::shutdown`].
 pub struct Running {
     stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<taskyard::Result<()>>,
+    task: tokio::task::JoinHandle<taskyard_core::Result<()>>,
 }
 
 impl Running {
@@ -106,7 +106,7 @@ pub async fn bury(store: &dyn Store, q: &QueueName) {
         .into_iter()
         .map(|j| {
             let error = "buried".to_string();
-            (j.lease, taskyard::Outcome::Dead { error })
+            (j.lease, taskyard_core::Outcome::Dead { error })
         })
         .collect();
     store.finish(&dead).await.expect("finish");

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use taskyard::{
+use taskyard_core::{
     Client, DeadFilter, Due, EnqueueOptions, Error, Job, JobContext, JobError, JobId, JobState,
     Lease, NewJob, Outcome, QueueConfig, QueueName, QueueOrder, RetryPolicy, Store, Worker,
 };
@@ -59,11 +59,11 @@ async fn claim(
     n: usize,
     lease: Duration,
     nonce: &str,
-) -> Vec<taskyard::ClaimedJob> {
+) -> Vec<taskyard_core::ClaimedJob> {
     store.claim(q, n, lease, nonce).await.expect("claim").jobs
 }
 
-async fn stats(store: &Arc<dyn Store>, q: &QueueName) -> taskyard::QueueStats {
+async fn stats(store: &Arc<dyn Store>, q: &QueueName) -> taskyard_core::QueueStats {
     store.stats(q).await.expect("stats")
 }
 
@@ -565,7 +565,7 @@ pub async fn completed_jobs_are_removed_unless_retained(s: Subject) {
     assert!(s.store.job(&q, &ids[0]).await.unwrap().is_none());
     assert_eq!(
         stats(&s.store, &q).await,
-        taskyard::QueueStats {
+        taskyard_core::QueueStats {
             queue: q.to_string(),
             ..Default::default()
         }
@@ -777,13 +777,13 @@ pub async fn job_lookup_in_every_state(s: Subject) {
 
 /// Bad input gets a typed error and changes nothing.
 pub async fn bad_input_is_rejected_and_changes_nothing(s: Subject) {
-    let client = Client::from_shared(s.store.clone());
+    let client = Client::new(s.store.clone());
     let q = unique_queue();
     let err = client
         .enqueue_with(&Ping { n: 1 }, EnqueueOptions::default().queue("no spaces"))
         .await;
     assert!(matches!(err, Err(Error::InvalidQueue { .. })));
-    let big = vec![b'x'; taskyard::MAX_PAYLOAD_BYTES + 1];
+    let big = vec![b'x'; taskyard_core::MAX_PAYLOAD_BYTES + 1];
     let err = NewJob::new(
         "ping",
         big,
@@ -841,7 +841,7 @@ pub async fn wait_returns_when_a_job_arrives(s: Subject) {
 
 // ---------------------------------------------------------------- the worker runtime
 
-fn worker(s: &Subject, q: &QueueName) -> taskyard::WorkerBuilder {
+fn worker(s: &Subject, q: &QueueName) -> taskyard_core::WorkerBuilder {
     Worker::builder(s.store.clone())
         .queue(q.as_str())
         .maintenance_every(Duration::from_millis(100))
@@ -858,7 +858,7 @@ pub async fn worker_completes_every_job(s: Subject) {
         .unwrap();
     let counters = w.counters();
     let running = Running::start(w);
-    Client::from_shared(s.store.clone())
+    Client::new(s.store.clone())
         .enqueue_many(
             (0..500).map(|n| Ping { n }),
             EnqueueOptions::default().queue(q.as_str()),
@@ -901,7 +901,7 @@ pub async fn worker_retries_with_backoff_until_success(s: Subject) {
     let policy = RetryPolicy::default()
         .base(Duration::from_millis(50))
         .cap(Duration::from_millis(200));
-    let id = Client::from_shared(s.store.clone())
+    let id = Client::new(s.store.clone())
         .enqueue_with(
             &Ping { n: 7 },
             EnqueueOptions::default().queue(q.as_str()).retry(policy),
@@ -971,7 +971,7 @@ pub async fn handler_panic_is_a_failure_and_worker_lives_on(s: Subject) {
         .base(Duration::from_millis(10))
         .cap(Duration::from_millis(20));
     let opts = EnqueueOptions::default().queue(q.as_str()).retry(policy);
-    Client::from_shared(s.store.clone())
+    Client::new(s.store.clone())
         .enqueue_many((0..5).map(|n| Ping { n }), opts)
         .await
         .unwrap();
@@ -1180,7 +1180,7 @@ pub async fn worker_serves_several_queues_by_weight(s: Subject) {
 pub async fn worker_skips_paused_queue_until_resumed(s: Subject) {
     let q = unique_queue();
     let other = unique_queue();
-    let client = Client::from_shared(s.store.clone());
+    let client = Client::new(s.store.clone());
     client.pause(&q).await.unwrap();
     let seen: Seen = Default::default();
     let w = worker(&s, &q)
@@ -1233,7 +1233,7 @@ pub async fn worker_runs_delayed_job_when_due(s: Subject) {
         .unwrap();
     let running = Running::start(w);
     let sent = Instant::now();
-    Client::from_shared(s.store.clone())
+    Client::new(s.store.clone())
         .enqueue_with(
             &Ping { n: 1 },
             EnqueueOptions::default()
@@ -1516,7 +1516,11 @@ struct StalledHeartbeats {
 
 #[async_trait::async_trait]
 impl Store for StalledHeartbeats {
-    async fn enqueue(&self, queue: &QueueName, jobs: Vec<NewJob>) -> taskyard::Result<Vec<JobId>> {
+    async fn enqueue(
+        &self,
+        queue: &QueueName,
+        jobs: Vec<NewJob>,
+    ) -> taskyard_core::Result<Vec<JobId>> {
         self.inner.enqueue(queue, jobs).await
     }
     async fn claim(
@@ -1525,34 +1529,41 @@ impl Store for StalledHeartbeats {
         max: usize,
         lease: Duration,
         nonce: &str,
-    ) -> taskyard::Result<taskyard::Claim> {
+    ) -> taskyard_core::Result<taskyard_core::Claim> {
         self.inner.claim(queue, max, lease, nonce).await
     }
-    async fn wait(&self, queues: &[QueueName], timeout: Duration) -> taskyard::Result<()> {
+    async fn wait(&self, queues: &[QueueName], timeout: Duration) -> taskyard_core::Result<()> {
         self.inner.wait(queues, timeout).await
     }
-    async fn heartbeat(&self, leases: &[Lease], lease: Duration) -> taskyard::Result<Vec<bool>> {
+    async fn heartbeat(
+        &self,
+        leases: &[Lease],
+        lease: Duration,
+    ) -> taskyard_core::Result<Vec<bool>> {
         if self.stalled.load(Ordering::SeqCst) {
             return Ok(vec![true; leases.len()]);
         }
         self.inner.heartbeat(leases, lease).await
     }
-    async fn finish(&self, outcomes: &[(Lease, Outcome)]) -> taskyard::Result<Vec<bool>> {
+    async fn finish(&self, outcomes: &[(Lease, Outcome)]) -> taskyard_core::Result<Vec<bool>> {
         self.inner.finish(outcomes).await
     }
-    async fn release(&self, leases: &[Lease]) -> taskyard::Result<Vec<bool>> {
+    async fn release(&self, leases: &[Lease]) -> taskyard_core::Result<Vec<bool>> {
         self.inner.release(leases).await
     }
-    async fn maintain(&self, queue: &QueueName) -> taskyard::Result<taskyard::Maintenance> {
+    async fn maintain(
+        &self,
+        queue: &QueueName,
+    ) -> taskyard_core::Result<taskyard_core::Maintenance> {
         self.inner.maintain(queue).await
     }
-    async fn now_ms(&self) -> taskyard::Result<u64> {
+    async fn now_ms(&self) -> taskyard_core::Result<u64> {
         self.inner.now_ms().await
     }
-    async fn queues(&self) -> taskyard::Result<Vec<QueueName>> {
+    async fn queues(&self) -> taskyard_core::Result<Vec<QueueName>> {
         self.inner.queues().await
     }
-    async fn stats(&self, queue: &QueueName) -> taskyard::Result<taskyard::QueueStats> {
+    async fn stats(&self, queue: &QueueName) -> taskyard_core::Result<taskyard_core::QueueStats> {
         self.inner.stats(queue).await
     }
     async fn list(
@@ -1561,29 +1572,33 @@ impl Store for StalledHeartbeats {
         state: JobState,
         offset: u64,
         limit: u64,
-    ) -> taskyard::Result<Vec<taskyard::JobInfo>> {
+    ) -> taskyard_core::Result<Vec<taskyard_core::JobInfo>> {
         self.inner.list(queue, state, offset, limit).await
     }
     async fn job(
         &self,
         queue: &QueueName,
         id: &JobId,
-    ) -> taskyard::Result<Option<taskyard::JobInfo>> {
+    ) -> taskyard_core::Result<Option<taskyard_core::JobInfo>> {
         self.inner.job(queue, id).await
     }
-    async fn redrive(&self, queue: &QueueName, filter: &DeadFilter) -> taskyard::Result<u64> {
+    async fn redrive(&self, queue: &QueueName, filter: &DeadFilter) -> taskyard_core::Result<u64> {
         self.inner.redrive(queue, filter).await
     }
-    async fn purge(&self, queue: &QueueName, filter: &DeadFilter) -> taskyard::Result<u64> {
+    async fn purge(&self, queue: &QueueName, filter: &DeadFilter) -> taskyard_core::Result<u64> {
         self.inner.purge(queue, filter).await
     }
-    async fn set_paused(&self, queue: &QueueName, paused: bool) -> taskyard::Result<()> {
+    async fn set_paused(&self, queue: &QueueName, paused: bool) -> taskyard_core::Result<()> {
         self.inner.set_paused(queue, paused).await
     }
-    async fn config(&self, queue: &QueueName) -> taskyard::Result<QueueConfig> {
+    async fn config(&self, queue: &QueueName) -> taskyard_core::Result<QueueConfig> {
         self.inner.config(queue).await
     }
-    async fn configure(&self, queue: &QueueName, config: &QueueConfig) -> taskyard::Result<()> {
+    async fn configure(
+        &self,
+        queue: &QueueName,
+        config: &QueueConfig,
+    ) -> taskyard_core::Result<()> {
         self.inner.configure(queue, config).await
     }
 }
@@ -1611,7 +1626,7 @@ impl Job for Patient {
 /// the per-job values travel with the job, so any worker applies them.
 pub async fn retry_policy_comes_from_the_kind_or_travels_with_the_job(s: Subject) {
     let q = unique_queue();
-    let client = Client::from_shared(s.store.clone());
+    let client = Client::new(s.store.clone());
     let opts = EnqueueOptions::default().queue(q.as_str());
     let by_kind = client
         .enqueue_with(&Patient { n: 0 }, opts.clone())

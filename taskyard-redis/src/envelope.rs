@@ -12,7 +12,7 @@
 //! it). An envelope of a version this build does not know is refused, never guessed at.
 
 use bytes::Bytes;
-use taskyard::{Backoff, Error, JobId, NewJob, Result};
+use taskyard_core::{Backoff, Error, JobId, NewJob, Result};
 
 /// The envelope version this build writes and reads.
 pub(crate) const VERSION: &str = "2";
@@ -93,7 +93,7 @@ pub(crate) fn parse(raw: Bytes) -> Result<Envelope> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use taskyard::{EnqueueOptions, RetryPolicy};
+    use taskyard_core::{EnqueueOptions, RetryPolicy};
 
     #[test]
     fn tail_and_parse_round_trip() {

@@ -1,6 +1,6 @@
 //! The Redis (and Valkey) store for taskyard.
 //!
-//! [`RedisStore`] implements [`taskyard::Store`] with one Lua script per state
+//! [`RedisStore`] implements [`taskyard_core::Store`] with one Lua script per state
 //! transition (`src/scripts/*.lua`, each with a header naming its ARGV and what it
 //! guarantees), every script working on a batch. All keys of a queue share the hash tag
 //! `taskyard:2:{queue}:…`, so a queue's scripts run in one cluster slot.
@@ -13,9 +13,9 @@
 //!   spot; a lost connection is re-established by the connection manager.
 //!
 //! ```no_run
-//! # async fn example() -> taskyard::Result<()> {
+//! # async fn example() -> taskyard_core::Result<()> {
 //! let store = taskyard_redis::RedisStore::connect("redis://:secret@127.0.0.1:6379/0").await?;
-//! let client = taskyard::Client::new(store);
+//! let client = taskyard_core::Client::new(store);
 //! # Ok(()) }
 //! ```
 
@@ -29,8 +29,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Script, Value};
-use taskyard::store::history;
-use taskyard::{
+use taskyard_core::store::support::{self, history};
+use taskyard_core::{
     Claim, ClaimedJob, DeadFilter, Due, Error, JobId, JobInfo, JobState, Lease, Maintenance,
     NewJob, Outcome, QueueConfig, QueueName, QueueStats, Result, Store,
 };
@@ -101,7 +101,8 @@ impl Scripts {
             );
         let mut sources = Vec::new();
         let mut s = |body: &str| {
-            let source = format!("{common}\n{body}");
+            let source =
+                format!("{common}\n{body}").replace("@LEASE_EXPIRED@", support::LEASE_EXPIRED);
             let script = Script::new(&source);
             sources.push(source);
             script

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use taskyard::{
+use taskyard_conformance::{RedisServer, Running, eventually, until};
+use taskyard_core::{
     Client, EnqueueOptions, Error, Job, JobContext, JobError, NewJob, QueueName, Store, Worker,
 };
-use taskyard_conformance::{RedisServer, Running, eventually, until};
 use taskyard_redis::RedisStore;
 
 #[derive(Serialize, Deserialize)]
@@ -72,7 +72,7 @@ async fn bulk_enqueue_and_claim_are_one_script_call_each() {
     );
     let done: Vec<_> = leases
         .into_iter()
-        .map(|l| (l, taskyard::Outcome::Completed))
+        .map(|l| (l, taskyard_core::Outcome::Completed))
         .collect();
     assert!(store.finish(&done).await.unwrap().iter().all(|ok| *ok));
     let after = calls(&mut conn, "evalsha").await + calls(&mut conn, "eval").await;

@@ -5,10 +5,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use taskyard::{
+use taskyard_conformance::RedisServer;
+use taskyard_core::{
     EnqueueOptions, Error, JobState, Lease, NewJob, Outcome, QueueName, RetryPolicy, Store,
 };
-use taskyard_conformance::RedisServer;
 use taskyard_redis::RedisStore;
 
 fn jobs(n: usize) -> Vec<NewJob> {

@@ -2,8 +2,8 @@
 //! go in chunks of 1,000 (other clients get in between), and ids come from a per-queue
 //! counter that only deleting the queue's keys resets.
 
-use taskyard::{DeadFilter, EnqueueOptions, NewJob, QueueName, RetryPolicy, Store};
 use taskyard_conformance::{RedisServer, bury};
+use taskyard_core::{DeadFilter, EnqueueOptions, NewJob, QueueName, RetryPolicy, Store};
 use taskyard_redis::RedisStore;
 
 fn jobs(n: usize) -> Vec<NewJob> {

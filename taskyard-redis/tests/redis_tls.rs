@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use taskyard::{EnqueueOptions, NewJob, QueueName, RetryPolicy, Store};
 use taskyard_conformance::RedisServer;
+use taskyard_core::{EnqueueOptions, NewJob, QueueName, RetryPolicy, Store};
 use taskyard_redis::RedisStore;
 
 #[tokio::test]

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use taskyard::{
+use taskyard_conformance::fixtures::{self, by_role};
+use taskyard_conformance::{RedisServer, TempDir};
+use taskyard_core::{
     DeadFilter, EnqueueOptions, Error, JobId, JobState, Lease, NewJob, Outcome, QueueConfig,
     QueueName, RetryPolicy, Store,
 };
-use taskyard_conformance::fixtures::{self, by_role};
-use taskyard_conformance::{RedisServer, TempDir};
 use taskyard_redis::RedisStore;
 
 fn queue(name: &str) -> QueueName {

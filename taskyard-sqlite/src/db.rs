@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
-use taskyard::{Error, Result};
+use taskyard_core::{Error, Result};
 
 use crate::{Options, Synchronous};
 

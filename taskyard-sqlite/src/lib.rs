@@ -1,6 +1,6 @@
 //! The embedded store for taskyard: one SQLite file on local disk, the default store.
 //!
-//! [`SqliteStore`] implements [`taskyard::Store`] on a file in WAL mode, so other
+//! [`SqliteStore`] implements [`taskyard_core::Store`] on a file in WAL mode, so other
 //! processes on the same machine (the CLI, a second worker, a dashboard) use the file
 //! while a worker runs: readers never block the writer, nor it them.
 //!
@@ -19,9 +19,9 @@
 //!   many (incremental vacuum); the WAL is truncated after checkpoints.
 //!
 //! ```no_run
-//! # async fn example() -> taskyard::Result<()> {
+//! # async fn example() -> taskyard_core::Result<()> {
 //! let store = taskyard_sqlite::SqliteStore::open_default().await?; // ./taskyard.db
-//! let client = taskyard::Client::new(store);
+//! let client = taskyard_core::Client::new(store);
 //! # Ok(()) }
 //! ```
 
@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::Connection;
-use taskyard::{
+use taskyard_core::{
     Claim, DeadFilter, Error, JobId, JobInfo, JobState, Lease, Maintenance, NewJob, Outcome,
     QueueConfig, QueueName, QueueStats, Result, Store,
 };
@@ -59,7 +59,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
-        taskyard::job::system_time_ms(std::time::SystemTime::now())
+        taskyard_core::job::system_time_ms(std::time::SystemTime::now())
     }
 }
 
@@ -329,7 +329,7 @@ impl SqliteStore {
     }
 }
 
-#[taskyard::async_trait]
+#[taskyard_core::async_trait]
 impl Store for SqliteStore {
     async fn enqueue(&self, queue: &QueueName, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
         if jobs.is_empty() {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rusqlite::{OptionalExtension, params};
-use taskyard::store::history;
-use taskyard::{
+use taskyard_core::store::support::{LEASE_EXPIRED, history};
+use taskyard_core::{
     Backoff, ClaimedJob, DeadFilter, Due, Error, JobId, Lease, Maintenance, NewJob, Outcome,
     QueueConfig, QueueName, Result,
 };
@@ -446,8 +446,6 @@ fn trim(tx: &Tx<'_>, q: i64, state: i64, max: u64, max_age_ms: u64) -> Result<()
     Ok(())
 }
 
-const EXPIRED: &str = "lease expired: the worker died or stalled";
-
 pub(crate) fn maintain(tx: &mut Tx<'_>, queue: &QueueName) -> Result<Maintenance> {
     let Some(q) = tx.queue(queue)? else {
         return Ok(Maintenance::default());
@@ -467,7 +465,7 @@ pub(crate) fn maintain(tx: &mut Tx<'_>, queue: &QueueName) -> Result<Maintenance
     for (token, ids) in &leases {
         for id in ids.split(',').filter_map(|s| s.parse::<i64>().ok()) {
             if let Some((attempt, max, errors)) = running(tx, id, token)? {
-                fail(tx, id, attempt, max, errors, Fail::At(0, EXPIRED))?;
+                fail(tx, id, attempt, max, errors, Fail::At(0, LEASE_EXPIRED))?;
                 expired += 1;
             }
         }

@@ -2,8 +2,8 @@
 //! (WAL readers never block the writer, nor it them) and inside write operations.
 
 use rusqlite::{Connection, OptionalExtension, Row};
-use taskyard::store::history;
-use taskyard::{JobId, JobInfo, JobState, QueueConfig, QueueName, QueueStats, Result};
+use taskyard_core::store::support::history;
+use taskyard_core::{JobId, JobInfo, JobState, QueueConfig, QueueName, QueueStats, Result};
 
 use crate::db::{COMPLETED, DEAD, READY, RUNNING, SCHEDULED, db};
 

@@ -14,7 +14,7 @@ use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use rusqlite::Connection;
-use taskyard::{Error, QueueName, Result};
+use taskyard_core::{Error, QueueName, Result};
 use tokio::sync::{Notify, oneshot};
 
 use crate::db::{self, db, patiently};

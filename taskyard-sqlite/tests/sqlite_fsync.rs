@@ -8,8 +8,8 @@
 
 use std::process::{Command, ExitCode};
 
-use taskyard::{EnqueueOptions, NewJob, QueueName, RetryPolicy, Store};
 use taskyard_conformance::TempDir;
+use taskyard_core::{EnqueueOptions, NewJob, QueueName, RetryPolicy, Store};
 use taskyard_sqlite::{Options, SqliteStore, Synchronous};
 
 const CHILD: &str = "TASKYARD_FSYNC_CHILD";

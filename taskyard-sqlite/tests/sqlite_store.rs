@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use taskyard::{
+use taskyard_conformance::{TempDir, bury};
+use taskyard_core::{
     DeadFilter, EnqueueOptions, Error, JobState, NewJob, Outcome, QueueName, RetryPolicy, Store,
 };
-use taskyard_conformance::{TempDir, bury};
 use taskyard_sqlite::{ManualClock, Options, SqliteStore, Synchronous};
 
 fn job(n: usize) -> NewJob {
@@ -277,7 +277,7 @@ async fn the_file_stays_bounded_over_a_long_run() {
     );
     assert_eq!(
         store.stats(&q).await.unwrap(),
-        taskyard::QueueStats {
+        taskyard_core::QueueStats {
             queue: "long-run".into(),
             ..Default::default()
         }

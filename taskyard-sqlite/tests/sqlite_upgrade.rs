@@ -7,12 +7,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use taskyard::{
+use taskyard_conformance::TempDir;
+use taskyard_conformance::fixtures::{self, by_role};
+use taskyard_core::{
     DeadFilter, EnqueueOptions, Error, JobState, Lease, NewJob, Outcome, QueueName, RetryPolicy,
     Store,
 };
-use taskyard_conformance::TempDir;
-use taskyard_conformance::fixtures::{self, by_role};
 use taskyard_sqlite::{ManualClock, Options, SqliteStore};
 
 fn queue(name: &str) -> QueueName {

@@ -9,9 +9,10 @@
 //!   [`QueueStats`], [`JobInfo`], redrive and purge of the dead set, pause and resume;
 //! - a [`Worker`] claims jobs in batches, runs their handlers with bounded concurrency,
 //!   renews their leases with one heartbeat call, and records outcomes in batches;
-//! - a [`Store`] holds the queues. Stores live in their own crates — `taskyard-sqlite`
-//!   (the embedded default: one file, nothing to install) and `taskyard-redis` — and all
-//!   pass the same conformance suite (`taskyard-conformance`).
+//! - a [`Store`] holds the queues: the embedded one (feature `sqlite`, on by default: one
+//!   file, nothing to install) or Redis (feature `redis`). [`AnyStore::open`] opens
+//!   either from a URL — `redis://…`, `rediss://…`, or a file path — so an application
+//!   does not write its own switch; both pass the same conformance suite.
 //!
 //! Delivery is at least once: a job is never lost, and may run twice after a crash or a
 //! lease expiry ([`JobContext::attempt`] says so). Use the job id as the idempotency key of
@@ -30,8 +31,9 @@
 //!
 //! #[tokio::main]
 //! async fn main() -> taskyard::Result<()> {
-//!     // ./taskyard.db; or taskyard_redis::RedisStore::connect("redis://127.0.0.1:6379")
-//!     let store = taskyard_sqlite::SqliteStore::open_default().await?;
+//!     // A file path (here ./taskyard.db), or "redis://127.0.0.1:6379" with the `redis`
+//!     // feature.
+//!     let store = taskyard::AnyStore::open("taskyard.db").await?;
 //!     let client = Client::new(store.clone());
 //!     client.enqueue(&SendEmail { to: "ada@example.com".into() }).await?;
 //!
@@ -46,26 +48,18 @@
 //! }
 //! ```
 
-mod client;
-mod error;
-pub mod job;
-mod retry;
-pub mod store;
-mod worker;
+pub use taskyard_core::*;
 
-pub use client::Client;
-pub use error::{Error, Result};
-pub use job::{
-    AttemptError, Backoff, Due, EnqueueOptions, Job, JobId, JobInfo, JobState, MAX_PAYLOAD_BYTES,
-    NewJob, QueueName,
-};
-pub use retry::RetryPolicy;
-pub use store::{
-    Claim, ClaimedJob, DeadFilter, Lease, Maintenance, Outcome, QueueConfig, QueueStats, Store,
-};
-pub use worker::{
-    Counters, IntoStore, JobContext, JobError, QueueOrder, Worker, WorkerBuilder, shutdown_signal,
-};
+mod open;
+pub use open::AnyStore;
 
-/// Re-exported so stores implement [`Store`] with the same macro.
-pub use async_trait::async_trait;
+/// The embedded store: one SQLite file (see its [`SqliteStore`](sqlite::SqliteStore)).
+#[cfg(feature = "sqlite")]
+pub use taskyard_sqlite as sqlite;
+
+/// The Redis (and Valkey) store (see its [`RedisStore`](redis::RedisStore)).
+#[cfg(feature = "redis")]
+pub use taskyard_redis as redis;
+
+#[cfg(not(any(feature = "sqlite", feature = "redis")))]
+compile_error!("taskyard needs a store: enable the `sqlite` feature (the default) or `redis`");

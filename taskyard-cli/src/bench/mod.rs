@@ -16,7 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::Args;
 use taskyard::{Client, EnqueueOptions, JobError, NewJob, QueueName, RetryPolicy, Worker};
 
-use crate::open::{Create, Opened};
+use crate::open::{self, Create};
+use taskyard::AnyStore;
 
 mod scenario;
 mod worker;
@@ -108,7 +109,7 @@ pub(crate) async fn run(
     if args.jobs == 0 || args.concurrency == 0 || args.batch == 0 {
         return Err("--jobs, --concurrency and --batch must be at least 1".into());
     }
-    let store = Opened::open(url.as_deref(), Create::Yes).await?;
+    let store = open::open(url.as_deref(), Create::Yes).await?;
     let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
@@ -136,12 +137,12 @@ pub(crate) async fn run(
 }
 
 async fn measure(
-    store: &Opened,
+    store: &AnyStore,
     queue: &QueueName,
     lat_queue: &QueueName,
     args: &BenchArgs,
 ) -> Result<Report, Box<dyn std::error::Error>> {
-    let client = Client::from_shared(store.shared());
+    let client = Client::new(store.shared());
     let opts = EnqueueOptions::default();
     let policy = RetryPolicy::default();
 
@@ -208,7 +209,7 @@ async fn measure(
 /// Pickup latency: single jobs at a fixed rate, each timed from just before its enqueue
 /// to the start of its handler.
 async fn pickup(
-    store: &Opened,
+    store: &AnyStore,
     queue: &QueueName,
     args: &BenchArgs,
 ) -> Result<(f64, f64, f64), Box<dyn std::error::Error>> {
@@ -233,7 +234,7 @@ async fn pickup(
     let running = tokio::spawn(worker.run(async {
         let _ = stopped.await;
     }));
-    let client = Client::from_shared(store.shared());
+    let client = Client::new(store.shared());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let total = (args.latency_rate as f64 * args.latency_secs).round() as usize;
     let period = Duration::from_secs_f64(1.0 / args.latency_rate as f64);

@@ -18,7 +18,8 @@ use taskyard::{
     Worker,
 };
 
-use crate::open::{Create, Opened};
+use crate::open::{self, Create};
+use taskyard::AnyStore;
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -63,8 +64,8 @@ pub(crate) async fn run(url: Option<String>, name: &str, quick: bool, json: bool
     if !NAMES.contains(&name) {
         return Err(format!("unknown scenario {name:?}: one of {}", NAMES.join(", ")).into());
     }
-    let store = Opened::open(url.as_deref(), Create::Yes).await?;
-    let url = url.unwrap_or_else(|| taskyard_sqlite::DEFAULT_PATH.to_string());
+    let store = open::open(url.as_deref(), Create::Yes).await?;
+    let url = url.unwrap_or_else(|| taskyard::sqlite::DEFAULT_PATH.to_string());
     let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
@@ -121,7 +122,7 @@ pub(crate) async fn run(url: Option<String>, name: &str, quick: bool, json: bool
 type Outcome = Res<(bool, &'static str, serde_json::Value)>;
 
 struct Ctx {
-    store: Opened,
+    store: AnyStore,
     url: String,
     queue: QueueName,
     dir: PathBuf,
@@ -130,7 +131,7 @@ struct Ctx {
 
 impl Ctx {
     fn client(&self) -> Client {
-        Client::from_shared(self.store.shared())
+        Client::new(self.store.shared())
     }
 
     fn opts(&self) -> EnqueueOptions {

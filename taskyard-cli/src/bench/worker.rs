@@ -20,7 +20,7 @@ use std::fs::File;
 use taskyard::{JobContext, JobError, RetryPolicy, Worker, WorkerBuilder};
 
 use crate::commands::parse_duration;
-use crate::open::{Create, Opened};
+use crate::open::{self, Create};
 
 #[derive(Args)]
 pub(crate) struct WorkerArgs {
@@ -69,7 +69,7 @@ pub(crate) async fn run(
             _ = int.recv() => {}
         }
     };
-    let store = Opened::open(url.as_deref(), Create::Yes).await?;
+    let store = open::open(url.as_deref(), Create::Yes).await?;
     let record = match &args.record {
         Some(path) => Some(Arc::new(Mutex::new(
             std::fs::OpenOptions::new()

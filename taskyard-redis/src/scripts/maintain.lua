@@ -20,7 +20,7 @@ for t = 1, #tokens do
         local id, before, max, p2 = fields(env)
         local attempt = before + 1
         env = with_attempt(env, id, attempt, p2)
-        add_error(id, attempt, now, 'lease expired: the worker died or stalled')
+        add_error(id, attempt, now, '@LEASE_EXPIRED@')
         if attempt >= max then
           redis.call('HSET', JOBS, id, env)
           dead[#dead + 1] = now

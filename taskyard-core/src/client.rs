@@ -3,17 +3,17 @@
 use std::sync::Arc;
 
 use crate::{
-    DeadFilter, EnqueueOptions, Job, JobId, JobInfo, JobState, NewJob, QueueConfig, QueueName,
-    QueueStats, Result, Store,
+    DeadFilter, EnqueueOptions, IntoStore, Job, JobId, JobInfo, JobState, NewJob, QueueConfig,
+    QueueName, QueueStats, Result, Store,
 };
 
 /// The producer and admin side of taskyard: enqueue jobs, inspect queues, redrive the
 /// dead. Cheap to clone; clones share the store.
 ///
 /// ```no_run
-/// # async fn example() -> taskyard::Result<()> {
+/// # async fn example() -> taskyard_core::Result<()> {
 /// use serde::{Deserialize, Serialize};
-/// use taskyard::{Client, EnqueueOptions, Job};
+/// use taskyard_core::{Client, EnqueueOptions, Job};
 ///
 /// #[derive(Serialize, Deserialize)]
 /// struct Welcome { user_id: u64 }
@@ -33,16 +33,11 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client over a store.
-    pub fn new(store: impl Store) -> Self {
+    /// A client over a store (a store, an `Arc<dyn Store>`, or an `AnyStore`).
+    pub fn new(store: impl IntoStore) -> Self {
         Client {
-            store: Arc::new(store),
+            store: store.into_store(),
         }
-    }
-
-    /// A client over a shared store.
-    pub fn from_shared(store: Arc<dyn Store>) -> Self {
-        Client { store }
     }
 
     /// The store under this client.

@@ -16,7 +16,7 @@ use rand::Rng;
 ///
 /// ```
 /// use std::time::Duration;
-/// use taskyard::RetryPolicy;
+/// use taskyard_core::RetryPolicy;
 ///
 /// let policy = RetryPolicy::default()
 ///     .max_attempts(5)

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::{AttemptError, JobId, JobInfo, JobState, NewJob, QueueName, Result};
+use crate::{JobId, JobInfo, JobState, NewJob, QueueName, Result};
 
 /// A claimed job's proof of ownership: its id, queue and the lease token issued at claim.
 ///
@@ -233,52 +233,63 @@ pub trait Store: Send + Sync + 'static {
     async fn configure(&self, queue: &QueueName, config: &QueueConfig) -> Result<()>;
 }
 
-/// A job's error history as stores keep it: one line per failed attempt,
-/// `attempt\tat_ms\tmessage\n`, oldest first.
-pub mod history {
-    use super::AttemptError;
+/// What a store implementation shares with every other, so no store writes it again.
+/// Not for applications.
+pub mod support {
+    /// The error recorded for an attempt whose lease expired.
+    pub const LEASE_EXPIRED: &str = "lease expired: the worker died or stalled";
 
-    /// One line, bounded: a message is kept per attempt, so it must stay small. Tabs and
-    /// line breaks become spaces; past 1 KiB it is cut at a character boundary.
-    pub fn clean(msg: &str) -> String {
-        let mut s: String = msg
-            .chars()
-            .map(|c| {
-                if matches!(c, '\n' | '\t' | '\r') {
-                    ' '
-                } else {
-                    c
-                }
-            })
-            .collect();
-        if s.len() > 1024 {
-            let mut cut = 1024;
-            while !s.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            s.truncate(cut);
-        }
-        s
-    }
+    /// The most jobs one redrive or purge step moves: stores work through large dead sets
+    /// in steps this size, letting other clients in between.
+    pub const STEP: usize = 1000;
 
-    /// Appends one failed attempt to a history.
-    pub fn push(history: &mut String, attempt: u32, at_ms: u64, msg: &str) {
-        use std::fmt::Write;
-        let _ = writeln!(history, "{attempt}\t{at_ms}\t{}", clean(msg));
-    }
+    /// A job's error history as stores keep it: one line per failed attempt,
+    /// `attempt\tat_ms\tmessage\n`, oldest first.
+    pub mod history {
+        use crate::AttemptError;
 
-    /// Reads a history back; malformed lines are skipped.
-    pub fn parse(raw: &[u8]) -> Vec<AttemptError> {
-        String::from_utf8_lossy(raw)
-            .lines()
-            .filter_map(|line| {
-                let mut f = line.splitn(3, '\t');
-                Some(AttemptError {
-                    attempt: f.next()?.parse().ok()?,
-                    at_ms: f.next()?.parse().ok()?,
-                    message: f.next()?.to_string(),
+        /// One line, bounded: a message is kept per attempt, so it must stay small. Tabs and
+        /// line breaks become spaces; past 1 KiB it is cut at a character boundary.
+        pub fn clean(msg: &str) -> String {
+            let mut s: String = msg
+                .chars()
+                .map(|c| {
+                    if matches!(c, '\n' | '\t' | '\r') {
+                        ' '
+                    } else {
+                        c
+                    }
                 })
-            })
-            .collect()
+                .collect();
+            if s.len() > 1024 {
+                let mut cut = 1024;
+                while !s.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                s.truncate(cut);
+            }
+            s
+        }
+
+        /// Appends one failed attempt to a history.
+        pub fn push(history: &mut String, attempt: u32, at_ms: u64, msg: &str) {
+            use std::fmt::Write;
+            let _ = writeln!(history, "{attempt}\t{at_ms}\t{}", clean(msg));
+        }
+
+        /// Reads a history back; malformed lines are skipped.
+        pub fn parse(raw: &[u8]) -> Vec<AttemptError> {
+            String::from_utf8_lossy(raw)
+                .lines()
+                .filter_map(|line| {
+                    let mut f = line.splitn(3, '\t');
+                    Some(AttemptError {
+                        attempt: f.next()?.parse().ok()?,
+                        at_ms: f.next()?.parse().ok()?,
+                        message: f.next()?.to_string(),
+                    })
+                })
+                .collect()
+        }
     }
 }

@@ -74,10 +74,10 @@ impl Counters {
 /// keeps their leases alive and records the outcomes.
 ///
 /// ```no_run
-/// # async fn example() -> taskyard::Result<()> {
+/// # async fn example() -> taskyard_core::Result<()> {
 /// use std::time::Duration;
 /// use serde::{Deserialize, Serialize};
-/// use taskyard::{Job, JobContext, JobError, Worker};
+/// use taskyard_core::{Job, JobContext, JobError, Worker};
 ///
 /// #[derive(Serialize, Deserialize)]
 /// struct Welcome { user_id: u64 }
@@ -93,7 +93,7 @@ impl Counters {
 ///         Ok::<(), JobError>(())
 ///     })
 ///     .build()?;
-/// worker.run(taskyard::shutdown_signal()).await?;
+/// worker.run(taskyard_core::shutdown_signal()).await?;
 /// # Ok(()) }
 /// ```
 pub struct Worker {

@@ -22,7 +22,7 @@ pub const MAX_PAYLOAD_BYTES: usize = 512 * 1024;
 ///
 /// ```
 /// use serde::{Deserialize, Serialize};
-/// use taskyard::{Job, RetryPolicy};
+/// use taskyard_core::{Job, RetryPolicy};
 ///
 /// #[derive(Serialize, Deserialize)]
 /// struct Resize { image: String, width: u32 }
@@ -75,7 +75,7 @@ impl fmt::Display for JobId {
 /// A validated queue name: `[A-Za-z0-9_.-]{1,64}`. Cheap to clone.
 ///
 /// ```
-/// use taskyard::QueueName;
+/// use taskyard_core::QueueName;
 /// assert!(QueueName::new("emails").is_ok());
 /// assert!(QueueName::new("bad{name}").is_err());
 /// ```
@@ -212,7 +212,7 @@ impl std::str::FromStr for JobState {
 ///
 /// ```
 /// use std::time::Duration;
-/// use taskyard::{EnqueueOptions, RetryPolicy};
+/// use taskyard_core::{EnqueueOptions, RetryPolicy};
 ///
 /// let opts = EnqueueOptions::default()
 ///     .queue("emails")

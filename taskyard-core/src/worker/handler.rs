@@ -70,7 +70,7 @@ impl JobContext {
 ///
 /// ```
 /// use std::time::Duration;
-/// use taskyard::JobError;
+/// use taskyard_core::JobError;
 ///
 /// let _ = JobError::retry("upstream returned 503");
 /// let _ = JobError::retry_after(Duration::from_secs(60), "rate limited");

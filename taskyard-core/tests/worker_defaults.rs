@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use taskyard::{
+use taskyard_core::{
     Claim, ClaimedJob, DeadFilter, JobContext, JobError, JobId, JobInfo, JobState, Lease,
     Maintenance, NewJob, Outcome, QueueConfig, QueueName, QueueStats, Result, Store, Worker,
 };

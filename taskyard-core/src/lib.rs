@@ -1,0 +1,30 @@
+//! The core of taskyard: jobs, the [`Client`], the [`Worker`] and the [`Store`] trait.
+//!
+//! Applications depend on the `taskyard` crate, which re-exports all of this together
+//! with a store (the embedded one by default, Redis with the `redis` feature) and opens
+//! either from a URL. A store implements [`Store`] against this crate, with the helpers of
+//! [`store::support`], and is held to the conformance suite (`taskyard-conformance`).
+
+mod client;
+mod error;
+pub mod job;
+mod retry;
+pub mod store;
+mod worker;
+
+pub use client::Client;
+pub use error::{Error, Result};
+pub use job::{
+    AttemptError, Backoff, Due, EnqueueOptions, Job, JobId, JobInfo, JobState, MAX_PAYLOAD_BYTES,
+    NewJob, QueueName,
+};
+pub use retry::RetryPolicy;
+pub use store::{
+    Claim, ClaimedJob, DeadFilter, Lease, Maintenance, Outcome, QueueConfig, QueueStats, Store,
+};
+pub use worker::{
+    Counters, IntoStore, JobContext, JobError, QueueOrder, Worker, WorkerBuilder, shutdown_signal,
+};
+
+/// Re-exported so stores implement [`Store`] with the same macro.
+pub use async_trait::async_trait;
