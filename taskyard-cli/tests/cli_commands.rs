@@ -4,7 +4,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use taskyard::redis::RedisStore;
-use taskyard::{Outcome, QueueName, Store};
+use taskyard::{LeaseToken, Outcome, QueueName, Store};
 use taskyard_conformance::RedisServer;
 
 struct Run {
@@ -137,7 +137,12 @@ async fn dead_list_redrive_and_purge() {
     let store = RedisStore::connect(&server.url()).await.unwrap();
     let q = QueueName::new("q3").unwrap();
     let jobs = store
-        .claim(&q, 3, Duration::from_secs(30), "w")
+        .claim(
+            &q,
+            3,
+            Duration::from_secs(30),
+            &LeaseToken::mint("w").unwrap(),
+        )
         .await
         .unwrap()
         .jobs;

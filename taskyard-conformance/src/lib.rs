@@ -98,7 +98,12 @@ impl Running {
 /// fill a dead set.
 pub async fn bury(store: &dyn Store, q: &QueueName) {
     let claimed = store
-        .claim(q, 10_000, Duration::from_secs(60), "bury")
+        .claim(
+            q,
+            10_000,
+            Duration::from_secs(60),
+            &taskyard_core::LeaseToken::mint("bury").unwrap(),
+        )
         .await
         .expect("claim")
         .jobs;

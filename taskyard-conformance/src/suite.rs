@@ -11,7 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use taskyard_core::{
     Client, DeadFilter, Due, EnqueueOptions, Error, Job, JobContext, JobError, JobId, JobState,
-    Lease, NewJob, Outcome, QueueConfig, QueueName, QueueOrder, RetryPolicy, Store, Worker,
+    Lease, LeaseToken, NewJob, Outcome, QueueConfig, QueueName, QueueOrder, RetryPolicy, Store,
+    Worker,
 };
 
 use crate::{Running, Subject, eventually, unique_queue, until};
@@ -58,9 +59,10 @@ async fn claim(
     q: &QueueName,
     n: usize,
     lease: Duration,
-    nonce: &str,
+    owner: &str,
 ) -> Vec<taskyard_core::ClaimedJob> {
-    store.claim(q, n, lease, nonce).await.expect("claim").jobs
+    let token = LeaseToken::mint(owner).expect("a valid owner");
+    store.claim(q, n, lease, &token).await.expect("claim").jobs
 }
 
 async fn stats(store: &Arc<dyn Store>, q: &QueueName) -> taskyard_core::QueueStats {
@@ -174,7 +176,8 @@ pub async fn heartbeat_renews_held_leases_and_rejects_stale_tokens(s: Subject) {
     let jobs = claim(&s.store, &q, 2, Duration::from_millis(600), "w").await;
     let mut leases: Vec<Lease> = jobs.iter().map(|j| j.lease.clone()).collect();
     let mut forged = leases[0].clone();
-    forged.token = "forged".into();
+    // A well-formed token the store never issued.
+    forged.token = LeaseToken::mint("forged").unwrap();
     leases.push(forged);
     // Renew past the first lease end; maintenance must not take the jobs back.
     for _ in 0..4 {
@@ -350,7 +353,11 @@ pub async fn retry_schedules_the_job_after_its_delay(s: Subject) {
         eventually(SOON, || {
             let (store, q, got) = (store.clone(), q2.clone(), got2.clone());
             async move {
-                let mut jobs = store.claim(&q, 1, LEASE, "w").await.unwrap().jobs;
+                let mut jobs = store
+                    .claim(&q, 1, LEASE, &LeaseToken::mint("w").unwrap())
+                    .await
+                    .unwrap()
+                    .jobs;
                 match jobs.pop() {
                     Some(j) => {
                         *got.lock().unwrap() = Some(j);
@@ -618,7 +625,11 @@ pub async fn delayed_job_is_not_claimed_before_due(s: Subject) {
     assert_eq!(payload_n(&first[0].payload), 2);
     let info = s.store.job(&q, &ids[0]).await.unwrap().unwrap();
     assert_eq!(info.state, JobState::Scheduled);
-    let claim_res = s.store.claim(&q, 10, LEASE, "w").await.unwrap();
+    let claim_res = s
+        .store
+        .claim(&q, 10, LEASE, &LeaseToken::mint("w").unwrap())
+        .await
+        .unwrap();
     assert!(claim_res.jobs.is_empty() || start.elapsed() >= Duration::from_millis(450));
     assert!(
         claim_res.next_due.is_some(),
@@ -630,7 +641,7 @@ pub async fn delayed_job_is_not_claimed_before_due(s: Subject) {
             let (store, q) = (store.clone(), q2.clone());
             async move {
                 !store
-                    .claim(&q, 1, LEASE, "w")
+                    .claim(&q, 1, LEASE, &LeaseToken::mint("w").unwrap())
                     .await
                     .unwrap()
                     .jobs
@@ -1528,9 +1539,9 @@ impl Store for StalledHeartbeats {
         queue: &QueueName,
         max: usize,
         lease: Duration,
-        nonce: &str,
+        token: &LeaseToken,
     ) -> taskyard_core::Result<taskyard_core::Claim> {
-        self.inner.claim(queue, max, lease, nonce).await
+        self.inner.claim(queue, max, lease, token).await
     }
     async fn wait(&self, queues: &[QueueName], timeout: Duration) -> taskyard_core::Result<()> {
         self.inner.wait(queues, timeout).await

@@ -20,7 +20,8 @@ pub use job::{
 };
 pub use retry::RetryPolicy;
 pub use store::{
-    Claim, ClaimedJob, DeadFilter, Lease, Maintenance, Outcome, QueueConfig, QueueStats, Store,
+    Claim, ClaimedJob, DeadFilter, Lease, LeaseToken, Maintenance, Outcome, QueueConfig,
+    QueueStats, Store,
 };
 pub use worker::{
     Counters, IntoStore, JobContext, JobError, QueueOrder, Worker, WorkerBuilder, shutdown_signal,

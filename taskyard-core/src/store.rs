@@ -14,6 +14,54 @@ use bytes::Bytes;
 
 use crate::{JobId, JobInfo, JobState, NewJob, QueueName, Result};
 
+/// The token of one claim call, shared by the jobs it claimed: minted here, in the core,
+/// so every store gets tokens of one format and only judges whether a token still holds.
+///
+/// The format is `owner.instance.n`: the claimer's name (`[A-Za-z0-9_-]`, at most 64
+/// characters), a random number per process and a counter per process — unique across
+/// processes and claims, and free of the `|` and `,` that stores use as separators.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LeaseToken(Arc<str>);
+
+impl LeaseToken {
+    /// A new token for a claim by `owner`.
+    pub fn mint(owner: &str) -> Result<Self> {
+        static INSTANCE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let ok = !owner.is_empty()
+            && owner.len() <= 64
+            && owner
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !ok {
+            return Err(crate::Error::InvalidOption(format!(
+                "lease token owner {owner:?} must be 1-64 characters of [A-Za-z0-9_-]"
+            )));
+        }
+        let instance = *INSTANCE.get_or_init(rand::random);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(LeaseToken(Arc::from(format!("{owner}.{instance:08x}.{n}"))))
+    }
+
+    /// The token as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for LeaseToken {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for LeaseToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A claimed job's proof of ownership: its id, queue and the lease token issued at claim.
 ///
 /// The store rejects every later transition that names a token other than the current one,
@@ -24,8 +72,8 @@ pub struct Lease {
     pub queue: QueueName,
     /// The job's id.
     pub id: JobId,
-    /// The token issued at claim: one per claim call, shared by the jobs it claimed.
-    pub token: Arc<str>,
+    /// The token of the claim: one per claim call, shared by the jobs it claimed.
+    pub token: LeaseToken,
 }
 
 /// A job handed to a worker by [`Store::claim`].
@@ -161,15 +209,16 @@ pub trait Store: Send + Sync + 'static {
     /// Returns their ids in input order.
     async fn enqueue(&self, queue: &QueueName, jobs: Vec<NewJob>) -> Result<Vec<JobId>>;
 
-    /// Claims up to `max` ready jobs, oldest first: counts an attempt on each, leases it
-    /// for `lease`, and issues a token made with `nonce`. Due scheduled jobs are promoted
-    /// first. A paused queue yields nothing.
+    /// Claims up to `max` ready jobs, oldest first: counts an attempt on each and leases
+    /// them for `lease` under `token` (minted for this call; a token already in use is
+    /// refused before anything is written). Due scheduled jobs are promoted first. A
+    /// paused queue yields nothing.
     async fn claim(
         &self,
         queue: &QueueName,
         max: usize,
         lease: Duration,
-        nonce: &str,
+        token: &LeaseToken,
     ) -> Result<Claim>;
 
     /// Waits until work may be ready on one of `queues` (an enqueue, a resume, a claim
@@ -290,6 +339,23 @@ pub mod support {
                     })
                 })
                 .collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LeaseToken;
+
+    #[test]
+    fn tokens_are_unique_and_their_owner_is_checked() {
+        let a = LeaseToken::mint("worker-1").unwrap();
+        let b = LeaseToken::mint("worker-1").unwrap();
+        assert_ne!(a, b);
+        assert!(a.starts_with("worker-1."));
+        assert!(!a.contains('|') && !a.contains(','));
+        for bad in ["", "a|b", "a,b", "a.b", "ü", &"x".repeat(65)] {
+            assert!(LeaseToken::mint(bad).is_err(), "{bad:?} accepted");
         }
     }
 }

@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use taskyard_core::{
     Claim, ClaimedJob, DeadFilter, JobContext, JobError, JobId, JobInfo, JobState, Lease,
-    Maintenance, NewJob, Outcome, QueueConfig, QueueName, QueueStats, Result, Store, Worker,
+    LeaseToken, Maintenance, NewJob, Outcome, QueueConfig, QueueName, QueueStats, Result, Store,
+    Worker,
 };
 use tokio::time::Instant;
 
@@ -78,7 +79,7 @@ impl Store for Shared {
         queue: &QueueName,
         max: usize,
         lease: Duration,
-        nonce: &str,
+        token: &LeaseToken,
     ) -> Result<Claim> {
         self.0.note(Call::Claim { max, lease });
         let mut ready = self.0.ready.lock().unwrap();
@@ -89,7 +90,7 @@ impl Store for Shared {
                 lease: Lease {
                     queue: queue.clone(),
                     id: JobId::new(id.to_string()),
-                    token: Arc::from(nonce),
+                    token: token.clone(),
                 },
                 kind: Arc::from("k"),
                 payload: Bytes::from_static(b"{}"),

@@ -22,7 +22,6 @@
 mod envelope;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,8 +30,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use redis::{AsyncConnectionConfig, Script, Value};
 use taskyard_core::store::support::{self, history};
 use taskyard_core::{
-    Claim, ClaimedJob, DeadFilter, Due, Error, JobId, JobInfo, JobState, Lease, Maintenance,
-    NewJob, Outcome, QueueConfig, QueueName, QueueStats, Result, Store,
+    Claim, ClaimedJob, DeadFilter, Due, Error, JobId, JobInfo, JobState, Lease, LeaseToken,
+    Maintenance, NewJob, Outcome, QueueConfig, QueueName, QueueStats, Result, Store,
 };
 
 /// The set of every queue name used, for `stats` across queues.
@@ -60,11 +59,6 @@ struct Inner {
     waiters: tokio::sync::Mutex<Vec<MultiplexedConnection>>,
     scripts: Scripts,
     known_queues: Mutex<HashSet<String>>,
-    /// Claims made through this store, to make each claim's token unique.
-    claims: AtomicU64,
-    /// Random per store instance: two processes claiming with the same nonce still get
-    /// different tokens.
-    instance: String,
     /// Connections for enqueues confirmed by replicas: `WAIT` blocks its connection, so
     /// it never runs on the shared one.
     acked: tokio::sync::Mutex<Vec<MultiplexedConnection>>,
@@ -261,8 +255,6 @@ impl RedisStore {
                 waiters: tokio::sync::Mutex::new(Vec::new()),
                 scripts,
                 known_queues: Mutex::new(HashSet::new()),
-                claims: AtomicU64::new(0),
-                instance: format!("{:08x}", rand::random::<u32>()),
                 acked: tokio::sync::Mutex::new(Vec::new()),
             }),
             replica_ack: None,
@@ -654,12 +646,8 @@ impl Store for RedisStore {
         queue: &QueueName,
         max: usize,
         lease: Duration,
-        nonce: &str,
+        token: &LeaseToken,
     ) -> Result<Claim> {
-        // The token must differ between two claims of the same job; the claimer's nonce
-        // and this store's claim counter make it so.
-        let seq = self.inner.claims.fetch_add(1, Ordering::Relaxed);
-        let token: Arc<str> = Arc::from(format!("{nonce}.{}.{seq}", self.inner.instance));
         let args = vec![
             max.to_string().into_bytes(),
             lease.as_millis().to_string().into_bytes(),

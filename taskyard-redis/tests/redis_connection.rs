@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use taskyard_conformance::{RedisServer, Running, eventually, until};
 use taskyard_core::{
-    Client, EnqueueOptions, Error, Job, JobContext, JobError, NewJob, QueueName, Store, Worker,
+    Client, EnqueueOptions, Error, Job, JobContext, JobError, LeaseToken, NewJob, QueueName, Store,
+    Worker,
 };
 use taskyard_redis::RedisStore;
 
@@ -57,7 +58,12 @@ async fn bulk_enqueue_and_claim_are_one_script_call_each() {
     let before = calls(&mut conn, "evalsha").await + calls(&mut conn, "eval").await;
     store.enqueue(&q, jobs(0..5000)).await.unwrap();
     let claimed = store
-        .claim(&q, 1000, Duration::from_secs(30), "w")
+        .claim(
+            &q,
+            1000,
+            Duration::from_secs(30),
+            &LeaseToken::mint("w").unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(claimed.jobs.len(), 1000);
@@ -97,7 +103,12 @@ async fn lost_script_cache_is_reloaded() {
         .unwrap();
     store.enqueue(&q, jobs(2..3)).await.unwrap();
     let claimed = store
-        .claim(&q, 10, Duration::from_secs(30), "w")
+        .claim(
+            &q,
+            10,
+            Duration::from_secs(30),
+            &LeaseToken::mint("w").unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(claimed.jobs.len(), 3);

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use taskyard_conformance::RedisServer;
 use taskyard_core::{
-    EnqueueOptions, Error, JobState, Lease, NewJob, Outcome, QueueName, RetryPolicy, Store,
+    EnqueueOptions, Error, JobState, Lease, LeaseToken, NewJob, Outcome, QueueName, RetryPolicy,
+    Store,
 };
 use taskyard_redis::RedisStore;
 
@@ -64,7 +65,12 @@ async fn acknowledged_enqueues_and_completions_survive_a_redis_crash_under_each_
         let mut completed = Vec::new();
         for _ in 0..4 {
             let claim = store
-                .claim(&queue(), 100, Duration::from_secs(60), "w")
+                .claim(
+                    &queue(),
+                    100,
+                    Duration::from_secs(60),
+                    &LeaseToken::mint("w").unwrap(),
+                )
                 .await
                 .unwrap();
             let outcomes: Vec<(Lease, Outcome)> = claim
@@ -76,7 +82,12 @@ async fn acknowledged_enqueues_and_completions_survive_a_redis_crash_under_each_
             completed.extend(outcomes.into_iter().map(|(l, _)| l.id));
         }
         let running = store
-            .claim(&queue(), 100, Duration::from_secs(60), "w")
+            .claim(
+                &queue(),
+                100,
+                Duration::from_secs(60),
+                &LeaseToken::mint("w").unwrap(),
+            )
             .await
             .unwrap()
             .jobs;

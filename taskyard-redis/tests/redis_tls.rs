@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use taskyard_conformance::RedisServer;
-use taskyard_core::{EnqueueOptions, NewJob, QueueName, RetryPolicy, Store};
+use taskyard_core::{EnqueueOptions, LeaseToken, NewJob, QueueName, RetryPolicy, Store};
 use taskyard_redis::RedisStore;
 
 #[tokio::test]
@@ -23,7 +23,12 @@ async fn rediss_url_works_and_the_server_certificate_is_verified() {
     .unwrap();
     store.enqueue(&q, vec![job]).await.unwrap();
     let claim = store
-        .claim(&q, 10, Duration::from_secs(30), "w")
+        .claim(
+            &q,
+            10,
+            Duration::from_secs(30),
+            &LeaseToken::mint("w").unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(claim.jobs.len(), 1);

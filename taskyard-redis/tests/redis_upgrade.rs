@@ -7,8 +7,8 @@ use std::time::Duration;
 use taskyard_conformance::fixtures::{self, by_role};
 use taskyard_conformance::{RedisServer, TempDir};
 use taskyard_core::{
-    DeadFilter, EnqueueOptions, Error, JobId, JobState, Lease, NewJob, Outcome, QueueConfig,
-    QueueName, RetryPolicy, Store,
+    DeadFilter, EnqueueOptions, Error, JobId, JobState, Lease, LeaseToken, NewJob, Outcome,
+    QueueConfig, QueueName, RetryPolicy, Store,
 };
 use taskyard_redis::RedisStore;
 
@@ -96,7 +96,12 @@ async fn a_redis_written_by_0_1_opens_and_its_jobs_carry_on() {
     assert_eq!(store.maintain(&upgrade).await.unwrap().expired, 2);
     // Ready jobs come in 0.1's order, then the returned ones.
     let claim = store
-        .claim(&upgrade, 100, Duration::from_secs(60), "after")
+        .claim(
+            &upgrade,
+            100,
+            Duration::from_secs(60),
+            &LeaseToken::mint("after").unwrap(),
+        )
         .await
         .unwrap();
     let roles: Vec<&str> = claim
@@ -135,7 +140,12 @@ async fn a_redis_written_by_0_1_opens_and_its_jobs_carry_on() {
     // Dead jobs redrive with a fresh count of attempts and their history kept.
     assert_eq!(store.redrive(&upgrade, &DeadFilter::All).await.unwrap(), 2);
     let claim = store
-        .claim(&upgrade, 100, Duration::from_secs(60), "redriven")
+        .claim(
+            &upgrade,
+            100,
+            Duration::from_secs(60),
+            &LeaseToken::mint("redriven").unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(claim.jobs.len(), 2);
@@ -186,7 +196,12 @@ async fn a_redis_written_by_0_1_opens_and_its_jobs_carry_on() {
 
     // The other queues: ready jobs run; the paused one stays paused until resumed.
     let other = store
-        .claim(&queue("other"), 10, Duration::from_secs(60), "o")
+        .claim(
+            &queue("other"),
+            10,
+            Duration::from_secs(60),
+            &LeaseToken::mint("o").unwrap(),
+        )
         .await
         .unwrap();
     let payloads: Vec<&[u8]> = other.jobs.iter().map(|c| &c.payload[..]).collect();
@@ -197,13 +212,23 @@ async fn a_redis_written_by_0_1_opens_and_its_jobs_carry_on() {
     assert_eq!(payloads, expected);
     let paused = queue("paused");
     let none = store
-        .claim(&paused, 10, Duration::from_secs(60), "p")
+        .claim(
+            &paused,
+            10,
+            Duration::from_secs(60),
+            &LeaseToken::mint("p").unwrap(),
+        )
         .await
         .unwrap();
     assert!(none.jobs.is_empty());
     store.set_paused(&paused, false).await.unwrap();
     let resumed = store
-        .claim(&paused, 10, Duration::from_secs(60), "p")
+        .claim(
+            &paused,
+            10,
+            Duration::from_secs(60),
+            &LeaseToken::mint("p").unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(resumed.jobs.len(), 1);
@@ -270,7 +295,12 @@ async fn a_large_0_1_queue_is_upgraded_in_bounded_steps_and_keeps_its_order() {
     let steps = scripts_run(&mut conn).await - before - 2;
     assert!(steps >= 9, "{steps} upgrade steps");
     let claim = store
-        .claim(&big, 3, Duration::from_secs(60), "w")
+        .claim(
+            &big,
+            3,
+            Duration::from_secs(60),
+            &LeaseToken::mint("w").unwrap(),
+        )
         .await
         .unwrap();
     let ids: Vec<&str> = claim.jobs.iter().map(|c| c.lease.id.as_str()).collect();
@@ -306,7 +336,12 @@ async fn a_queue_of_a_newer_layout_is_refused_and_left_unchanged() {
     let q = queue("newer");
     store.enqueue(&q, vec![job("a"), job("b")]).await.unwrap();
     let claim = store
-        .claim(&q, 1, Duration::from_secs(60), "w")
+        .claim(
+            &q,
+            1,
+            Duration::from_secs(60),
+            &LeaseToken::mint("w").unwrap(),
+        )
         .await
         .unwrap();
     let lease = claim.jobs[0].lease.clone();
@@ -328,7 +363,10 @@ async fn a_queue_of_a_newer_layout_is_refused_and_left_unchanged() {
         "3"
     ));
     assert!(is_version(
-        store.claim(&q, 5, minute, "x").await.unwrap_err(),
+        store
+            .claim(&q, 5, minute, &LeaseToken::mint("x").unwrap())
+            .await
+            .unwrap_err(),
         "3"
     ));
     let l = std::slice::from_ref(&lease);
@@ -386,7 +424,12 @@ async fn a_job_envelope_of_an_unknown_version_is_refused_not_misread() {
     assert!(is_version(err, "9"));
     // A claim runs the jobs it can read and leaves the other to its lease.
     let claim = store
-        .claim(&q, 5, Duration::from_secs(60), "w")
+        .claim(
+            &q,
+            5,
+            Duration::from_secs(60),
+            &LeaseToken::mint("w").unwrap(),
+        )
         .await
         .unwrap();
     let kinds: Vec<&str> = claim.jobs.iter().map(|c| &*c.kind).collect();

@@ -37,8 +37,8 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 use taskyard_core::{
-    Claim, DeadFilter, Error, JobId, JobInfo, JobState, Lease, Maintenance, NewJob, Outcome,
-    QueueConfig, QueueName, QueueStats, Result, Store,
+    Claim, DeadFilter, Error, JobId, JobInfo, JobState, Lease, LeaseToken, Maintenance, NewJob,
+    Outcome, QueueConfig, QueueName, QueueStats, Result, Store,
 };
 use tokio::sync::Notify;
 
@@ -162,11 +162,6 @@ struct Inner {
     poll: Duration,
     /// How long a reader waits out other processes' locks.
     locked_for: Duration,
-    /// Claims made through this store, to make each claim's token unique.
-    claims: AtomicU64,
-    /// Random per store instance: two processes claiming with the same nonce still get
-    /// different tokens.
-    instance: String,
 }
 
 impl SqliteStore {
@@ -200,8 +195,6 @@ impl SqliteStore {
                 notify,
                 poll: options.poll,
                 locked_for: options.locked_for,
-                claims: AtomicU64::new(0),
-                instance: format!("{:08x}", rand::random::<u32>()),
             }),
         })
     }
@@ -347,10 +340,9 @@ impl Store for SqliteStore {
         queue: &QueueName,
         max: usize,
         lease: Duration,
-        nonce: &str,
+        token: &LeaseToken,
     ) -> Result<Claim> {
-        let seq = self.inner.claims.fetch_add(1, Ordering::Relaxed);
-        let token: Arc<str> = Arc::from(format!("{nonce}.{}.{seq}", self.inner.instance));
+        let token = token.clone();
         let queue = queue.clone();
         let lease_ms = lease.as_millis() as u64;
         let (jobs, next_due) = self
@@ -394,7 +386,7 @@ impl Store for SqliteStore {
 
     async fn heartbeat(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>> {
         // One lease per claim call: renew each token once.
-        let mut tokens: Vec<Arc<str>> = leases.iter().map(|l| l.token.clone()).collect();
+        let mut tokens: Vec<LeaseToken> = leases.iter().map(|l| l.token.clone()).collect();
         tokens.sort_unstable();
         tokens.dedup();
         let lease_ms = lease.as_millis() as u64;

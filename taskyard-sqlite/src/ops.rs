@@ -11,8 +11,8 @@ use bytes::Bytes;
 use rusqlite::{OptionalExtension, params};
 use taskyard_core::store::support::{LEASE_EXPIRED, history};
 use taskyard_core::{
-    Backoff, ClaimedJob, DeadFilter, Due, Error, JobId, Lease, Maintenance, NewJob, Outcome,
-    QueueConfig, QueueName, Result,
+    Backoff, ClaimedJob, DeadFilter, Due, Error, JobId, Lease, LeaseToken, Maintenance, NewJob,
+    Outcome, QueueConfig, QueueName, Result,
 };
 
 use crate::db::{COMPLETED, DEAD, READY, SCHEDULED, db};
@@ -121,7 +121,7 @@ pub(crate) fn claim(
     queue: &QueueName,
     max: usize,
     lease_ms: u64,
-    token: &Arc<str>,
+    token: &LeaseToken,
 ) -> Result<(Vec<ClaimedJob>, Option<u64>)> {
     let Some(q) = tx.queue(queue)? else {
         return Ok((Vec::new(), None));

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use taskyard_conformance::{TempDir, bury};
 use taskyard_core::{
-    DeadFilter, EnqueueOptions, Error, JobState, NewJob, Outcome, QueueName, RetryPolicy, Store,
+    DeadFilter, EnqueueOptions, Error, JobState, LeaseToken, NewJob, Outcome, QueueName,
+    RetryPolicy, Store,
 };
 use taskyard_sqlite::{ManualClock, Options, SqliteStore, Synchronous};
 
@@ -112,7 +113,12 @@ async fn time_comes_from_the_stores_clock() {
 
     // A lease of a minute holds until the clock passes it.
     let claim = store
-        .claim(&q, 10, Duration::from_secs(60), "w")
+        .claim(
+            &q,
+            10,
+            Duration::from_secs(60),
+            &LeaseToken::mint("w").unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(claim.jobs.len(), 1, "the delayed job is not due");
@@ -127,7 +133,12 @@ async fn time_comes_from_the_stores_clock() {
 
     // A retry delay too.
     let claim = store
-        .claim(&q, 10, Duration::from_secs(60), "w")
+        .claim(
+            &q,
+            10,
+            Duration::from_secs(60),
+            &LeaseToken::mint("w").unwrap(),
+        )
         .await
         .unwrap();
     let outcomes: Vec<_> = claim
@@ -146,7 +157,12 @@ async fn time_comes_from_the_stores_clock() {
     clock.advance(Duration::from_millis(4_999));
     assert!(
         store
-            .claim(&q, 10, Duration::from_secs(60), "w")
+            .claim(
+                &q,
+                10,
+                Duration::from_secs(60),
+                &LeaseToken::mint("w").unwrap()
+            )
             .await
             .unwrap()
             .jobs
@@ -155,7 +171,12 @@ async fn time_comes_from_the_stores_clock() {
     clock.advance(Duration::from_millis(1));
     assert_eq!(
         store
-            .claim(&q, 10, Duration::from_secs(60), "w")
+            .claim(
+                &q,
+                10,
+                Duration::from_secs(60),
+                &LeaseToken::mint("w").unwrap()
+            )
             .await
             .unwrap()
             .jobs
@@ -224,7 +245,12 @@ async fn a_file_it_cannot_use_is_a_clear_error() {
 /// Claims up to `n` jobs and completes them; returns how many were recorded.
 async fn complete(store: &SqliteStore, q: &QueueName, n: usize) -> usize {
     let claim = store
-        .claim(q, n, Duration::from_secs(60), "w")
+        .claim(
+            q,
+            n,
+            Duration::from_secs(60),
+            &LeaseToken::mint("w").unwrap(),
+        )
         .await
         .unwrap();
     let done: Vec<_> = claim

@@ -10,8 +10,8 @@ use std::time::Duration;
 use taskyard_conformance::TempDir;
 use taskyard_conformance::fixtures::{self, by_role};
 use taskyard_core::{
-    DeadFilter, EnqueueOptions, Error, JobState, Lease, NewJob, Outcome, QueueName, RetryPolicy,
-    Store,
+    DeadFilter, EnqueueOptions, Error, JobState, Lease, LeaseToken, NewJob, Outcome, QueueName,
+    RetryPolicy, Store,
 };
 use taskyard_sqlite::{ManualClock, Options, SqliteStore};
 
@@ -91,7 +91,10 @@ async fn a_store_file_written_by_0_1_opens_and_its_jobs_carry_on() {
     clock.advance(Duration::from_secs(2));
     assert_eq!(store.maintain(&upgrade).await.unwrap().expired, 2);
     let minute = Duration::from_secs(60);
-    let claim = store.claim(&upgrade, 100, minute, "after").await.unwrap();
+    let claim = store
+        .claim(&upgrade, 100, minute, &LeaseToken::mint("after").unwrap())
+        .await
+        .unwrap();
     let roles: Vec<&str> = claim
         .jobs
         .iter()
@@ -126,7 +129,12 @@ async fn a_store_file_written_by_0_1_opens_and_its_jobs_carry_on() {
     complete(&store, claim.jobs.into_iter().map(|c| c.lease).collect()).await;
     assert_eq!(store.redrive(&upgrade, &DeadFilter::All).await.unwrap(), 2);
     let claim = store
-        .claim(&upgrade, 100, minute, "redriven")
+        .claim(
+            &upgrade,
+            100,
+            minute,
+            &LeaseToken::mint("redriven").unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(claim.jobs.len(), 2);
@@ -162,7 +170,10 @@ async fn a_store_file_written_by_0_1_opens_and_its_jobs_carry_on() {
     // The scheduled ones run when their time comes: the retry ten years on, the report
     // in 2100.
     clock.advance(Duration::from_millis(4_102_444_800_000 - end_ms));
-    let claim = store.claim(&upgrade, 100, minute, "later").await.unwrap();
+    let claim = store
+        .claim(&upgrade, 100, minute, &LeaseToken::mint("later").unwrap())
+        .await
+        .unwrap();
     let mut due: Vec<(&str, u32)> = claim.jobs.iter().map(|c| (&*c.kind, c.attempt)).collect();
     due.sort();
     assert_eq!(due, [("fixture.scheduled-retry", 2), ("report.yearly", 1)]);
@@ -189,19 +200,25 @@ async fn a_store_file_written_by_0_1_opens_and_its_jobs_carry_on() {
         .map(|j| j.id.as_str().parse::<u64>().unwrap())
         .max();
     assert!(id.as_str().parse::<u64>().unwrap() > newest.unwrap());
-    let other = store.claim(&queue("other"), 10, minute, "o").await.unwrap();
+    let other = store
+        .claim(&queue("other"), 10, minute, &LeaseToken::mint("o").unwrap())
+        .await
+        .unwrap();
     assert_eq!(other.jobs.len(), 2);
     let paused = queue("paused");
     assert!(
         store
-            .claim(&paused, 10, minute, "p")
+            .claim(&paused, 10, minute, &LeaseToken::mint("p").unwrap())
             .await
             .unwrap()
             .jobs
             .is_empty()
     );
     store.set_paused(&paused, false).await.unwrap();
-    let resumed = store.claim(&paused, 10, minute, "p").await.unwrap();
+    let resumed = store
+        .claim(&paused, 10, minute, &LeaseToken::mint("p").unwrap())
+        .await
+        .unwrap();
     assert_eq!(
         &resumed.jobs[0].payload[..],
         by_role(&jobs, "paused-ready").payload.as_bytes()
@@ -350,7 +367,14 @@ async fn a_file_migrated_by_a_newer_release_stops_this_one_writing() {
     assert!(is_version(
         store.enqueue(&q, vec![job()]).await.unwrap_err()
     ));
-    let claim = store.claim(&q, 5, Duration::from_secs(60), "w").await;
+    let claim = store
+        .claim(
+            &q,
+            5,
+            Duration::from_secs(60),
+            &LeaseToken::mint("w").unwrap(),
+        )
+        .await;
     assert!(is_version(claim.unwrap_err()));
     assert!(is_version(store.stats(&q).await.unwrap_err()));
     let conn = rusqlite::Connection::open(&path).unwrap();

@@ -8,6 +8,7 @@ use rand::Rng;
 use tokio::sync::{mpsc, watch};
 
 use super::{QueueOrder, Shared, executor};
+use crate::LeaseToken;
 use crate::QueueName;
 
 /// The longest a wait lasts before the fetcher tries a claim anyway: a safety net for a
@@ -50,11 +51,17 @@ pub(crate) async fn run(
             if claimed == want {
                 break;
             }
-            match shared
-                .store
-                .claim(&queue, want - claimed, shared.lease, &shared.nonce)
-                .await
-            {
+            // A token per claim call, minted here: the worker's nonce is its owner name.
+            let result = match LeaseToken::mint(&shared.nonce) {
+                Ok(token) => {
+                    shared
+                        .store
+                        .claim(&queue, want - claimed, shared.lease, &token)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match result {
                 Ok(claim) => {
                     next_due = match (next_due, claim.next_due) {
                         (Some(a), Some(b)) => Some(a.min(b)),
