@@ -54,6 +54,10 @@ pub enum Error {
     /// The store holds data this version cannot read.
     #[error("store holds malformed data: {0}")]
     Corrupt(String),
+    /// Something went wrong inside a worker: one of its tasks panicked, or outcomes could
+    /// not be recorded before shutdown ended (those jobs run again after their leases).
+    #[error("worker failed: {0}")]
+    Worker(String),
     /// The store (or one of its queues or jobs) is in a format this release does not
     /// read: written by a newer taskyard, or left half-upgraded. Nothing was changed.
     #[error("{what} is in format {found}; this taskyard reads {reads}")]

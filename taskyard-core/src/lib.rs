@@ -24,7 +24,8 @@ pub use store::{
     QueueStats, Store,
 };
 pub use worker::{
-    Counters, IntoStore, JobContext, JobError, QueueOrder, Worker, WorkerBuilder, shutdown_signal,
+    Counters, IntoStore, JobContext, JobError, QueueOrder, StopReason, Worker, WorkerBuilder,
+    WorkerHandle, shutdown_signal,
 };
 
 /// Re-exported so stores implement [`Store`] with the same macro.

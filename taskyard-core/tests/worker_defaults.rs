@@ -174,7 +174,7 @@ fn start(
     hang: bool,
 ) -> (
     tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Duration>,
+    tokio::task::JoinHandle<(Duration, taskyard_core::Result<()>)>,
 ) {
     let worker = Worker::builder(Shared(store.clone()))
         .handle_raw("k", move |_ctx: JobContext, _payload: Bytes| async move {
@@ -188,13 +188,12 @@ fn start(
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let start = store.start;
     let task = tokio::spawn(async move {
-        worker
+        let result = worker
             .run(async {
                 let _ = stopped.await;
             })
-            .await
-            .unwrap();
-        start.elapsed()
+            .await;
+        (start.elapsed(), result)
     });
     (stop, task)
 }
@@ -294,7 +293,8 @@ async fn shutdown_gives_running_jobs_30s_then_releases_them() {
     let (stop, task) = start(&store, true);
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.send(()).unwrap();
-    let returned = task.await.unwrap();
+    let (returned, result) = task.await.unwrap();
+    result.unwrap();
     let releases: Vec<(Duration, Call)> = store
         .calls()
         .into_iter()
@@ -315,6 +315,9 @@ async fn shutdown_waits_30s_for_outcomes_then_returns() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(store.times(|c| *c == Call::Finish).len(), 1);
     stop.send(()).unwrap();
-    let returned = task.await.unwrap();
+    let (returned, result) = task.await.unwrap();
     assert!(near(returned, Duration::from_secs(31)), "{returned:?}");
+    // The outcome never recorded is reported, not dropped in silence.
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("not recorded within 30 s"), "{err}");
 }

@@ -75,9 +75,8 @@ async fn record(shared: &Shared, keys: &[u64], batch: &[(Lease, Outcome)]) {
         }
     };
     let counters = &shared.counters;
-    let mut held = shared.held();
-    for (((lease, outcome), ok), key) in batch.iter().zip(accepted).zip(keys) {
-        held.remove(key);
+    shared.book.remove(keys);
+    for ((lease, outcome), ok) in batch.iter().zip(accepted) {
         if !ok {
             counters.stale.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(queue = %lease.queue, id = %lease.id, "outcome rejected: lease no longer held");

@@ -5,10 +5,12 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use super::stop::{Stop, StopReason};
 
 use crate::{Job, JobId, QueueName, RetryPolicy};
 
@@ -21,7 +23,7 @@ pub struct JobContext {
     pub(crate) attempt: u32,
     pub(crate) max_attempts: u32,
     pub(crate) enqueued_at_ms: u64,
-    pub(crate) lease_lost: Arc<AtomicBool>,
+    pub(crate) stop: Arc<Stop>,
 }
 
 impl JobContext {
@@ -60,7 +62,32 @@ impl JobContext {
     /// now run elsewhere. A long handler can check this and stop early; its outcome will
     /// be rejected anyway.
     pub fn lease_lost(&self) -> bool {
-        self.lease_lost.load(Ordering::Relaxed)
+        self.stop.lease_lost()
+    }
+
+    /// Resolves when this run is asked to stop early, with why: the worker is shutting
+    /// down (the handler has until the grace period ends), or the lease was lost. Never
+    /// resolves otherwise, so a handler can race it against its work:
+    ///
+    /// ```ignore
+    /// tokio::select! {
+    ///     result = do_the_work() => result,
+    ///     why = ctx.stopped() => Err(JobError::retry(format!("stopped: {why:?}"))),
+    /// }
+    /// ```
+    pub async fn stopped(&self) -> StopReason {
+        self.stop.stopped().await
+    }
+
+    /// Why this run was asked to stop, if it was (the first reason is kept).
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.stop.reason()
+    }
+
+    /// The same signal as a [`CancellationToken`], to hand to code that takes one. It is
+    /// a child of the run's own token: cancelling it does not stop the run.
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.stop.token()
     }
 }
 

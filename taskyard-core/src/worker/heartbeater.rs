@@ -2,7 +2,6 @@
 //! lease/3, independently of the jobs' own code — a job may run for hours.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use super::Shared;
 
@@ -11,25 +10,15 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     let every = shared.lease / 3;
     loop {
         tokio::time::sleep(every).await;
-        let (keys, leases): (Vec<u64>, Vec<_>) = shared
-            .held()
-            .iter()
-            .map(|(k, h)| (*k, h.lease.clone()))
-            .unzip();
+        let (keys, leases) = shared.book.leases();
         if leases.is_empty() {
             continue;
         }
         match shared.store.heartbeat(&leases, shared.lease).await {
             Ok(held) => {
-                let map = shared.held();
-                for ((key, lease), ok) in keys.iter().zip(&leases).zip(held) {
-                    if !ok
-                        && let Some(h) = map.get(key)
-                        && !h.lease_lost.swap(true, Ordering::Relaxed)
-                    {
-                        {
-                            tracing::warn!(queue = %lease.queue, id = %lease.id, "lease lost: the job may run elsewhere");
-                        }
+                for (key, ok) in keys.iter().zip(held) {
+                    if !ok {
+                        shared.book.lost(*key);
                     }
                 }
             }

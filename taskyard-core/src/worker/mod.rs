@@ -13,25 +13,29 @@
 //! carries many completions and at rest a completion goes out at once. Maintenance needs
 //! no leader: it is idempotent and every worker runs it.
 
+mod book;
 mod completer;
 mod executor;
 mod fetcher;
 mod handler;
 mod heartbeater;
 mod maintenance;
+mod stop;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Semaphore, mpsc, watch};
-use tokio::task::AbortHandle;
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::task::{JoinError, JoinHandle};
 
+use book::Book;
 pub(crate) use handler::{Failure, Handler};
 pub use handler::{JobContext, JobError};
+pub use stop::StopReason;
 
 use crate::{Error, Job, Lease, QueueName, Result, RetryPolicy, Store};
 
@@ -241,8 +245,7 @@ impl WorkerBuilder {
                     .collect(),
                 nonce,
                 slots: Arc::new(Semaphore::new(self.concurrency)),
-                running: Mutex::new(HashMap::new()),
-                next_key: AtomicU64::new(0),
+                book: Book::default(),
                 counters: Arc::new(Counters::default()),
             }),
         })
@@ -263,32 +266,13 @@ pub(crate) struct Shared {
     pub(crate) slots: Arc<Semaphore>,
     /// Jobs this worker holds a lease on: running, or finished with the outcome not yet
     /// recorded. The heartbeater renews all of them.
-    pub(crate) running: Mutex<HashMap<u64, Held>>,
-    /// Keys of `running`: a number per claimed job, cheaper to hash than its lease.
-    pub(crate) next_key: AtomicU64,
+    pub(crate) book: Book,
     pub(crate) counters: Arc<Counters>,
-}
-
-/// One held lease.
-pub(crate) struct Held {
-    pub(crate) lease: Lease,
-    pub(crate) lease_lost: Arc<AtomicBool>,
-    pub(crate) abort: Option<AbortHandle>,
-    /// The handler returned; its outcome is on its way to the store.
-    pub(crate) finished: bool,
-    /// Shutdown gave the lease back; the handler's outcome, if any, is dropped.
-    pub(crate) released: bool,
 }
 
 impl Shared {
     pub(crate) fn queue_names(&self) -> Vec<QueueName> {
         self.queues.iter().map(|(q, _)| q.clone()).collect()
-    }
-
-    pub(crate) fn held(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Held>> {
-        // A panic never happens while the lock is held (no user code runs under it), so a
-        // poisoned lock still holds consistent data.
-        self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -314,10 +298,15 @@ impl Worker {
         self.shared.counters.clone()
     }
 
-    /// Runs until `shutdown` resolves, then shuts down gracefully: stops claiming, lets
-    /// running jobs finish within the grace period, releases the leases of the rest (their
-    /// attempt is not charged), waits up to 30 s for the outcomes to be recorded, and
-    /// returns.
+    /// Runs until `shutdown` resolves, then shuts down gracefully: stops claiming, tells
+    /// running handlers to stop ([`JobContext::stopped`] resolves with
+    /// [`StopReason::Shutdown`]) and lets them finish within the grace period, gives back
+    /// the leases of the rest (their attempt is not charged), waits up to 30 s for the
+    /// outcomes to be recorded, and returns.
+    ///
+    /// Returns an error naming what went wrong inside the worker, if anything did: one of
+    /// its tasks panicked, or outcomes could not be recorded in time (those jobs run
+    /// again when their leases expire). Handlers' own failures are outcomes, not errors.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let shared = self.shared;
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -331,12 +320,15 @@ impl Worker {
         shutdown.await;
         tracing::info!("worker stopping: no more claims");
         let _ = stop_tx.send(true);
-        let _ = fetcher.await;
+        let mut failures = Vec::new();
+        noted(&mut failures, "fetcher", fetcher.await);
+        // Every job this worker will run is started now: tell their handlers.
+        shared.book.stop_all(StopReason::Shutdown);
 
         let all = u32::try_from(shared.concurrency).unwrap_or(u32::MAX);
         let finished = tokio::time::timeout(shared.grace, shared.slots.acquire_many(all)).await;
         if finished.is_err() {
-            let leftover = executor::abort_running(&shared);
+            let leftover = shared.book.release_unfinished();
             tracing::warn!(
                 jobs = leftover.len(),
                 "grace period over: releasing unfinished jobs"
@@ -345,10 +337,83 @@ impl Worker {
         }
         // Every sender is gone once the fetcher and the job tasks are; the completer then
         // flushes what it has and ends.
-        let _ = tokio::time::timeout(Duration::from_secs(30), completer).await;
-        heartbeater.abort();
-        maintenance.abort();
-        Ok(())
+        match tokio::time::timeout(Duration::from_secs(30), completer).await {
+            Ok(joined) => noted(&mut failures, "completer", joined),
+            Err(_) => failures.push(format!(
+                "outcomes of {} jobs were not recorded within 30 s; those jobs run again when \
+                 their leases expire",
+                shared.book.leases().0.len()
+            )),
+        }
+        for (name, task) in [("heartbeater", heartbeater), ("maintenance", maintenance)] {
+            // They run until aborted; one that ended by itself panicked.
+            if task.is_finished() {
+                noted(&mut failures, name, task.await);
+            } else {
+                task.abort();
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Worker(failures.join("; ")))
+        }
+    }
+
+    /// Starts the worker in the background and returns a handle to stop it with. Dropping
+    /// the handle also shuts the worker down gracefully, without waiting for it.
+    pub fn spawn(self) -> WorkerHandle {
+        let counters = self.counters();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(self.run(async {
+            // A send or a dropped handle: either way, time to stop.
+            let _ = stopped.await;
+        }));
+        WorkerHandle {
+            stop: Some(stop),
+            task,
+            counters,
+        }
+    }
+}
+
+/// A worker running in the background, from [`Worker::spawn`].
+pub struct WorkerHandle {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<()>>,
+    counters: Arc<Counters>,
+}
+
+impl WorkerHandle {
+    /// The worker's counters.
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    /// Whether the worker has stopped.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Shuts the worker down gracefully (see [`Worker::run`]) and waits until it has;
+    /// returns what went wrong inside it, if anything did.
+    pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match (&mut self.task).await {
+            Ok(result) => result,
+            Err(e) => Err(Error::Worker(format!("the worker itself failed: {e}"))),
+        }
+    }
+}
+
+/// Adds a task's failure, if it had one, to `failures`.
+fn noted(failures: &mut Vec<String>, task: &str, joined: std::result::Result<(), JoinError>) {
+    if let Err(e) = joined
+        && !e.is_cancelled()
+    {
+        failures.push(format!("the {task} task failed: {e}"));
     }
 }
 

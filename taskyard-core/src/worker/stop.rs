@@ -1,0 +1,74 @@
+//! Why a run stops early — once, with the first reason kept — and the signal its handler
+//! can wait on.
+//!
+//! A run can be asked to stop before its handler returns for one of a few reasons, each
+//! with its own consequence for the job (docs/semantics.md, "Stopping a run early"):
+//! shutdown (the lease is given back when the grace period ends; the attempt is not
+//! charged), lease lost (the store refuses the outcome; the job runs elsewhere). The
+//! reasons to come — a timeout, a cancel — go through the same signal.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use tokio_util::sync::CancellationToken;
+
+/// Why a run is asked to stop early. See [`JobContext::stopped`](crate::JobContext::stopped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// The worker is shutting down. The handler has until the grace period ends to
+    /// return; a run still going then is given back to the queue (its attempt not
+    /// charged) and runs again, here or on another worker.
+    Shutdown,
+    /// The store refused this run's heartbeat: its lease expired and the job may already
+    /// run elsewhere. This run's outcome will be refused, so it may as well stop.
+    LeaseLost,
+}
+
+/// The stop signal of one run.
+#[derive(Debug, Default)]
+pub(crate) struct Stop {
+    token: CancellationToken,
+    reason: OnceLock<StopReason>,
+    lease_lost: AtomicBool,
+}
+
+impl Stop {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Stop::default())
+    }
+
+    /// Asks the run to stop. The first reason given is the one kept.
+    pub(crate) fn fire(&self, reason: StopReason) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+
+    /// Records that the lease was lost, and asks the run to stop. Returns whether this
+    /// is news.
+    pub(crate) fn lose_lease(&self) -> bool {
+        let first = !self.lease_lost.swap(true, Ordering::Relaxed);
+        if first {
+            self.fire(StopReason::LeaseLost);
+        }
+        first
+    }
+
+    pub(crate) fn lease_lost(&self) -> bool {
+        self.lease_lost.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn reason(&self) -> Option<StopReason> {
+        self.reason.get().copied()
+    }
+
+    pub(crate) async fn stopped(&self) -> StopReason {
+        self.token.cancelled().await;
+        // `fire` sets the reason before it cancels.
+        self.reason().unwrap_or(StopReason::Shutdown)
+    }
+
+    pub(crate) fn token(&self) -> CancellationToken {
+        self.token.child_token()
+    }
+}

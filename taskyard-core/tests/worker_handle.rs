@@ -1,0 +1,256 @@
+//! A worker users can hold: `Worker::spawn` and its handle's `shutdown`, the stop signal
+//! handlers see (`JobContext::stopped`) on shutdown and on a lost lease, and failures
+//! inside the worker surfacing from `run` instead of vanishing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use taskyard_core::{
+    Claim, Client, DeadFilter, Error, Job, JobContext, JobError, JobId, JobInfo, JobState, Lease,
+    LeaseToken, Maintenance, NewJob, Outcome, QueueConfig, QueueName, QueueStats, Result,
+    StopReason, Store, Worker,
+};
+use taskyard_sqlite::SqliteStore;
+use tokio::sync::mpsc;
+
+#[derive(Serialize, Deserialize)]
+struct Ping {
+    n: u32,
+}
+
+impl Job for Ping {
+    const KIND: &'static str = "ping";
+}
+
+fn default_queue() -> QueueName {
+    QueueName::new("default").unwrap()
+}
+
+/// A fresh embedded store in a directory removed with it.
+async fn store() -> (SqliteStore, taskyard_conformance::TempDir) {
+    let dir = taskyard_conformance::TempDir::new();
+    let store = SqliteStore::open(dir.path().join("t.db")).await.unwrap();
+    (store, dir)
+}
+
+async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_spawned_worker_runs_jobs_until_its_handle_shuts_it_down() {
+    let (store, _dir) = store().await;
+    let client = Client::new(store.clone());
+    let handle = Worker::builder(store.clone())
+        .handle(|_: Ping, _| async { Ok::<(), JobError>(()) })
+        .build()
+        .unwrap()
+        .spawn();
+    client
+        .enqueue_many((0..50).map(|n| Ping { n }), Default::default())
+        .await
+        .unwrap();
+    let counters = handle.counters();
+    until("50 completions", async || counters.completed() == 50).await;
+    assert!(!handle.is_finished());
+    handle.shutdown().await.unwrap();
+
+    // Stopped: a job enqueued now stays ready.
+    client.enqueue(&Ping { n: 99 }).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(client.stats(&default_queue()).await.unwrap().ready, 1);
+}
+
+#[tokio::test]
+async fn shutdown_tells_running_handlers_and_one_that_stops_gives_its_job_back() {
+    let (store, _dir) = store().await;
+    let client = Client::new(store.clone());
+    let (tx, mut reasons) = mpsc::unbounded_channel();
+    let handle = Worker::builder(store.clone())
+        .grace(Duration::from_secs(30))
+        .handle(move |_: Ping, ctx: JobContext| {
+            let tx = tx.clone();
+            async move {
+                let why = ctx.stopped().await;
+                let _ = tx.send((why, ctx.stop_reason()));
+                Err::<(), _>(JobError::retry("stopped for shutdown"))
+            }
+        })
+        .build()
+        .unwrap()
+        .spawn();
+    let id = client.enqueue(&Ping { n: 1 }).await.unwrap();
+    let q = default_queue();
+    until("the job running", async || {
+        client.stats(&q).await.unwrap().running == 1
+    })
+    .await;
+
+    let start = Instant::now();
+    handle.shutdown().await.unwrap();
+    // Told at once, not at the end of the 30 s grace period.
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    let (why, kept) = reasons.recv().await.unwrap();
+    assert_eq!(
+        (why, kept),
+        (StopReason::Shutdown, Some(StopReason::Shutdown))
+    );
+    // Given back, not failed: ready again, the attempt not charged, no error recorded.
+    let job = client.job(&q, &id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.attempt, job.errors.len()),
+        (JobState::Ready, 0, 0)
+    );
+}
+
+/// A store whose heartbeats are all refused (as if every lease had expired), or whose
+/// `finish` panics; everything else goes to the store inside.
+struct Faulty {
+    inner: SqliteStore,
+    refuse_heartbeats: bool,
+    panic_in_finish: Arc<AtomicBool>,
+}
+
+#[taskyard_core::async_trait]
+impl Store for Faulty {
+    async fn enqueue(&self, queue: &QueueName, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
+        self.inner.enqueue(queue, jobs).await
+    }
+    async fn claim(
+        &self,
+        queue: &QueueName,
+        max: usize,
+        lease: Duration,
+        token: &LeaseToken,
+    ) -> Result<Claim> {
+        self.inner.claim(queue, max, lease, token).await
+    }
+    async fn wait(&self, queues: &[QueueName], timeout: Duration) -> Result<()> {
+        self.inner.wait(queues, timeout).await
+    }
+    async fn heartbeat(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>> {
+        if self.refuse_heartbeats {
+            return Ok(vec![false; leases.len()]);
+        }
+        self.inner.heartbeat(leases, lease).await
+    }
+    async fn finish(&self, outcomes: &[(Lease, Outcome)]) -> Result<Vec<bool>> {
+        assert!(
+            !self.panic_in_finish.load(Ordering::Relaxed),
+            "finish broke"
+        );
+        self.inner.finish(outcomes).await
+    }
+    async fn release(&self, leases: &[Lease]) -> Result<Vec<bool>> {
+        self.inner.release(leases).await
+    }
+    async fn maintain(&self, queue: &QueueName) -> Result<Maintenance> {
+        self.inner.maintain(queue).await
+    }
+    async fn now_ms(&self) -> Result<u64> {
+        self.inner.now_ms().await
+    }
+    async fn queues(&self) -> Result<Vec<QueueName>> {
+        self.inner.queues().await
+    }
+    async fn stats(&self, queue: &QueueName) -> Result<QueueStats> {
+        self.inner.stats(queue).await
+    }
+    async fn list(
+        &self,
+        queue: &QueueName,
+        state: JobState,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Vec<JobInfo>> {
+        self.inner.list(queue, state, offset, limit).await
+    }
+    async fn job(&self, queue: &QueueName, id: &JobId) -> Result<Option<JobInfo>> {
+        self.inner.job(queue, id).await
+    }
+    async fn redrive(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64> {
+        self.inner.redrive(queue, filter).await
+    }
+    async fn purge(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64> {
+        self.inner.purge(queue, filter).await
+    }
+    async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<()> {
+        self.inner.set_paused(queue, paused).await
+    }
+    async fn config(&self, queue: &QueueName) -> Result<QueueConfig> {
+        self.inner.config(queue).await
+    }
+    async fn configure(&self, queue: &QueueName, config: &QueueConfig) -> Result<()> {
+        self.inner.configure(queue, config).await
+    }
+}
+
+#[tokio::test]
+async fn a_handler_is_told_when_its_lease_is_lost() {
+    let (inner, _dir) = store().await;
+    let client = Client::new(inner.clone());
+    let faulty = Faulty {
+        inner,
+        refuse_heartbeats: true,
+        panic_in_finish: Arc::new(AtomicBool::new(false)),
+    };
+    let (tx, mut reasons) = mpsc::unbounded_channel();
+    // Heartbeats every lease/3 = 100 ms; the first one is refused.
+    let handle = Worker::builder(faulty)
+        .lease(Duration::from_millis(300))
+        .handle(move |_: Ping, ctx: JobContext| {
+            let tx = tx.clone();
+            async move {
+                let why = ctx.stopped().await;
+                let _ = tx.send((why, ctx.lease_lost()));
+                Ok::<(), JobError>(())
+            }
+        })
+        .build()
+        .unwrap()
+        .spawn();
+    client.enqueue(&Ping { n: 1 }).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), reasons.recv()).await;
+    assert_eq!(got.unwrap().unwrap(), (StopReason::LeaseLost, true));
+    handle.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failure_inside_the_worker_is_returned_by_run_not_dropped() {
+    let (inner, _dir) = store().await;
+    let client = Client::new(inner.clone());
+    let broken = Arc::new(AtomicBool::new(true));
+    let faulty = Faulty {
+        inner,
+        refuse_heartbeats: false,
+        panic_in_finish: broken.clone(),
+    };
+    let handle = Worker::builder(faulty)
+        .handle(|_: Ping, _| async { Ok::<(), JobError>(()) })
+        .build()
+        .unwrap()
+        .spawn();
+    client.enqueue(&Ping { n: 1 }).await.unwrap();
+    // The completer panics recording the outcome.
+    let q = default_queue();
+    until("the job ran", async || {
+        client.stats(&q).await.unwrap().running == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let err = handle.shutdown().await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Worker(m) if m.contains("completer") && m.contains("finish broke")),
+        "{err}"
+    );
+}
