@@ -1,12 +1,11 @@
 //! The inspection and admin commands.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use taskyard::{
     Client, DeadFilter, EnqueueOptions, Error, JobId, JobInfo, JobState, NewJob, QueueName,
-    RetryPolicy, Store,
+    RetryPolicy,
 };
 
 use crate::QueueArg;
@@ -138,24 +137,13 @@ pub(crate) enum QueueCommand {
 }
 
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: use 500ms, 30s, 5m or 2h"))?;
-    let ms = match unit {
-        "ms" => n,
-        "s" | "" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        _ => return Err(format!("invalid duration {s:?}: use 500ms, 30s, 5m or 2h")),
-    };
-    Ok(Duration::from_millis(ms))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("invalid duration {s:?} ({e}): use 500ms, 30s, 5m, 2h or 1h 30m"))
 }
 
-pub(crate) async fn enqueue(store: Arc<dyn Store>, args: EnqueueArgs) -> Res {
+pub(crate) async fn enqueue(client: Client, args: EnqueueArgs) -> Res {
     if let Some(source) = &args.jsonl {
-        return crate::jsonl::enqueue(store, source, &args.queue.queue).await;
+        return crate::jsonl::enqueue(client, source, &args.queue.queue).await;
     }
     let kind = args.kind.unwrap_or_default();
     let queue = QueueName::new(args.queue.queue)?;
@@ -174,22 +162,22 @@ pub(crate) async fn enqueue(store: Arc<dyn Store>, args: EnqueueArgs) -> Res {
         &opts,
         RetryPolicy::default(),
     )?;
-    let ids = Client::new(store).enqueue_raw(&queue, vec![job]).await?;
+    let ids = client.enqueue_raw(&queue, vec![job]).await?;
     for id in ids {
         println!("{id}");
     }
     Ok(())
 }
 
-pub(crate) async fn stats(store: Arc<dyn Store>, args: StatsArgs) -> Res {
+pub(crate) async fn stats(client: Client, args: StatsArgs) -> Res {
     loop {
         let queues = match &args.queue {
             Some(q) => vec![QueueName::new(q.clone())?],
-            None => store.queues().await?,
+            None => client.queues().await?,
         };
         let mut all = Vec::with_capacity(queues.len());
         for q in &queues {
-            all.push(store.stats(q).await?);
+            all.push(client.stats(q).await?);
         }
         if args.json {
             println!("{}", serde_json::to_string(&all)?);
@@ -249,7 +237,7 @@ fn print_jobs(jobs: &[JobInfo], json: bool) -> Res {
     Ok(())
 }
 
-pub(crate) async fn jobs(store: Arc<dyn Store>, cmd: JobsCommand) -> Res {
+pub(crate) async fn jobs(client: Client, cmd: JobsCommand) -> Res {
     match cmd {
         JobsCommand::List {
             state,
@@ -259,11 +247,11 @@ pub(crate) async fn jobs(store: Arc<dyn Store>, cmd: JobsCommand) -> Res {
             json,
         } => {
             let q = QueueName::new(queue.queue)?;
-            print_jobs(&store.list(&q, state, offset, limit).await?, json)
+            print_jobs(&client.list(&q, state, offset, limit).await?, json)
         }
         JobsCommand::Show { id, queue } => {
             let q = QueueName::new(queue.queue)?;
-            match store.job(&q, &JobId::new(id.clone())).await? {
+            match client.job(&q, &JobId::new(id.clone())).await? {
                 Some(job) => {
                     println!("{}", serde_json::to_string_pretty(&job)?);
                     Ok(())
@@ -274,21 +262,21 @@ pub(crate) async fn jobs(store: Arc<dyn Store>, cmd: JobsCommand) -> Res {
     }
 }
 
-pub(crate) async fn dead(store: Arc<dyn Store>, cmd: DeadCommand) -> Res {
+pub(crate) async fn dead(client: Client, cmd: DeadCommand) -> Res {
     match cmd {
         DeadCommand::List { queue, limit, json } => {
             let q = QueueName::new(queue.queue)?;
-            print_jobs(&store.list(&q, JobState::Dead, 0, limit).await?, json)
+            print_jobs(&client.list(&q, JobState::Dead, 0, limit).await?, json)
         }
         DeadCommand::Redrive(sel) => {
             let (q, filter) = select(sel)?;
-            let n = store.redrive(&q, &filter).await?;
+            let n = client.redrive(&q, &filter).await?;
             println!("redrove {n} jobs");
             Ok(())
         }
         DeadCommand::Purge(sel) => {
             let (q, filter) = select(sel)?;
-            let n = store.purge(&q, &filter).await?;
+            let n = client.purge(&q, &filter).await?;
             println!("purged {n} jobs");
             Ok(())
         }
@@ -309,18 +297,14 @@ fn select(sel: DeadSelect) -> Result<(QueueName, DeadFilter), Box<dyn std::error
     Ok((q, filter))
 }
 
-pub(crate) async fn queue(store: Arc<dyn Store>, cmd: QueueCommand) -> Res {
+pub(crate) async fn queue(client: Client, cmd: QueueCommand) -> Res {
     match cmd {
         QueueCommand::Pause { queue } => {
-            store
-                .set_paused(&QueueName::new(queue.clone())?, true)
-                .await?;
+            client.pause(&QueueName::new(queue.clone())?).await?;
             println!("paused {queue}");
         }
         QueueCommand::Resume { queue } => {
-            store
-                .set_paused(&QueueName::new(queue.clone())?, false)
-                .await?;
+            client.resume(&QueueName::new(queue.clone())?).await?;
             println!("resumed {queue}");
         }
         QueueCommand::Config {
@@ -330,12 +314,12 @@ pub(crate) async fn queue(store: Arc<dyn Store>, cmd: QueueCommand) -> Res {
             completed_max,
         } => {
             let q = QueueName::new(queue)?;
-            let mut config = store.config(&q).await?;
+            let mut config = client.config(&q).await?;
             if max_len.is_some() || dead_max.is_some() || completed_max.is_some() {
                 config.max_len = max_len.unwrap_or(config.max_len);
                 config.dead_max = dead_max.unwrap_or(config.dead_max);
                 config.completed_max = completed_max.unwrap_or(config.completed_max);
-                store.configure(&q, &config).await?;
+                client.configure(&q, &config).await?;
             }
             println!("{}", serde_json::to_string(&config)?);
         }

@@ -11,10 +11,9 @@
 //! before it are enqueued and their ids printed, nothing of its own batch is.
 
 use std::io::BufRead;
-use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use taskyard::{Client, EnqueueOptions, Error, NewJob, QueueName, RetryPolicy, Store};
+use taskyard::{Client, EnqueueOptions, Error, NewJob, QueueName, RetryPolicy};
 
 const BATCH: usize = 1000;
 
@@ -58,7 +57,7 @@ fn parse(text: &str, default_queue: &str) -> Result<(QueueName, NewJob), Error> 
 }
 
 pub(crate) async fn enqueue(
-    store: Arc<dyn Store>,
+    client: Client,
     source: &str,
     default_queue: &str,
 ) -> Result<(), Box<dyn std::error::Error>> {
@@ -68,7 +67,6 @@ pub(crate) async fn enqueue(
         let file = std::fs::File::open(source).map_err(|e| format!("cannot read {source}: {e}"))?;
         Box::new(std::io::BufReader::new(file))
     };
-    let client = Client::new(store);
     let mut batch: Vec<NewJob> = Vec::with_capacity(BATCH);
     let mut batch_queue: Option<QueueName> = None;
     let mut written = 0usize;

@@ -107,11 +107,11 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let url = cli.store;
     use open::Create::{No, Yes};
     match cli.command {
-        Command::Enqueue(args) => commands::enqueue(open::store(url, Yes).await?, args).await,
-        Command::Stats(args) => commands::stats(open::store(url, No).await?, args).await,
-        Command::Jobs(cmd) => commands::jobs(open::store(url, No).await?, cmd).await,
-        Command::Dead(cmd) => commands::dead(open::store(url, No).await?, cmd).await,
-        Command::Queue(cmd) => commands::queue(open::store(url, Yes).await?, cmd).await,
+        Command::Enqueue(args) => commands::enqueue(open::client(url, Yes).await?, args).await,
+        Command::Stats(args) => commands::stats(open::client(url, No).await?, args).await,
+        Command::Jobs(cmd) => commands::jobs(open::client(url, No).await?, cmd).await,
+        Command::Dead(cmd) => commands::dead(open::client(url, No).await?, cmd).await,
+        Command::Queue(cmd) => commands::queue(open::client(url, Yes).await?, cmd).await,
         Command::Bench(args) => bench::run(url, args).await,
         Command::Demo(args) => demo::run(url, args).await,
     }

@@ -1,10 +1,8 @@
 //! The store a `--store` value (or `TASKYARD_STORE`) names — `./taskyard.db` with neither —
 //! opened through the library's [`AnyStore`], as an application opens it.
 
-use std::sync::Arc;
-
 use taskyard::sqlite::DEFAULT_PATH;
-use taskyard::{AnyStore, Error, Store};
+use taskyard::{AnyStore, Client, Error};
 
 /// Whether a command may create the store file when it does not exist. Commands that
 /// only look (stats, jobs, dead) say no: a typo in a path is an error, not a new file.
@@ -28,7 +26,7 @@ pub(crate) async fn open(url: Option<&str>, create: Create) -> Result<AnyStore, 
     }
 }
 
-/// The store for a command, behind the `Store` trait.
-pub(crate) async fn store(url: Option<String>, create: Create) -> Result<Arc<dyn Store>, Error> {
-    Ok(open(url.as_deref(), create).await?.shared())
+/// The client for a command: the CLI goes through the same API as an application.
+pub(crate) async fn client(url: Option<String>, create: Create) -> Result<Client, Error> {
+    Ok(Client::new(open(url.as_deref(), create).await?))
 }
