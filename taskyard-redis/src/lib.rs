@@ -61,7 +61,7 @@ pub struct RedisStore {
 }
 
 /// How many replicas must have an enqueue, and how long to wait for them.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct ReplicaAck {
     replicas: u32,
     timeout: Duration,
