@@ -1,0 +1,202 @@
+//! The Lua scripts and the keys they run on.
+//!
+//! Every state transition is one script call on one queue's keys (`src/scripts/*.lua`,
+//! each with a header naming its ARGV; `common.lua` is put in front of each), so a change
+//! is atomic in Redis and a batch costs one round trip. This module builds the scripts'
+//! sources, names a queue's keys, calls a script ([`invoke`], [`RedisStore::run`]), turns
+//! a script's refusal into taskyard's [`Error`] ([`store_err`]), and moves a queue that
+//! release 0.1 wrote into this layout when a script says it has to
+//! ([`RedisStore::upgrade`]).
+
+use redis::{Script, Value};
+use taskyard_core::store::support;
+use taskyard_core::{Error, QueueConfig, QueueName, Result};
+
+use crate::RedisStore;
+
+pub(crate) struct Scripts {
+    pub(crate) enqueue: Script,
+    pub(crate) claim: Script,
+    pub(crate) heartbeat: Script,
+    pub(crate) finish: Script,
+    pub(crate) release: Script,
+    pub(crate) maintain: Script,
+    pub(crate) redrive: Script,
+    pub(crate) purge: Script,
+    pub(crate) find: Script,
+    pub(crate) list: Script,
+    pub(crate) stats: Script,
+    pub(crate) settings: Script,
+    pub(crate) upgrade: Script,
+    /// Every script's full source, to load them all at connect.
+    pub(crate) sources: Vec<String>,
+}
+
+impl Scripts {
+    pub(crate) fn load() -> Self {
+        let d = QueueConfig::default();
+        let common = include_str!("scripts/common.lua")
+            .replace("@DEAD_MAX@", &d.dead_max.to_string())
+            .replace("@DEAD_MAX_AGE_MS@", &d.dead_max_age_ms.to_string())
+            .replace("@COMPLETED_MAX@", &d.completed_max.to_string())
+            .replace(
+                "@COMPLETED_MAX_AGE_MS@",
+                &d.completed_max_age_ms.to_string(),
+            );
+        let mut sources = Vec::new();
+        let mut s = |body: &str| {
+            let source =
+                format!("{common}\n{body}").replace("@LEASE_EXPIRED@", support::LEASE_EXPIRED);
+            let script = Script::new(&source);
+            sources.push(source);
+            script
+        };
+        Scripts {
+            enqueue: s(include_str!("scripts/enqueue.lua")),
+            claim: s(include_str!("scripts/claim.lua")),
+            heartbeat: s(include_str!("scripts/heartbeat.lua")),
+            finish: s(include_str!("scripts/finish.lua")),
+            release: s(include_str!("scripts/release.lua")),
+            maintain: s(include_str!("scripts/maintain.lua")),
+            redrive: s(include_str!("scripts/redrive.lua")),
+            purge: s(include_str!("scripts/purge.lua")),
+            find: s(include_str!("scripts/find.lua")),
+            list: s(include_str!("scripts/list.lua")),
+            stats: s(include_str!("scripts/stats.lua")),
+            settings: s(include_str!("scripts/settings.lua")),
+            upgrade: s(include_str!("scripts/upgrade.lua")),
+            sources,
+        }
+    }
+}
+
+/// The names of a queue's keys, after the prefix and hash tag.
+const KEY_NAMES: [&str; 11] = [
+    "ready",
+    "scheduled",
+    "jobs",
+    "leases",
+    "dead",
+    "completed",
+    "errors",
+    "meta",
+    "signal",
+    "running",
+    "batches",
+];
+
+/// The keys of one queue, in the order every script expects (see `common.lua`): this
+/// layout's eleven, then release 0.1's meta key, whose presence means 0.1 data is left to
+/// upgrade.
+///
+/// Layout 2 moved the keys from 0.1's `taskyard:{q}:…` to `taskyard:2:{q}:…`, so a 0.1
+/// process still running finds an empty queue instead of misreading new data. Later
+/// layouts keep these keys and are told apart by `layout` in the meta hash.
+pub(crate) fn keys(queue: &QueueName) -> Vec<String> {
+    let q = queue.as_str();
+    let mut keys: Vec<String> = KEY_NAMES
+        .iter()
+        .map(|name| format!("taskyard:2:{{{q}}}:{name}"))
+        .collect();
+    keys.push(format!("taskyard:{{{q}}}:meta"));
+    keys
+}
+
+/// Release 0.1's keys of a queue other than its meta, in the order `upgrade.lua` takes
+/// them.
+pub(crate) fn keys_0_1(queue: &QueueName) -> Vec<String> {
+    let q = queue.as_str();
+    KEY_NAMES
+        .iter()
+        .filter(|name| **name != "meta")
+        .map(|name| format!("taskyard:{{{q}}}:{name}"))
+        .collect()
+}
+
+pub(crate) fn signal_key(queue: &QueueName) -> String {
+    format!("taskyard:2:{{{}}}:signal", queue.as_str())
+}
+
+pub(crate) fn store_err(e: redis::RedisError) -> Error {
+    // A script refusing a queue or job of another format: "TASKYARD_VERSION what found reads".
+    if e.code() == Some("TASKYARD_VERSION") {
+        let detail = e.detail().unwrap_or_default();
+        let mut words = detail.split_whitespace();
+        let (what, found, reads) = (words.next(), words.next(), words.next());
+        return Error::Version {
+            what: match what {
+                Some("envelope") => "a job envelope".into(),
+                _ => "the queue's key layout".into(),
+            },
+            found: found.unwrap_or("?").into(),
+            reads: reads.unwrap_or("?").into(),
+        };
+    }
+    Error::store(e)
+}
+
+/// Whether a script refused a queue because it still holds release 0.1's data.
+pub(crate) fn needs_upgrade(e: &redis::RedisError) -> bool {
+    e.code() == Some("TASKYARD_UPGRADE")
+}
+
+/// Runs one of the scripts on a queue's keys.
+pub(crate) async fn invoke(
+    script: &Script,
+    queue: &QueueName,
+    args: &[Vec<u8>],
+    conn: &mut impl redis::aio::ConnectionLike,
+) -> redis::RedisResult<Value> {
+    let mut inv = script.prepare_invoke();
+    for k in keys(queue) {
+        inv.key(k);
+    }
+    for a in args {
+        inv.arg(a.as_slice());
+    }
+    inv.invoke_async(conn).await
+}
+
+impl RedisStore {
+    pub(crate) async fn run(
+        &self,
+        script: &Script,
+        queue: &QueueName,
+        args: Vec<Vec<u8>>,
+    ) -> Result<Value> {
+        let mut conn = self.conn();
+        match invoke(script, queue, &args, &mut conn).await {
+            Err(e) if needs_upgrade(&e) => {
+                self.upgrade(queue).await?;
+                invoke(script, queue, &args, &mut conn)
+                    .await
+                    .map_err(store_err)
+            }
+            other => other.map_err(store_err),
+        }
+    }
+
+    /// Moves a queue written by release 0.1 into this layout, a bounded step per script
+    /// call (`upgrade.lua`), so a large old queue never blocks Redis for long.
+    pub(crate) async fn upgrade(&self, queue: &QueueName) -> Result<()> {
+        let mut keys = keys(queue);
+        keys.extend(keys_0_1(queue));
+        let mut steps = 0u64;
+        loop {
+            let mut inv = self.inner.scripts.upgrade.prepare_invoke();
+            for k in &keys {
+                inv.key(k);
+            }
+            let more: i64 = inv
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(store_err)?;
+            if more == 0 {
+                break;
+            }
+            steps += 1;
+        }
+        tracing::info!(queue = %queue, steps, "upgraded the queue from taskyard 0.1's layout");
+        Ok(())
+    }
+}

@@ -1,0 +1,415 @@
+//! The [`Store`] implementation: each operation builds a script's arguments, runs the
+//! script on the queue's keys, and decodes its reply.
+//!
+//! Operations on many leases or outcomes group them by queue (one script call per queue,
+//! since a script touches only one queue's keys) and put the results back in the caller's
+//! order. The argument layouts are the ones each script's header names.
+
+use std::time::Duration;
+
+use redis::{Script, Value};
+use taskyard_core::store::support::history;
+use taskyard_core::{
+    Claim, ClaimedJob, DeadFilter, Due, Error, JobId, JobInfo, JobState, Lease, LeaseToken,
+    Maintenance, NewJob, Outcome, QueueConfig, QueueName, QueueStats, Result, Store,
+};
+
+use crate::reply::{array, bytes, flags, info, int};
+use crate::scripts::store_err;
+use crate::{QUEUES_KEY, RedisStore, envelope};
+
+#[async_trait::async_trait]
+impl Store for RedisStore {
+    async fn enqueue(&self, queue: &QueueName, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.remember(queue).await?;
+        let n = jobs.len();
+        let mut args = Vec::with_capacity(1 + 2 * n);
+        args.push(n.to_string().into_bytes());
+        for job in &jobs {
+            args.push(match job.due() {
+                Due::Now => Vec::new(),
+                Due::After(ms) => format!("+{ms}").into_bytes(),
+                Due::At(ms) => format!("@{ms}").into_bytes(),
+            });
+            args.push(envelope::tail(job));
+        }
+        let out = match self.replica_ack {
+            None => self.run(&self.inner.scripts.enqueue, queue, args).await?,
+            Some(ack) => self.enqueue_acked(queue, args, ack).await?,
+        };
+        let out = array(out)?;
+        if int(out.first().unwrap_or(&Value::Nil))? == 0 {
+            return Err(Error::QueueFull {
+                queue: queue.to_string(),
+                len: out.get(1).map(int).transpose()?.unwrap_or(0) as u64,
+                max_len: out.get(2).map(int).transpose()?.unwrap_or(0) as u64,
+            });
+        }
+        let first = int(out.get(1).unwrap_or(&Value::Nil))?;
+        Ok((0..n as i64)
+            .map(|i| JobId::new((first + i).to_string()))
+            .collect())
+    }
+
+    async fn claim(
+        &self,
+        queue: &QueueName,
+        max: usize,
+        lease: Duration,
+        token: &LeaseToken,
+    ) -> Result<Claim> {
+        let args = vec![
+            max.to_string().into_bytes(),
+            lease.as_millis().to_string().into_bytes(),
+            token.as_bytes().to_vec(),
+        ];
+        let mut out = array(self.run(&self.inner.scripts.claim, queue, args).await?)?.into_iter();
+        let _now = out.next();
+        let next_due = match out.next().map(|v| int(&v)).transpose()? {
+            Some(ms) if ms >= 0 => Some(Duration::from_millis(ms as u64)),
+            _ => None,
+        };
+        let envs = array(out.next().unwrap_or(Value::Nil))?;
+        let mut jobs = Vec::with_capacity(envs.len());
+        for v in envs {
+            // One unreadable envelope must not strand the rest of the batch: skip it, and
+            // its lease expiry takes it to dead once its attempts are spent.
+            let env = match bytes(v).and_then(envelope::parse) {
+                Ok(env) => env,
+                Err(e) => {
+                    tracing::error!(queue = %queue, error = %e, "skipping an unreadable job");
+                    continue;
+                }
+            };
+            jobs.push(ClaimedJob {
+                lease: Lease {
+                    queue: queue.clone(),
+                    token: token.clone(),
+                    id: env.id,
+                },
+                kind: env.kind,
+                payload: env.payload,
+                // A running job's envelope holds the attempts made before this claim.
+                attempt: env.attempt + 1,
+                max_attempts: env.max_attempts,
+                backoff: env.backoff,
+                enqueued_at_ms: env.enqueued_at_ms,
+            });
+        }
+        Ok(Claim { jobs, next_due })
+    }
+
+    async fn wait(&self, queues: &[QueueName], timeout: Duration) -> Result<()> {
+        if queues.is_empty() {
+            tokio::time::sleep(timeout).await;
+            return Ok(());
+        }
+        self.wait_for_signal(queues, timeout).await
+    }
+
+    async fn heartbeat(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>> {
+        let mut result = vec![false; leases.len()];
+        for (queue, idx) in by_queue(leases, |l| &l.queue) {
+            // One lease per claim call: renew each token once.
+            let mut tokens: Vec<&str> = idx.iter().map(|&i| &*leases[i].token).collect();
+            tokens.sort_unstable();
+            tokens.dedup();
+            let mut args = vec![lease.as_millis().to_string().into_bytes()];
+            args.extend(tokens.iter().map(|t| arg(t)));
+            let held = flags(
+                self.run(&self.inner.scripts.heartbeat, &queue, args)
+                    .await?,
+            )?;
+            for &i in &idx {
+                let pos = tokens.binary_search(&&*leases[i].token);
+                result[i] = pos.ok().and_then(|p| held.get(p).copied()).unwrap_or(false);
+            }
+        }
+        Ok(result)
+    }
+
+    async fn finish(&self, outcomes: &[(Lease, Outcome)]) -> Result<Vec<bool>> {
+        let mut result = vec![false; outcomes.len()];
+        for (queue, idx) in by_queue(outcomes, |(l, _)| &l.queue) {
+            // Completed runs grouped by lease token, so the script handles each group
+            // with a few variadic calls; then each failed run with its details.
+            let (done, failed): (Vec<usize>, Vec<usize>) = idx
+                .iter()
+                .partition(|&&i| outcomes[i].1 == Outcome::Completed);
+            let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+            for &i in &done {
+                let token = &*outcomes[i].0.token;
+                match groups.iter_mut().find(|(t, _)| *t == token) {
+                    Some((_, members)) => members.push(i),
+                    None => groups.push((token, vec![i])),
+                }
+            }
+            let mut args = Vec::with_capacity(1 + groups.len() * 2 + done.len() + failed.len() * 5);
+            args.push(groups.len().to_string().into_bytes());
+            for (token, members) in &groups {
+                args.push(arg(token));
+                args.push(members.len().to_string().into_bytes());
+                args.extend(members.iter().map(|&i| arg(outcomes[i].0.id.as_str())));
+            }
+            for &i in &failed {
+                let (lease, outcome) = &outcomes[i];
+                let (code, number, error) = match outcome {
+                    Outcome::Completed => ("c", 0, ""),
+                    Outcome::Retry { delay_ms, error } => ("r", *delay_ms, error.as_str()),
+                    Outcome::RetryAt { at_ms, error } => ("a", *at_ms, error.as_str()),
+                    Outcome::Dead { error } => ("d", 0, error.as_str()),
+                };
+                args.push(arg(&lease.token));
+                args.push(arg(lease.id.as_str()));
+                args.push(arg(code));
+                args.push(number.to_string().into_bytes());
+                args.push(history::clean(error).into_bytes());
+            }
+            let recorded = flags(self.run(&self.inner.scripts.finish, &queue, args).await?)?;
+            let order = groups
+                .iter()
+                .flat_map(|(_, m)| m.iter())
+                .chain(failed.iter());
+            for (&i, ok) in order.zip(recorded) {
+                result[i] = ok;
+            }
+        }
+        Ok(result)
+    }
+
+    async fn release(&self, leases: &[Lease]) -> Result<Vec<bool>> {
+        let mut result = vec![false; leases.len()];
+        for (queue, idx) in by_queue(leases, |l| &l.queue) {
+            let args = idx
+                .iter()
+                .flat_map(|&i| [arg(&leases[i].token), arg(leases[i].id.as_str())])
+                .collect();
+            let done = flags(self.run(&self.inner.scripts.release, &queue, args).await?)?;
+            for (&i, ok) in idx.iter().zip(done) {
+                result[i] = ok;
+            }
+        }
+        Ok(result)
+    }
+
+    async fn maintain(&self, queue: &QueueName) -> Result<Maintenance> {
+        let out = array(
+            self.run(&self.inner.scripts.maintain, queue, Vec::new())
+                .await?,
+        )?;
+        let get = |i: usize| {
+            out.get(i)
+                .map(int)
+                .transpose()
+                .map(|n| n.unwrap_or(0) as u64)
+        };
+        Ok(Maintenance {
+            promoted: get(0)?,
+            expired: get(1)?,
+        })
+    }
+
+    async fn now_ms(&self) -> Result<u64> {
+        let mut conn = self.conn();
+        let (secs, micros): (u64, u64) = redis::cmd("TIME")
+            .query_async(&mut conn)
+            .await
+            .map_err(store_err)?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueName>> {
+        let mut conn = self.conn();
+        let mut names: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(QUEUES_KEY)
+            .query_async(&mut conn)
+            .await
+            .map_err(store_err)?;
+        names.sort();
+        names.into_iter().map(QueueName::new).collect()
+    }
+
+    async fn stats(&self, queue: &QueueName) -> Result<QueueStats> {
+        let out = array(
+            self.run(&self.inner.scripts.stats, queue, Vec::new())
+                .await?,
+        )?;
+        let n: Vec<u64> = out
+            .iter()
+            .map(|v| int(v).map(|n| n as u64))
+            .collect::<Result<_>>()?;
+        if n.len() != 6 {
+            return Err(Error::Corrupt("stats returned the wrong count".into()));
+        }
+        Ok(QueueStats {
+            queue: queue.to_string(),
+            ready: n[0],
+            scheduled: n[1],
+            running: n[2],
+            completed: n[3],
+            dead: n[4],
+            paused: n[5] == 1,
+        })
+    }
+
+    async fn list(
+        &self,
+        queue: &QueueName,
+        state: JobState,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Vec<JobInfo>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let args = vec![
+            state.as_str().as_bytes().to_vec(),
+            offset.to_string().into_bytes(),
+            limit.to_string().into_bytes(),
+        ];
+        let out = array(self.run(&self.inner.scripts.list, queue, args).await?)?;
+        let mut jobs = Vec::with_capacity(out.len() / 3);
+        let mut it = out.into_iter();
+        while let (Some(env), Some(at), Some(errs)) = (it.next(), it.next(), it.next()) {
+            jobs.push(info(queue, state, env, at, errs)?);
+        }
+        Ok(jobs)
+    }
+
+    async fn job(&self, queue: &QueueName, id: &JobId) -> Result<Option<JobInfo>> {
+        let args = vec![id.as_str().as_bytes().to_vec()];
+        let out = array(self.run(&self.inner.scripts.find, queue, args).await?)?;
+        let mut it = out.into_iter();
+        let (Some(state), Some(env), Some(at), Some(errs)) =
+            (it.next(), it.next(), it.next(), it.next())
+        else {
+            return Ok(None);
+        };
+        let state: JobState = String::from_utf8_lossy(&bytes(state)?).parse()?;
+        info(queue, state, env, at, errs).map(Some)
+    }
+
+    async fn redrive(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64> {
+        self.dead_loop(&self.inner.scripts.redrive, queue, filter)
+            .await
+    }
+
+    async fn purge(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64> {
+        self.dead_loop(&self.inner.scripts.purge, queue, filter)
+            .await
+    }
+
+    async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<()> {
+        self.remember(queue).await?;
+        let op = if paused { "pause" } else { "resume" };
+        self.run(&self.inner.scripts.settings, queue, vec![arg(op)])
+            .await
+            .map(drop)
+    }
+
+    async fn config(&self, queue: &QueueName) -> Result<QueueConfig> {
+        const NAMES: [&str; 5] = [
+            "max_len",
+            "dead_max",
+            "dead_max_age_ms",
+            "completed_max",
+            "completed_max_age_ms",
+        ];
+        let mut args = vec![arg("get")];
+        args.extend(NAMES.iter().map(|n| arg(n)));
+        let v = array(self.run(&self.inner.scripts.settings, queue, args).await?)?;
+        let d = QueueConfig::default();
+        let get = |i: usize, default: u64| -> Result<u64> {
+            match v.get(i) {
+                None | Some(Value::Nil) => Ok(default),
+                Some(x) => int(x).map(|n| n as u64),
+            }
+        };
+        Ok(QueueConfig {
+            max_len: get(0, d.max_len)?,
+            dead_max: get(1, d.dead_max)?,
+            dead_max_age_ms: get(2, d.dead_max_age_ms)?,
+            completed_max: get(3, d.completed_max)?,
+            completed_max_age_ms: get(4, d.completed_max_age_ms)?,
+        })
+    }
+
+    async fn configure(&self, queue: &QueueName, config: &QueueConfig) -> Result<()> {
+        self.remember(queue).await?;
+        let mut args = vec![arg("set")];
+        for (name, value) in [
+            ("max_len", config.max_len),
+            ("dead_max", config.dead_max),
+            ("dead_max_age_ms", config.dead_max_age_ms),
+            ("completed_max", config.completed_max),
+            ("completed_max_age_ms", config.completed_max_age_ms),
+        ] {
+            args.push(arg(name));
+            args.push(value.to_string().into_bytes());
+        }
+        self.run(&self.inner.scripts.settings, queue, args)
+            .await
+            .map(drop)
+    }
+}
+
+impl RedisStore {
+    async fn dead_loop(
+        &self,
+        script: &Script,
+        queue: &QueueName,
+        filter: &DeadFilter,
+    ) -> Result<u64> {
+        // Each script call moves at most 1,000 jobs; between calls other clients get
+        // in, so a large redrive never holds Redis for long.
+        let calls: Vec<Vec<Vec<u8>>> = match filter {
+            DeadFilter::Ids(ids) => {
+                let mut unique: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
+                unique.sort_unstable();
+                unique.dedup();
+                unique
+                    .chunks(1000)
+                    .map(|chunk| {
+                        let mut args = vec![b"ids".to_vec(), Vec::new()];
+                        args.extend(chunk.iter().map(|id| arg(id)));
+                        args
+                    })
+                    .collect()
+            }
+            DeadFilter::Kind(kind) => vec![vec![b"kind".to_vec(), arg(kind)]],
+            DeadFilter::All => vec![vec![b"all".to_vec(), Vec::new()]],
+        };
+        let mut total = 0;
+        for args in calls {
+            loop {
+                let n = int(&self.run(script, queue, args.clone()).await?)?;
+                total += n as u64;
+                if n < 1000 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        Ok(total)
+    }
+}
+
+fn arg(s: &str) -> Vec<u8> {
+    s.as_bytes().to_vec()
+}
+
+/// Groups items by queue, keeping each item's index to put results back in order.
+fn by_queue<T>(items: &[T], queue: impl Fn(&T) -> &QueueName) -> Vec<(QueueName, Vec<usize>)> {
+    let mut groups: Vec<(QueueName, Vec<usize>)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let q = queue(item);
+        match groups.iter_mut().find(|(g, _)| g == q) {
+            Some((_, idx)) => idx.push(i),
+            None => groups.push((q.clone(), vec![i])),
+        }
+    }
+    groups
+}
