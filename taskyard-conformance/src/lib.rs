@@ -137,8 +137,8 @@ type TestRun = std::pin::Pin<Box<dyn Future<Output = ()>>>;
 /// A conformance test: its name and how to start it.
 type Test = (&'static str, fn(Subject) -> TestRun);
 
-/// Every test of [`suite`], by name: each `pub async fn` of `src/suite.rs`, listed by the
-/// build script (so a test written there always runs).
+/// Every test of [`suite`], by name: each `pub async fn` of the files under `src/suite/`,
+/// listed by the build script (so a test written there always runs).
 fn tests() -> Vec<Test> {
     let list: Vec<Test> = include!(concat!(env!("OUT_DIR"), "/suite_list.rs"));
     list

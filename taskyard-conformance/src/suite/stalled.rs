@@ -1,0 +1,106 @@
+//! A wrapper store for the fencing test of a lost lease: its heartbeats can be made to
+//! vanish on the way.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use taskyard_core::{
+    DeadFilter, JobId, JobState, Lease, LeaseToken, NewJob, Outcome, QueueConfig, QueueName, Store,
+};
+
+/// A store whose heartbeats can be made to vanish on the way (they answer "held" without
+/// reaching it), as in a network stall; everything else goes through.
+pub(super) struct StalledHeartbeats {
+    pub(super) inner: Arc<dyn Store>,
+    pub(super) stalled: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl Store for StalledHeartbeats {
+    async fn enqueue(
+        &self,
+        queue: &QueueName,
+        jobs: Vec<NewJob>,
+    ) -> taskyard_core::Result<Vec<JobId>> {
+        self.inner.enqueue(queue, jobs).await
+    }
+    async fn claim(
+        &self,
+        queue: &QueueName,
+        max: usize,
+        lease: Duration,
+        token: &LeaseToken,
+    ) -> taskyard_core::Result<taskyard_core::Claim> {
+        self.inner.claim(queue, max, lease, token).await
+    }
+    async fn wait(&self, queues: &[QueueName], timeout: Duration) -> taskyard_core::Result<()> {
+        self.inner.wait(queues, timeout).await
+    }
+    async fn heartbeat(
+        &self,
+        leases: &[Lease],
+        lease: Duration,
+    ) -> taskyard_core::Result<Vec<bool>> {
+        if self.stalled.load(Ordering::SeqCst) {
+            return Ok(vec![true; leases.len()]);
+        }
+        self.inner.heartbeat(leases, lease).await
+    }
+    async fn finish(&self, outcomes: &[(Lease, Outcome)]) -> taskyard_core::Result<Vec<bool>> {
+        self.inner.finish(outcomes).await
+    }
+    async fn release(&self, leases: &[Lease]) -> taskyard_core::Result<Vec<bool>> {
+        self.inner.release(leases).await
+    }
+    async fn maintain(
+        &self,
+        queue: &QueueName,
+    ) -> taskyard_core::Result<taskyard_core::Maintenance> {
+        self.inner.maintain(queue).await
+    }
+    async fn now_ms(&self) -> taskyard_core::Result<u64> {
+        self.inner.now_ms().await
+    }
+    async fn queues(&self) -> taskyard_core::Result<Vec<QueueName>> {
+        self.inner.queues().await
+    }
+    async fn stats(&self, queue: &QueueName) -> taskyard_core::Result<taskyard_core::QueueStats> {
+        self.inner.stats(queue).await
+    }
+    async fn list(
+        &self,
+        queue: &QueueName,
+        state: JobState,
+        offset: u64,
+        limit: u64,
+    ) -> taskyard_core::Result<Vec<taskyard_core::JobInfo>> {
+        self.inner.list(queue, state, offset, limit).await
+    }
+    async fn job(
+        &self,
+        queue: &QueueName,
+        id: &JobId,
+    ) -> taskyard_core::Result<Option<taskyard_core::JobInfo>> {
+        self.inner.job(queue, id).await
+    }
+    async fn redrive(&self, queue: &QueueName, filter: &DeadFilter) -> taskyard_core::Result<u64> {
+        self.inner.redrive(queue, filter).await
+    }
+    async fn purge(&self, queue: &QueueName, filter: &DeadFilter) -> taskyard_core::Result<u64> {
+        self.inner.purge(queue, filter).await
+    }
+    async fn set_paused(&self, queue: &QueueName, paused: bool) -> taskyard_core::Result<()> {
+        self.inner.set_paused(queue, paused).await
+    }
+    async fn config(&self, queue: &QueueName) -> taskyard_core::Result<QueueConfig> {
+        self.inner.config(queue).await
+    }
+    async fn configure(
+        &self,
+        queue: &QueueName,
+        config: &QueueConfig,
+    ) -> taskyard_core::Result<()> {
+        self.inner.configure(queue, config).await
+    }
+}
