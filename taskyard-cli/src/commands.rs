@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use taskyard::{
-    Client, DeadFilter, EnqueueOptions, Error, JobId, JobInfo, JobState, NewJob, QueueName,
-    RetryPolicy,
+    Client, Cursor, DeadFilter, EnqueueOptions, Error, JobId, JobInfo, JobState, NewJob, Page,
+    QueueName, RetryPolicy,
 };
 
 use crate::QueueArg;
@@ -59,9 +59,9 @@ pub(crate) enum JobsCommand {
         /// At most this many.
         #[arg(long, default_value_t = 20)]
         limit: u64,
-        /// Skip this many.
-        #[arg(long, default_value_t = 0)]
-        offset: u64,
+        /// Start after this cursor: the one the previous page printed.
+        #[arg(long, default_value = "")]
+        after: String,
         /// JSON lines.
         #[arg(long)]
         json: bool,
@@ -212,6 +212,16 @@ pub(crate) async fn stats(client: Client, args: StatsArgs) -> Res {
     }
 }
 
+/// Prints a page of jobs on stdout and, when there is more, the cursor of the next page on
+/// stderr (stdout stays one job per line with `--json`).
+fn print_page(page: &Page, json: bool) -> Res {
+    print_jobs(&page.jobs, json)?;
+    if let Some(next) = &page.next {
+        eprintln!("more: --after {next}");
+    }
+    Ok(())
+}
+
 fn print_jobs(jobs: &[JobInfo], json: bool) -> Res {
     if json {
         for j in jobs {
@@ -243,11 +253,12 @@ pub(crate) async fn jobs(client: Client, cmd: JobsCommand) -> Res {
             state,
             queue,
             limit,
-            offset,
+            after,
             json,
         } => {
             let q = QueueName::new(queue.queue)?;
-            print_jobs(&client.list(&q, state, offset, limit).await?, json)
+            let page = client.list(&q, state, &Cursor::new(after), limit).await?;
+            print_page(&page, json)
         }
         JobsCommand::Show { id, queue } => {
             let q = QueueName::new(queue.queue)?;
@@ -266,7 +277,10 @@ pub(crate) async fn dead(client: Client, cmd: DeadCommand) -> Res {
     match cmd {
         DeadCommand::List { queue, limit, json } => {
             let q = QueueName::new(queue.queue)?;
-            print_jobs(&client.list(&q, JobState::Dead, 0, limit).await?, json)
+            let page = client
+                .list(&q, JobState::Dead, &Cursor::start(), limit)
+                .await?;
+            print_page(&page, json)
         }
         DeadCommand::Redrive(sel) => {
             let (q, filter) = select(sel)?;

@@ -378,9 +378,14 @@ pub(crate) async fn run(
     println!("  {shown} dead list --queue {QUEUE}");
     let dead = store
         .shared()
-        .list(&queue, taskyard::JobState::Dead, 0, 1)
+        .list(
+            &queue,
+            taskyard::JobState::Dead,
+            &taskyard::Cursor::start(),
+            1,
+        )
         .await?;
-    if let Some(job) = dead.first() {
+    if let Some(job) = dead.jobs.first() {
         println!("  {shown} jobs show {} --queue {QUEUE}", job.id);
     }
     println!("  {shown} dead redrive --queue {QUEUE} --all");

@@ -207,7 +207,11 @@ async fn killed_worker(synchronous: Synchronous) {
             first.kill9();
             // Nothing else holds a lease yet: the running jobs are exactly the killed
             // worker's, frozen until their leases end.
-            running_at_kill = store.list(&q(), JobState::Running, 0, 1000).await.unwrap();
+            running_at_kill = store
+                .list(&q(), JobState::Running, &taskyard::Cursor::start(), 1000)
+                .await
+                .unwrap()
+                .jobs;
             second = Some(start("second"));
         }
         // Pacing, not synchronisation: production goes on around the kill.

@@ -156,7 +156,11 @@ fn ready_ids(store: &str) -> HashSet<String> {
             Arc::new(SqliteStore::open(store).await.unwrap())
         };
         let q = QueueName::new("k").unwrap();
-        let jobs = store.list(&q, JobState::Ready, 0, 100_000).await.unwrap();
+        let jobs = store
+            .list(&q, JobState::Ready, &taskyard::Cursor::start(), 100_000)
+            .await
+            .unwrap()
+            .jobs;
         jobs.into_iter().map(|j| j.id.to_string()).collect()
     })
 }

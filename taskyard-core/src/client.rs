@@ -1,10 +1,12 @@
 //! `Client`: enqueue jobs and look at queues.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use crate::store::support::STEP;
 use crate::{
-    DeadFilter, EnqueueOptions, IntoStore, Job, JobId, JobInfo, JobState, NewJob, QueueConfig,
-    QueueName, QueueStats, Result, Store,
+    Cursor, DeadFilter, EnqueueOptions, IntoStore, Job, JobId, JobInfo, JobState, NewJob, Page,
+    QueueConfig, QueueName, QueueStats, Result, Store,
 };
 
 /// The producer and admin side of taskyard: enqueue jobs, inspect queues, redrive the
@@ -92,30 +94,74 @@ impl Client {
         self.store.stats(queue).await
     }
 
-    /// Jobs of a queue in one state.
+    /// A page of at most `limit` jobs of a queue in one state, after `after`
+    /// ([`Cursor::start`] for the first page); `next` of the page gives the one after.
     pub async fn list(
         &self,
         queue: &QueueName,
         state: JobState,
-        offset: u64,
+        after: &Cursor,
         limit: u64,
-    ) -> Result<Vec<JobInfo>> {
-        self.store.list(queue, state, offset, limit).await
+    ) -> Result<Page> {
+        self.store.list(queue, state, after, limit).await
     }
 
-    /// One job by id.
+    /// One job by id, in a queue.
     pub async fn job(&self, queue: &QueueName, id: &JobId) -> Result<Option<JobInfo>> {
         self.store.job(queue, id).await
     }
 
-    /// Moves dead jobs back to ready with fresh attempts. Returns how many moved.
-    pub async fn redrive(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64> {
-        self.store.redrive(queue, filter).await
+    /// One job by its id alone, in whichever queue (see [`Store::find`]).
+    pub async fn find(&self, id: &JobId) -> Result<Option<JobInfo>> {
+        self.store.find(id).await
     }
 
-    /// Deletes dead jobs. Returns how many were deleted.
+    /// Moves dead jobs back to ready with fresh attempts. Returns how many moved.
+    ///
+    /// Works in bounded steps (at most [`STEP`] jobs each, a millisecond apart), so a
+    /// redrive of a large dead set never holds the store for long.
+    pub async fn redrive(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64> {
+        self.walk(queue, filter, Walk::Redrive).await
+    }
+
+    /// Deletes dead jobs, in bounded steps as [`Client::redrive`]. Returns how many.
     pub async fn purge(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64> {
-        self.store.purge(queue, filter).await
+        self.walk(queue, filter, Walk::Purge).await
+    }
+
+    /// Runs a bulk operation on the dead set to its end, step by step.
+    async fn walk(&self, queue: &QueueName, filter: &DeadFilter, walk: Walk) -> Result<u64> {
+        // Ids go in chunks of STEP, each once: a job must never be moved twice.
+        let filters: Vec<DeadFilter> = match filter {
+            DeadFilter::Ids(ids) => {
+                let mut unique = ids.clone();
+                unique.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+                unique.dedup();
+                unique
+                    .chunks(STEP)
+                    .map(|c| DeadFilter::Ids(c.to_vec()))
+                    .collect()
+            }
+            other => vec![other.clone()],
+        };
+        let mut total = 0;
+        for filter in &filters {
+            let mut after = Cursor::start();
+            loop {
+                let step = match walk {
+                    Walk::Redrive => self.store.redrive(queue, filter, &after).await?,
+                    Walk::Purge => self.store.purge(queue, filter, &after).await?,
+                };
+                total += step.done;
+                match step.next {
+                    Some(next) => after = next,
+                    None => break,
+                }
+                // Let other clients in between steps.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        Ok(total)
     }
 
     /// Stops workers from claiming on a queue; enqueues still succeed.
@@ -137,6 +183,13 @@ impl Client {
     pub async fn configure(&self, queue: &QueueName, config: &QueueConfig) -> Result<()> {
         self.store.configure(queue, config).await
     }
+}
+
+/// The bulk operations on the dead set.
+#[derive(Clone, Copy)]
+enum Walk {
+    Redrive,
+    Purge,
 }
 
 fn queue_of(opts: &EnqueueOptions) -> Result<QueueName> {

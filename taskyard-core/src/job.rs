@@ -152,6 +152,7 @@ fn check_name(name: &str, max: usize, allowed: impl Fn(char) -> bool) -> Option<
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum JobState {
     /// Due in the future: delayed, or waiting for a retry.
     Scheduled,

@@ -20,8 +20,8 @@ pub use job::{
 };
 pub use retry::RetryPolicy;
 pub use store::{
-    Claim, ClaimedJob, DeadFilter, Lease, LeaseToken, Maintenance, Outcome, QueueConfig,
-    QueueStats, Store,
+    Claim, ClaimedJob, Cursor, DeadFilter, Lease, LeaseToken, Maintenance, Outcome, Page,
+    QueueConfig, QueueStats, Step, Store,
 };
 pub use worker::{
     Counters, IntoStore, JobContext, JobError, QueueOrder, StopReason, Worker, WorkerBuilder,

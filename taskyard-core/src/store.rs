@@ -106,6 +106,7 @@ pub struct Claim {
 
 /// How a run ended, as reported to [`Store::finish`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Outcome {
     /// Success: the job is removed (or kept, if the queue retains completed jobs).
     Completed,
@@ -132,6 +133,7 @@ pub enum Outcome {
 
 /// Which dead jobs a redrive or purge applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DeadFilter {
     /// These jobs.
     Ids(Vec<JobId>),
@@ -139,6 +141,62 @@ pub enum DeadFilter {
     Kind(String),
     /// Every dead job.
     All,
+}
+
+/// Where a walk over a set of jobs resumes: each page or step of the admin API returns
+/// one, and the next call takes it back. Opaque to callers — a store writes its own
+/// position in it (a rank and an id, a score and a member) — so every listing, search and
+/// bulk operation has one shape, and a later filter is a new argument, not a new API.
+///
+/// A walk sees every job that stays in the set from its start to its end once; jobs that
+/// enter or leave the set meanwhile may or may not be seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Cursor(String);
+
+impl Cursor {
+    /// The start of a set.
+    pub fn start() -> Self {
+        Cursor(String::new())
+    }
+
+    /// A cursor as a store writes it, or as a user passes one back (the CLI's `--after`).
+    pub fn new(position: impl Into<String>) -> Self {
+        Cursor(position.into())
+    }
+
+    /// Whether this is the start of a set.
+    pub fn is_start(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The cursor as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// The jobs, in the set's order.
+    pub jobs: Vec<JobInfo>,
+    /// Where the next page starts; `None` at the end of the set.
+    pub next: Option<Cursor>,
+}
+
+/// One bounded step of a bulk operation (redrive, purge).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Step {
+    /// Jobs the step acted on.
+    pub done: u64,
+    /// Where the next step resumes; `None` when nothing is left.
+    pub next: Option<Cursor>,
 }
 
 /// Counts per state of one queue, and its settings.
@@ -201,10 +259,18 @@ pub struct Maintenance {
 
 /// The operations a store implements. Every method works on a batch where it can.
 ///
+/// One trait in three sections — the worker protocol (enqueue to maintain), inspection
+/// (now to job) and administration (redrive to configure) — because every store must
+/// provide all three and the API reaches them through one `Arc<dyn Store>`; applications
+/// call them through [`Client`](crate::Client) and [`Worker`](crate::Worker), not here.
+/// Inspection and administration walk sets with a [`Cursor`], in bounded steps.
+///
 /// Times are the store's: lease deadlines and due times come from the store's clock,
 /// never from the caller's, so workers with skewed clocks agree.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    // The worker protocol.
+
     /// Adds jobs to a queue atomically: all are written, or (on `QueueFull`) none.
     /// Returns their ids in input order.
     async fn enqueue(&self, queue: &QueueName, jobs: Vec<NewJob>) -> Result<Vec<JobId>>;
@@ -226,7 +292,9 @@ pub trait Store: Send + Sync + 'static {
     async fn wait(&self, queues: &[QueueName], timeout: Duration) -> Result<()>;
 
     /// Extends the leases by `lease` from now. Returns, per lease, whether it was still
-    /// held (`false`: stale token, the job is no longer this worker's).
+    /// held (`false`: stale token, the job is no longer this worker's). A lease belongs
+    /// to a claim call, so the worker sends each token once, whatever the number of jobs
+    /// it claimed.
     async fn heartbeat(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>>;
 
     /// Records how runs ended. Returns, per item, whether the lease was still held; a
@@ -242,6 +310,8 @@ pub trait Store: Send + Sync + 'static {
     /// Idempotent and safe to run from every worker at once.
     async fn maintain(&self, queue: &QueueName) -> Result<Maintenance>;
 
+    // Inspection.
+
     /// The store's current time, Unix ms.
     async fn now_ms(&self) -> Result<u64>;
 
@@ -251,26 +321,45 @@ pub trait Store: Send + Sync + 'static {
     /// Counts per state of one queue.
     async fn stats(&self, queue: &QueueName) -> Result<QueueStats>;
 
-    /// Jobs of one queue in one state, `offset` and `limit` in that state's order
-    /// (ready and scheduled: next first; running: earliest lease end first; dead and
-    /// completed: newest first).
+    /// A page of at most `limit` jobs of one queue in one state, after `after`, in that
+    /// state's order (ready and scheduled: next first; running: earliest lease end
+    /// first; dead and completed: newest first). A cursor this store did not write is
+    /// `Error::InvalidOption`.
     async fn list(
         &self,
         queue: &QueueName,
         state: JobState,
-        offset: u64,
+        after: &Cursor,
         limit: u64,
-    ) -> Result<Vec<JobInfo>>;
+    ) -> Result<Page>;
 
     /// One job by id, in whatever state it is.
     async fn job(&self, queue: &QueueName, id: &JobId) -> Result<Option<JobInfo>>;
 
-    /// Moves dead jobs back to ready with a fresh count of attempts (their error history
-    /// is kept). Returns how many moved.
-    async fn redrive(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64>;
+    /// One job by its id alone, in whichever queue and state. Ids are unique per store;
+    /// an id release 0.1 gave in two queues (it numbered Redis jobs per queue) is found in
+    /// the first of them by name — ask [`Store::job`] with the queue to tell them apart.
+    /// By default this asks each queue in turn; a store with an index by id overrides it.
+    async fn find(&self, id: &JobId) -> Result<Option<JobInfo>> {
+        for queue in self.queues().await? {
+            if let Some(job) = self.job(&queue, id).await? {
+                return Ok(Some(job));
+            }
+        }
+        Ok(None)
+    }
 
-    /// Deletes dead jobs. Returns how many were deleted.
-    async fn purge(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64>;
+    // Administration.
+
+    /// One step of a redrive: moves at most [`support::STEP`] dead jobs matching `filter`
+    /// (from `after` on) back to ready with a fresh count of attempts (their error
+    /// history is kept), examining a bounded number of them. `DeadFilter::Ids` carries at
+    /// most `STEP` ids. [`Client::redrive`](crate::Client::redrive) walks the whole set.
+    async fn redrive(&self, queue: &QueueName, filter: &DeadFilter, after: &Cursor)
+    -> Result<Step>;
+
+    /// One step of a purge: deletes dead jobs, as [`Store::redrive`] moves them.
+    async fn purge(&self, queue: &QueueName, filter: &DeadFilter, after: &Cursor) -> Result<Step>;
 
     /// Pauses (no claims) or resumes a queue. Enqueues still succeed while paused.
     async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<()>;

@@ -11,9 +11,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use taskyard_core::{
-    Claim, ClaimedJob, DeadFilter, JobContext, JobError, JobId, JobInfo, JobState, Lease,
-    LeaseToken, Maintenance, NewJob, Outcome, QueueConfig, QueueName, QueueStats, Result, Store,
-    Worker,
+    Claim, ClaimedJob, Cursor, DeadFilter, JobContext, JobError, JobId, JobInfo, JobState, Lease,
+    LeaseToken, Maintenance, NewJob, Outcome, Page, QueueConfig, QueueName, QueueStats, Result,
+    Step, Store, Worker,
 };
 use tokio::time::Instant;
 
@@ -143,17 +143,17 @@ impl Store for Shared {
     async fn stats(&self, _: &QueueName) -> Result<QueueStats> {
         Ok(QueueStats::default())
     }
-    async fn list(&self, _: &QueueName, _: JobState, _: u64, _: u64) -> Result<Vec<JobInfo>> {
-        Ok(Vec::new())
+    async fn list(&self, _: &QueueName, _: JobState, _: &Cursor, _: u64) -> Result<Page> {
+        Ok(Page::default())
     }
     async fn job(&self, _: &QueueName, _: &JobId) -> Result<Option<JobInfo>> {
         Ok(None)
     }
-    async fn redrive(&self, _: &QueueName, _: &DeadFilter) -> Result<u64> {
-        Ok(0)
+    async fn redrive(&self, _: &QueueName, _: &DeadFilter, _: &Cursor) -> Result<Step> {
+        Ok(Step::default())
     }
-    async fn purge(&self, _: &QueueName, _: &DeadFilter) -> Result<u64> {
-        Ok(0)
+    async fn purge(&self, _: &QueueName, _: &DeadFilter, _: &Cursor) -> Result<Step> {
+        Ok(Step::default())
     }
     async fn set_paused(&self, _: &QueueName, _: bool) -> Result<()> {
         Ok(())
@@ -236,10 +236,11 @@ async fn defaults_are_concurrency_10_lease_30s_heartbeat_every_10s_maintenance_e
     assert_eq!(beats.len(), 3, "{beats:?}");
     for ((at, call), secs) in beats.iter().zip([10, 20, 30]) {
         assert!(near(*at, Duration::from_secs(secs)), "{beats:?}");
+        // The ten jobs came in one claim, under one token: it is renewed once.
         assert_eq!(
             *call,
             Call::Heartbeat {
-                leases: 10,
+                leases: 1,
                 lease: Duration::from_secs(30)
             }
         );

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use taskyard_core::{
-    Claim, Client, DeadFilter, Error, Job, JobContext, JobError, JobId, JobInfo, JobState, Lease,
-    LeaseToken, Maintenance, NewJob, Outcome, QueueConfig, QueueName, QueueStats, Result,
-    StopReason, Store, Worker,
+    Claim, Client, Cursor, DeadFilter, Error, Job, JobContext, JobError, JobId, JobInfo, JobState,
+    Lease, LeaseToken, Maintenance, NewJob, Outcome, Page, QueueConfig, QueueName, QueueStats,
+    Result, Step, StopReason, Store, Worker,
 };
 use taskyard_sqlite::SqliteStore;
 use tokio::sync::mpsc;
@@ -170,19 +170,19 @@ impl Store for Faulty {
         &self,
         queue: &QueueName,
         state: JobState,
-        offset: u64,
+        after: &Cursor,
         limit: u64,
-    ) -> Result<Vec<JobInfo>> {
-        self.inner.list(queue, state, offset, limit).await
+    ) -> Result<Page> {
+        self.inner.list(queue, state, after, limit).await
     }
     async fn job(&self, queue: &QueueName, id: &JobId) -> Result<Option<JobInfo>> {
         self.inner.job(queue, id).await
     }
-    async fn redrive(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64> {
-        self.inner.redrive(queue, filter).await
+    async fn redrive(&self, q: &QueueName, filter: &DeadFilter, after: &Cursor) -> Result<Step> {
+        self.inner.redrive(q, filter, after).await
     }
-    async fn purge(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64> {
-        self.inner.purge(queue, filter).await
+    async fn purge(&self, q: &QueueName, filter: &DeadFilter, after: &Cursor) -> Result<Step> {
+        self.inner.purge(q, filter, after).await
     }
     async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<()> {
         self.inner.set_paused(queue, paused).await

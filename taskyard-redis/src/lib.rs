@@ -34,6 +34,7 @@
 
 mod blocking;
 mod envelope;
+mod ids;
 mod options;
 mod reply;
 mod scripts;
@@ -77,6 +78,8 @@ struct Inner {
     /// Connections for enqueues confirmed by replicas: `WAIT` blocks its connection, so
     /// it never runs on the shared one.
     acked: tokio::sync::Mutex<Vec<MultiplexedConnection>>,
+    /// Job ids taken from the server's counter, not handed out yet.
+    ids: tokio::sync::Mutex<ids::Block>,
 }
 
 impl RedisStore {
@@ -137,7 +140,7 @@ impl RedisStore {
         pipe.query_async::<()>(&mut conn.clone())
             .await
             .map_err(store_err)?;
-        Ok(RedisStore {
+        let store = RedisStore {
             inner: Arc::new(Inner {
                 client,
                 conn,
@@ -145,9 +148,12 @@ impl RedisStore {
                 scripts,
                 known_queues: Mutex::new(HashSet::new()),
                 acked: tokio::sync::Mutex::new(Vec::new()),
+                ids: tokio::sync::Mutex::new(ids::Block::default()),
             }),
             replica_ack: None,
-        })
+        };
+        store.raise_ids_above_queues().await?;
+        Ok(store)
     }
 
     /// Acknowledges an enqueue only once `replicas` replicas have it (Redis `WAIT`), so a

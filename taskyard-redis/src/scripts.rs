@@ -132,6 +132,12 @@ pub(crate) fn store_err(e: redis::RedisError) -> Error {
             reads: reads.unwrap_or("?").into(),
         };
     }
+    if e.code() == Some("TASKYARD_CURSOR") {
+        return Error::InvalidOption(format!(
+            "malformed cursor {:?}: pass back one a listing returned",
+            e.detail().unwrap_or_default()
+        ));
+    }
     Error::store(e)
 }
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 use redis::{Script, Value};
 use taskyard_core::store::support::history;
 use taskyard_core::{
-    Claim, ClaimedJob, DeadFilter, Due, Error, JobId, JobInfo, JobState, Lease, LeaseToken,
-    Maintenance, NewJob, Outcome, QueueConfig, QueueName, QueueStats, Result, Store,
+    Claim, ClaimedJob, Cursor, DeadFilter, Due, Error, JobId, JobInfo, JobState, Lease, LeaseToken,
+    Maintenance, NewJob, Outcome, Page, QueueConfig, QueueName, QueueStats, Result, Step, Store,
 };
 
 use crate::reply::{array, bytes, flags, info, int};
@@ -26,8 +26,10 @@ impl Store for RedisStore {
         }
         self.remember(queue).await?;
         let n = jobs.len();
-        let mut args = Vec::with_capacity(1 + 2 * n);
+        let first = self.ids(n as u64).await?;
+        let mut args = Vec::with_capacity(2 + 2 * n);
         args.push(n.to_string().into_bytes());
+        args.push(first.to_string().into_bytes());
         for job in &jobs {
             args.push(match job.due() {
                 Due::Now => Vec::new(),
@@ -113,19 +115,15 @@ impl Store for RedisStore {
     async fn heartbeat(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>> {
         let mut result = vec![false; leases.len()];
         for (queue, idx) in by_queue(leases, |l| &l.queue) {
-            // One lease per claim call: renew each token once.
-            let mut tokens: Vec<&str> = idx.iter().map(|&i| &*leases[i].token).collect();
-            tokens.sort_unstable();
-            tokens.dedup();
+            // The worker sends each claim's token once (the core de-duplicates).
             let mut args = vec![lease.as_millis().to_string().into_bytes()];
-            args.extend(tokens.iter().map(|t| arg(t)));
+            args.extend(idx.iter().map(|&i| arg(&leases[i].token)));
             let held = flags(
                 self.run(&self.inner.scripts.heartbeat, &queue, args)
                     .await?,
             )?;
-            for &i in &idx {
-                let pos = tokens.binary_search(&&*leases[i].token);
-                result[i] = pos.ok().and_then(|p| held.get(p).copied()).unwrap_or(false);
+            for (&i, ok) in idx.iter().zip(held) {
+                result[i] = ok;
             }
         }
         Ok(result)
@@ -161,6 +159,11 @@ impl Store for RedisStore {
                     Outcome::Retry { delay_ms, error } => ("r", *delay_ms, error.as_str()),
                     Outcome::RetryAt { at_ms, error } => ("a", *at_ms, error.as_str()),
                     Outcome::Dead { error } => ("d", 0, error.as_str()),
+                    other => {
+                        return Err(Error::InvalidOption(format!(
+                            "this store cannot record the outcome {other:?}"
+                        )));
+                    }
                 };
                 args.push(arg(&lease.token));
                 args.push(arg(lease.id.as_str()));
@@ -259,24 +262,31 @@ impl Store for RedisStore {
         &self,
         queue: &QueueName,
         state: JobState,
-        offset: u64,
+        after: &Cursor,
         limit: u64,
-    ) -> Result<Vec<JobInfo>> {
+    ) -> Result<Page> {
         if limit == 0 {
-            return Ok(Vec::new());
+            return Ok(Page::default());
         }
         let args = vec![
             state.as_str().as_bytes().to_vec(),
-            offset.to_string().into_bytes(),
+            after.as_str().as_bytes().to_vec(),
             limit.to_string().into_bytes(),
         ];
         let out = array(self.run(&self.inner.scripts.list, queue, args).await?)?;
-        let mut jobs = Vec::with_capacity(out.len() / 3);
         let mut it = out.into_iter();
+        let next = match it.next() {
+            Some(v) => String::from_utf8_lossy(&bytes(v)?).into_owned(),
+            None => String::new(),
+        };
+        let mut jobs = Vec::new();
         while let (Some(env), Some(at), Some(errs)) = (it.next(), it.next(), it.next()) {
             jobs.push(info(queue, state, env, at, errs)?);
         }
-        Ok(jobs)
+        Ok(Page {
+            jobs,
+            next: (!next.is_empty()).then(|| Cursor::new(next)),
+        })
     }
 
     async fn job(&self, queue: &QueueName, id: &JobId) -> Result<Option<JobInfo>> {
@@ -292,13 +302,18 @@ impl Store for RedisStore {
         info(queue, state, env, at, errs).map(Some)
     }
 
-    async fn redrive(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64> {
-        self.dead_loop(&self.inner.scripts.redrive, queue, filter)
+    async fn redrive(
+        &self,
+        queue: &QueueName,
+        filter: &DeadFilter,
+        after: &Cursor,
+    ) -> Result<Step> {
+        self.dead_step(&self.inner.scripts.redrive, queue, filter, after)
             .await
     }
 
-    async fn purge(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64> {
-        self.dead_loop(&self.inner.scripts.purge, queue, filter)
+    async fn purge(&self, queue: &QueueName, filter: &DeadFilter, after: &Cursor) -> Result<Step> {
+        self.dead_step(&self.inner.scripts.purge, queue, filter, after)
             .await
     }
 
@@ -357,43 +372,38 @@ impl Store for RedisStore {
 }
 
 impl RedisStore {
-    async fn dead_loop(
+    /// One step of a redrive or purge (see `select_dead` in `common.lua`).
+    async fn dead_step(
         &self,
         script: &Script,
         queue: &QueueName,
         filter: &DeadFilter,
-    ) -> Result<u64> {
-        // Each script call moves at most 1,000 jobs; between calls other clients get
-        // in, so a large redrive never holds Redis for long.
-        let calls: Vec<Vec<Vec<u8>>> = match filter {
-            DeadFilter::Ids(ids) => {
-                let mut unique: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
-                unique.sort_unstable();
-                unique.dedup();
-                unique
-                    .chunks(1000)
-                    .map(|chunk| {
-                        let mut args = vec![b"ids".to_vec(), Vec::new()];
-                        args.extend(chunk.iter().map(|id| arg(id)));
-                        args
-                    })
-                    .collect()
+        after: &Cursor,
+    ) -> Result<Step> {
+        let mut args = match filter {
+            DeadFilter::Ids(_) => vec![arg("ids"), Vec::new()],
+            DeadFilter::Kind(kind) => vec![arg("kind"), arg(kind)],
+            DeadFilter::All => vec![arg("all"), Vec::new()],
+            other => {
+                return Err(Error::InvalidOption(format!(
+                    "this store cannot select dead jobs by {other:?}"
+                )));
             }
-            DeadFilter::Kind(kind) => vec![vec![b"kind".to_vec(), arg(kind)]],
-            DeadFilter::All => vec![vec![b"all".to_vec(), Vec::new()]],
         };
-        let mut total = 0;
-        for args in calls {
-            loop {
-                let n = int(&self.run(script, queue, args.clone()).await?)?;
-                total += n as u64;
-                if n < 1000 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+        args.push(arg(after.as_str()));
+        if let DeadFilter::Ids(ids) = filter {
+            args.extend(ids.iter().map(|id| arg(id.as_str())));
         }
-        Ok(total)
+        let mut out = array(self.run(script, queue, args).await?)?.into_iter();
+        let done = int(&out.next().unwrap_or(Value::Nil))? as u64;
+        let next = match out.next() {
+            Some(v) => String::from_utf8_lossy(&bytes(v)?).into_owned(),
+            None => String::new(),
+        };
+        Ok(Step {
+            done,
+            next: (!next.is_empty()).then(|| Cursor::new(next)),
+        })
     }
 }
 

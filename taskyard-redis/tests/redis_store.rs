@@ -1,9 +1,11 @@
 //! What the Redis store promises beyond the conformance suite: large redrives and purges
-//! go in chunks of 1,000 (other clients get in between), and ids come from a per-queue
-//! counter that only deleting the queue's keys resets.
+//! go in steps of 1,000 (other clients get in between), and ids come from one counter per
+//! server, in blocks per process, unique across queues and never started again.
 
 use taskyard_conformance::{RedisServer, bury};
-use taskyard_core::{DeadFilter, EnqueueOptions, NewJob, QueueName, RetryPolicy, Store};
+use taskyard_core::{
+    Client, DeadFilter, EnqueueOptions, JobId, NewJob, QueueName, RetryPolicy, Store,
+};
 use taskyard_redis::RedisStore;
 
 fn jobs(n: usize) -> Vec<NewJob> {
@@ -56,10 +58,11 @@ async fn redrive_and_purge_run_in_chunks_of_1000() {
             .query_async(&mut conn)
             .await
             .unwrap();
+        let client = Client::new(store.clone());
         let moved = if what == "redrive" {
-            store.redrive(&q, &filter).await.unwrap()
+            client.redrive(&q, &filter).await.unwrap()
         } else {
-            store.purge(&q, &filter).await.unwrap()
+            client.purge(&q, &filter).await.unwrap()
         };
         assert_eq!(moved, 2500, "{what}");
         assert_eq!(
@@ -75,22 +78,36 @@ async fn redrive_and_purge_run_in_chunks_of_1000() {
 }
 
 #[tokio::test]
-async fn ids_count_up_per_queue_until_its_keys_are_deleted() {
+async fn ids_are_unique_across_queues_and_never_start_again() {
     let server = RedisServer::start();
     let store = RedisStore::connect(&server.url()).await.unwrap();
     let (a, b) = (QueueName::new("a").unwrap(), QueueName::new("b").unwrap());
     let first = store.enqueue(&a, jobs(3)).await.unwrap();
-    assert_eq!(store.enqueue(&b, jobs(1)).await.unwrap()[0].as_str(), "1");
-    store.purge(&a, &DeadFilter::All).await.unwrap();
+    let ids = |v: &[taskyard_core::JobId]| v.iter().map(|id| id.to_string()).collect::<Vec<_>>();
+    assert_eq!(ids(&first), ["1", "2", "3"]);
+    // Another queue draws from the same counter.
+    assert_eq!(ids(&store.enqueue(&b, jobs(1)).await.unwrap()), ["4"]);
+    // Neither purging nor deleting a queue starts its ids again.
     bury(&store, &a).await;
-    store.purge(&a, &DeadFilter::All).await.unwrap();
-    let next = store.enqueue(&a, jobs(1)).await.unwrap();
-    assert_eq!(
-        (first[2].as_str(), next[0].as_str()),
-        ("3", "4"),
-        "the counter outlives the jobs"
-    );
-    // Deleting a queue deletes its counter too: its ids start again.
+    Client::new(store.clone())
+        .purge(&a, &DeadFilter::All)
+        .await
+        .unwrap();
     store.delete_queue(&a).await.unwrap();
-    assert_eq!(store.enqueue(&a, jobs(1)).await.unwrap()[0].as_str(), "1");
+    assert_eq!(ids(&store.enqueue(&a, jobs(1)).await.unwrap()), ["5"]);
+    // Another process takes a block of its own: no id is handed out twice.
+    let other = RedisStore::connect(&server.url()).await.unwrap();
+    assert_eq!(
+        ids(&other.enqueue(&a, jobs(2)).await.unwrap()),
+        ["10001", "10002"]
+    );
+    // Found by id alone, whatever its queue.
+    let found = Client::new(store.clone()).find(&first[0]).await.unwrap();
+    assert!(found.is_none(), "job 1 was purged");
+    let b4 = Client::new(store)
+        .find(&JobId::new("4"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b4.queue, "b");
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use taskyard_conformance::fixtures::{self, by_role};
 use taskyard_conformance::{RedisServer, TempDir};
 use taskyard_core::{
-    DeadFilter, EnqueueOptions, Error, JobId, JobState, Lease, LeaseToken, NewJob, Outcome,
-    QueueConfig, QueueName, RetryPolicy, Store,
+    Client, Cursor, DeadFilter, EnqueueOptions, Error, JobId, JobState, Lease, LeaseToken, NewJob,
+    Outcome, QueueConfig, QueueName, RetryPolicy, Store,
 };
 use taskyard_redis::RedisStore;
 
@@ -138,7 +138,13 @@ async fn a_redis_written_by_0_1_opens_and_its_jobs_carry_on() {
     complete(&store, claim.jobs.into_iter().map(|c| c.lease).collect()).await;
 
     // Dead jobs redrive with a fresh count of attempts and their history kept.
-    assert_eq!(store.redrive(&upgrade, &DeadFilter::All).await.unwrap(), 2);
+    assert_eq!(
+        Client::new(store.clone())
+            .redrive(&upgrade, &DeadFilter::All)
+            .await
+            .unwrap(),
+        2
+    );
     let claim = store
         .claim(
             &upgrade,
@@ -380,16 +386,25 @@ async fn a_queue_of_a_newer_layout_is_refused_and_left_unchanged() {
     assert!(is_version(store.maintain(&q).await.unwrap_err(), "3"));
     assert!(is_version(store.stats(&q).await.unwrap_err(), "3"));
     assert!(is_version(
-        store.list(&q, JobState::Ready, 0, 10).await.unwrap_err(),
+        store
+            .list(&q, JobState::Ready, &Cursor::start(), 10)
+            .await
+            .unwrap_err(),
         "3"
     ));
     assert!(is_version(store.job(&q, &id).await.unwrap_err(), "3"));
     assert!(is_version(
-        store.redrive(&q, &DeadFilter::All).await.unwrap_err(),
+        store
+            .redrive(&q, &DeadFilter::All, &Cursor::start())
+            .await
+            .unwrap_err(),
         "3"
     ));
     assert!(is_version(
-        store.purge(&q, &DeadFilter::All).await.unwrap_err(),
+        store
+            .purge(&q, &DeadFilter::All, &Cursor::start())
+            .await
+            .unwrap_err(),
         "3"
     ));
     assert!(is_version(

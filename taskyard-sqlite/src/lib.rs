@@ -37,8 +37,8 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 use taskyard_core::{
-    Claim, DeadFilter, Error, JobId, JobInfo, JobState, Lease, LeaseToken, Maintenance, NewJob,
-    Outcome, QueueConfig, QueueName, QueueStats, Result, Store,
+    Claim, Cursor, DeadFilter, Error, JobId, JobInfo, JobState, Lease, LeaseToken, Maintenance,
+    NewJob, Outcome, Page, QueueConfig, QueueName, QueueStats, Result, Step, Store,
 };
 use tokio::sync::Notify;
 
@@ -385,30 +385,15 @@ impl Store for SqliteStore {
     }
 
     async fn heartbeat(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>> {
-        // One lease per claim call: renew each token once.
-        let mut tokens: Vec<LeaseToken> = leases.iter().map(|l| l.token.clone()).collect();
-        tokens.sort_unstable();
-        tokens.dedup();
+        let tokens: Vec<LeaseToken> = leases.iter().map(|l| l.token.clone()).collect();
         let lease_ms = lease.as_millis() as u64;
-        let list = tokens.clone();
-        let held = self
-            .inner
+        self.inner
             .writer
             .call(move |tx| {
-                let names: Vec<&str> = list.iter().map(|t| &**t).collect();
+                let names: Vec<&str> = tokens.iter().map(|t| &**t).collect();
                 ops::heartbeat(tx, &names, lease_ms)
             })
-            .await?;
-        Ok(leases
-            .iter()
-            .map(|l| {
-                tokens
-                    .binary_search(&l.token)
-                    .ok()
-                    .and_then(|i| held.get(i).copied())
-                    .unwrap_or(false)
-            })
-            .collect())
+            .await
     }
 
     async fn finish(&self, outcomes: &[(Lease, Outcome)]) -> Result<Vec<bool>> {
@@ -452,11 +437,12 @@ impl Store for SqliteStore {
         &self,
         queue: &QueueName,
         state: JobState,
-        offset: u64,
+        after: &Cursor,
         limit: u64,
-    ) -> Result<Vec<JobInfo>> {
+    ) -> Result<Page> {
         let queue = queue.clone();
-        self.read(move |conn| read::list(conn, &queue, state, offset, limit))
+        let after = read::Position::parse(after)?;
+        self.read(move |conn| read::list(conn, &queue, state, after, limit))
             .await
     }
 
@@ -465,12 +451,22 @@ impl Store for SqliteStore {
         self.read(move |conn| read::job(conn, &queue, &id)).await
     }
 
-    async fn redrive(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64> {
-        self.dead_loop(queue, filter, true).await
+    async fn find(&self, id: &JobId) -> Result<Option<JobInfo>> {
+        let id = id.clone();
+        self.read(move |conn| read::find(conn, &id)).await
     }
 
-    async fn purge(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64> {
-        self.dead_loop(queue, filter, false).await
+    async fn redrive(
+        &self,
+        queue: &QueueName,
+        filter: &DeadFilter,
+        after: &Cursor,
+    ) -> Result<Step> {
+        self.dead_step(queue, filter, after, true).await
+    }
+
+    async fn purge(&self, queue: &QueueName, filter: &DeadFilter, after: &Cursor) -> Result<Step> {
+        self.dead_step(queue, filter, after, false).await
     }
 
     async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<()> {
@@ -498,34 +494,18 @@ impl Store for SqliteStore {
 impl SqliteStore {
     /// Redrives or purges in steps of at most 1,000 jobs, one transaction each, so a
     /// large redrive never holds the writer for long.
-    async fn dead_loop(
+    async fn dead_step(
         &self,
         queue: &QueueName,
         filter: &DeadFilter,
+        after: &Cursor,
         redrive: bool,
-    ) -> Result<u64> {
-        let filters: Vec<DeadFilter> = match filter {
-            DeadFilter::Ids(ids) => ids
-                .chunks(1000)
-                .map(|c| DeadFilter::Ids(c.to_vec()))
-                .collect(),
-            other => vec![other.clone()],
-        };
-        let mut total = 0;
-        for f in filters {
-            loop {
-                let (queue, f2) = (queue.clone(), f.clone());
-                let n = self
-                    .inner
-                    .writer
-                    .call(move |tx| ops::dead_step(tx, &queue, &f2, redrive))
-                    .await?;
-                total += n;
-                if n < 1000 || matches!(f, DeadFilter::Ids(_)) {
-                    break;
-                }
-            }
-        }
-        Ok(total)
+    ) -> Result<Step> {
+        let (queue, filter) = (queue.clone(), filter.clone());
+        let after = read::Position::parse(after)?;
+        self.inner
+            .writer
+            .call(move |tx| ops::dead_step(tx, &queue, &filter, after, redrive))
+            .await
     }
 }

@@ -11,17 +11,20 @@ use bytes::Bytes;
 use rusqlite::{OptionalExtension, params};
 use taskyard_core::store::support::{LEASE_EXPIRED, history};
 use taskyard_core::{
-    Backoff, ClaimedJob, DeadFilter, Due, Error, JobId, Lease, LeaseToken, Maintenance, NewJob,
-    Outcome, QueueConfig, QueueName, Result,
+    Backoff, ClaimedJob, Cursor, DeadFilter, Due, Error, JobId, Lease, LeaseToken, Maintenance,
+    NewJob, Outcome, QueueConfig, QueueName, Result, Step,
 };
 
 use crate::db::{COMPLETED, DEAD, READY, SCHEDULED, db};
-use crate::read::{self, row_id};
+use crate::read::{self, Position, row_id};
 use crate::writer::Tx;
 
 /// Work per call is bounded, as in the Redis scripts: promotions, expired leases,
 /// trimmed jobs and redriven jobs go 1,000 (leases 100) at a time.
-const STEP: i64 = 1000;
+const STEP: i64 = taskyard_core::store::support::STEP as i64;
+
+/// The most dead jobs one step by kind examines.
+const EXAMINE: i64 = 10 * STEP;
 
 fn ms(n: u64) -> i64 {
     n.min(i64::MAX as u64) as i64
@@ -358,7 +361,11 @@ pub(crate) fn finish(tx: &mut Tx<'_>, outcomes: &[(Lease, Outcome)]) -> Result<V
                         }
                         Outcome::RetryAt { at_ms, error } => Fail::At(*at_ms, error),
                         Outcome::Dead { error } => Fail::Dead(error),
-                        Outcome::Completed => unreachable!("handled above"),
+                        other => {
+                            return Err(Error::InvalidOption(format!(
+                                "this store cannot record the outcome {other:?}"
+                            )));
+                        }
                     };
                     if fail(tx, id, attempt, max, errors, code)? == DEAD {
                         let q = tx.queue(&lease.queue)?.unwrap_or(-1);
@@ -503,14 +510,25 @@ fn vacuum(tx: &Tx<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Dead job ids matching a filter, at most [`STEP`].
-fn select_dead(tx: &Tx<'_>, q: i64, filter: &DeadFilter) -> Result<Vec<i64>> {
+/// Dead jobs a step of a bulk operation acts on, and where the next step resumes. Ids:
+/// the given ones that are dead (the caller sends at most [`STEP`]); all: the oldest
+/// [`STEP`] (those it acts on leave the set, so the next step starts again at the start);
+/// a kind: the matching ones among at most [`EXAMINE`] examined from `after` on, so a
+/// step never reads the whole dead set.
+fn select_dead(
+    tx: &Tx<'_>,
+    q: i64,
+    filter: &DeadFilter,
+    after: Position,
+) -> Result<(Vec<i64>, Option<Cursor>)> {
     let conn = tx.conn;
     match filter {
         DeadFilter::Ids(ids) => {
             let mut out = Vec::new();
             let mut check = conn
-                .prepare_cached("SELECT EXISTS (SELECT 1 FROM jobs WHERE id = ?1 AND queue = ?2 AND state = 3)")
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM jobs WHERE id = ?1 AND queue = ?2 AND state = 3)",
+                )
                 .map_err(db)?;
             for id in ids.iter().filter_map(row_id) {
                 // An id given twice is moved once: a job must never be in two places.
@@ -518,33 +536,65 @@ fn select_dead(tx: &Tx<'_>, q: i64, filter: &DeadFilter) -> Result<Vec<i64>> {
                     out.push(id);
                 }
             }
-            Ok(out)
+            Ok((out, None))
         }
-        DeadFilter::Kind(kind) => conn
-            .prepare_cached(
-                "SELECT id FROM jobs WHERE queue = ?1 AND state = 3 AND kind = ?2 ORDER BY rank LIMIT ?3",
-            )
-            .and_then(|mut s| s.query_map(params![q, kind, STEP], |r| r.get(0))?.collect())
-            .map_err(db),
-        DeadFilter::All => conn
-            .prepare_cached("SELECT id FROM jobs WHERE queue = ?1 AND state = 3 ORDER BY rank LIMIT ?2")
-            .and_then(|mut s| s.query_map([q, STEP], |r| r.get(0))?.collect())
-            .map_err(db),
+        DeadFilter::All => {
+            let ids: Vec<i64> = conn
+                .prepare_cached(
+                    "SELECT id FROM jobs WHERE queue = ?1 AND state = 3 ORDER BY rank, id LIMIT ?2",
+                )
+                .and_then(|mut s| s.query_map([q, STEP], |r| r.get(0))?.collect())
+                .map_err(db)?;
+            let next = (ids.len() as i64 == STEP).then(Cursor::start);
+            Ok((ids, next))
+        }
+        DeadFilter::Kind(kind) => {
+            let (rank, id) = after.bound(false);
+            let rows: Vec<(i64, i64, String)> = conn
+                .prepare_cached(
+                    "SELECT id, rank, kind FROM jobs WHERE queue = ?1 AND state = 3
+                     AND (rank, id) > (?2, ?3) ORDER BY rank, id LIMIT ?4",
+                )
+                .and_then(|mut s| {
+                    s.query_map(params![q, rank, id, EXAMINE], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })?
+                    .collect()
+                })
+                .map_err(db)?;
+            let mut out = Vec::new();
+            let mut last = None;
+            for (id, rank, k) in &rows {
+                last = Some(Position::cursor(*rank, *id));
+                if k == kind {
+                    out.push(*id);
+                    if out.len() as i64 == STEP {
+                        break;
+                    }
+                }
+            }
+            let done = out.len() as i64 == STEP || rows.len() as i64 == EXAMINE;
+            Ok((out, if done { last } else { None }))
+        }
+        other => Err(Error::InvalidOption(format!(
+            "this store cannot select dead jobs by {other:?}"
+        ))),
     }
 }
 
 /// Moves up to [`STEP`] dead jobs to ready with a fresh count of attempts (`redrive`) or
-/// deletes them; returns how many.
+/// deletes them: one step of a bulk operation.
 pub(crate) fn dead_step(
     tx: &mut Tx<'_>,
     queue: &QueueName,
     filter: &DeadFilter,
+    after: Position,
     redrive: bool,
-) -> Result<u64> {
+) -> Result<Step> {
     let Some(q) = tx.queue(queue)? else {
-        return Ok(0);
+        return Ok(Step::default());
     };
-    let ids = select_dead(tx, q, filter)?;
+    let (ids, next) = select_dead(tx, q, filter, after)?;
     if redrive {
         make_ready(tx, &ids, true)?;
     } else {
@@ -556,7 +606,10 @@ pub(crate) fn dead_step(
             delete.execute([id]).map_err(db)?;
         }
     }
-    Ok(ids.len() as u64)
+    Ok(Step {
+        done: ids.len() as u64,
+        next,
+    })
 }
 
 pub(crate) fn set_paused(tx: &mut Tx<'_>, queue: &QueueName, paused: bool) -> Result<()> {

@@ -1,9 +1,11 @@
 //! Reads: what inspection, stats and idle waits need. They run on reader connections
 //! (WAL readers never block the writer, nor it them) and inside write operations.
 
-use rusqlite::{Connection, OptionalExtension, Row};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use taskyard_core::store::support::history;
-use taskyard_core::{JobId, JobInfo, JobState, QueueConfig, QueueName, QueueStats, Result};
+use taskyard_core::{
+    Cursor, Error, JobId, JobInfo, JobState, Page, QueueConfig, QueueName, QueueStats, Result,
+};
 
 use crate::db::{COMPLETED, DEAD, READY, RUNNING, SCHEDULED, db};
 
@@ -14,6 +16,8 @@ pub(crate) fn state_code(state: JobState) -> i64 {
         JobState::Running => RUNNING,
         JobState::Dead => DEAD,
         JobState::Completed => COMPLETED,
+        // A state this release does not store: no job has it.
+        _ => -1,
     }
 }
 
@@ -151,35 +155,92 @@ fn info(name: &QueueName, r: &Row<'_>) -> rusqlite::Result<JobInfo> {
     })
 }
 
+/// A place in a state's order, as a cursor holds it: the sort key and id of the last job
+/// seen (`key:id`), or the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Position(Option<(i64, i64)>);
+
+impl Position {
+    pub(crate) fn parse(cursor: &Cursor) -> Result<Self> {
+        if cursor.is_start() {
+            return Ok(Position(None));
+        }
+        let parsed = cursor
+            .as_str()
+            .split_once(':')
+            .and_then(|(k, id)| Some((k.parse().ok()?, id.parse().ok()?)));
+        match parsed {
+            Some(at) => Ok(Position(Some(at))),
+            None => Err(Error::InvalidOption(format!(
+                "malformed cursor {:?}: pass back one a listing returned",
+                cursor.as_str()
+            ))),
+        }
+    }
+
+    pub(crate) fn cursor(key: i64, id: i64) -> Cursor {
+        Cursor::new(format!("{key}:{id}"))
+    }
+
+    /// The bound to compare `(key, id)` with: past the start of an ascending or a
+    /// descending order when there is no position yet.
+    pub(crate) fn bound(self, descending: bool) -> (i64, i64) {
+        self.0.unwrap_or(if descending {
+            (i64::MAX, i64::MAX)
+        } else {
+            (i64::MIN, i64::MIN)
+        })
+    }
+}
+
 pub(crate) fn list(
     conn: &Connection,
     name: &QueueName,
     state: JobState,
-    offset: u64,
+    after: Position,
     limit: u64,
-) -> Result<Vec<JobInfo>> {
+) -> Result<Page> {
     let Some(q) = queue_id(conn, name)? else {
-        return Ok(Vec::new());
+        return Ok(Page::default());
     };
     // Ready and scheduled: next first; running: earliest lease end first; dead and
-    // completed: newest first.
-    let order = match state {
-        JobState::Ready | JobState::Scheduled => "j.rank, j.id",
-        JobState::Running => "l.ends_ms, j.rank",
-        JobState::Dead | JobState::Completed => "j.rank DESC, j.id DESC",
+    // completed: newest first. Each page resumes after the (key, id) of the last one.
+    let (key, descending) = match state {
+        JobState::Running => ("l.ends_ms", false),
+        JobState::Dead | JobState::Completed => ("j.rank", true),
+        _ => ("j.rank", false),
     };
+    let (cmp, dir) = if descending { ("<", "DESC") } else { (">", "") };
     let sql = format!(
-        "SELECT {INFO_COLUMNS} FROM jobs j LEFT JOIN leases l ON l.token = j.token
-         WHERE j.queue = ?1 AND j.state = ?2 ORDER BY {order} LIMIT ?3 OFFSET ?4"
+        "SELECT {INFO_COLUMNS}, {key} FROM jobs j LEFT JOIN leases l ON l.token = j.token
+         WHERE j.queue = ?1 AND j.state = ?2 AND ({key}, j.id) {cmp} (?3, ?4)
+         ORDER BY {key} {dir}, j.id {dir} LIMIT ?5"
     );
-    let limit = limit.min(i64::MAX as u64) as i64;
-    let offset = offset.min(i64::MAX as u64) as i64;
-    conn.prepare_cached(&sql)
+    let (k, id) = after.bound(descending);
+    // One more than asked: whether there is a next page.
+    let fetch = limit.min(i64::MAX as u64 - 1) as i64 + 1;
+    let mut rows: Vec<(JobInfo, i64)> = conn
+        .prepare_cached(&sql)
         .and_then(|mut s| {
-            s.query_map([q, state_code(state), limit, offset], |r| info(name, r))?
-                .collect()
+            s.query_map(params![q, state_code(state), k, id, fetch], |r| {
+                Ok((info(name, r)?, r.get(9)?))
+            })?
+            .collect()
         })
-        .map_err(db)
+        .map_err(db)?;
+    let more = rows.len() as u64 > limit;
+    rows.truncate(limit as usize);
+    let next = match rows.last() {
+        Some((job, key)) if more => Some(Position::cursor(
+            *key,
+            job.id.as_str().parse().unwrap_or_default(),
+        )),
+        _ => None,
+    };
+    Ok(Page {
+        jobs: rows.into_iter().map(|(job, _)| job).collect(),
+        next,
+    })
 }
 
 pub(crate) fn job(conn: &Connection, name: &QueueName, id: &JobId) -> Result<Option<JobInfo>> {
@@ -192,6 +253,28 @@ pub(crate) fn job(conn: &Connection, name: &QueueName, id: &JobId) -> Result<Opt
     );
     conn.prepare_cached(&sql)
         .and_then(|mut s| s.query_row([id, q], |r| info(name, r)).optional())
+        .map_err(db)
+}
+
+/// One job by id alone: ids are unique across the file's queues.
+pub(crate) fn find(conn: &Connection, id: &JobId) -> Result<Option<JobInfo>> {
+    let Some(id) = row_id(id) else {
+        return Ok(None);
+    };
+    let sql = format!(
+        "SELECT {INFO_COLUMNS}, q.name FROM jobs j LEFT JOIN leases l ON l.token = j.token
+         JOIN queues q ON q.id = j.queue WHERE j.id = ?1"
+    );
+    conn.prepare_cached(&sql)
+        .and_then(|mut s| {
+            s.query_row([id], |r| {
+                let name: String = r.get(9)?;
+                let name = QueueName::new(name)
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                info(&name, r)
+            })
+            .optional()
+        })
         .map_err(db)
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use taskyard_conformance::{TempDir, bury};
 use taskyard_core::{
-    DeadFilter, EnqueueOptions, Error, JobState, LeaseToken, NewJob, Outcome, QueueName,
+    Client, DeadFilter, EnqueueOptions, Error, JobState, LeaseToken, NewJob, Outcome, QueueName,
     RetryPolicy, Store,
 };
 use taskyard_sqlite::{ManualClock, Options, SqliteStore, Synchronous};
@@ -567,12 +567,21 @@ async fn redrive_and_purge_commit_in_chunks_of_1000() {
     bury(&store, &q).await;
     assert_eq!(store.stats(&q).await.unwrap().dead, 2500);
     let before = store.commits();
-    assert_eq!(store.redrive(&q, &DeadFilter::All).await.unwrap(), 2500);
+    assert_eq!(
+        Client::new(store.clone())
+            .redrive(&q, &DeadFilter::All)
+            .await
+            .unwrap(),
+        2500
+    );
     assert_eq!(store.commits() - before, 3, "1,000 + 1,000 + 500");
     bury(&store, &q).await;
     let before = store.commits();
     let kind = DeadFilter::Kind("noop".into());
-    assert_eq!(store.purge(&q, &kind).await.unwrap(), 2500);
+    assert_eq!(
+        Client::new(store.clone()).purge(&q, &kind).await.unwrap(),
+        2500
+    );
     assert_eq!(store.commits() - before, 3, "1,000 + 1,000 + 500");
     assert_eq!(store.stats(&q).await.unwrap().dead, 0);
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use taskyard_conformance::TempDir;
 use taskyard_conformance::fixtures::{self, by_role};
 use taskyard_core::{
-    DeadFilter, EnqueueOptions, Error, JobState, Lease, LeaseToken, NewJob, Outcome, QueueName,
-    RetryPolicy, Store,
+    Client, DeadFilter, EnqueueOptions, Error, JobState, Lease, LeaseToken, NewJob, Outcome,
+    QueueName, RetryPolicy, Store,
 };
 use taskyard_sqlite::{ManualClock, Options, SqliteStore};
 
@@ -127,7 +127,13 @@ async fn a_store_file_written_by_0_1_opens_and_its_jobs_carry_on() {
         Some((10, 90))
     );
     complete(&store, claim.jobs.into_iter().map(|c| c.lease).collect()).await;
-    assert_eq!(store.redrive(&upgrade, &DeadFilter::All).await.unwrap(), 2);
+    assert_eq!(
+        Client::new(store.clone())
+            .redrive(&upgrade, &DeadFilter::All)
+            .await
+            .unwrap(),
+        2
+    );
     let claim = store
         .claim(
             &upgrade,

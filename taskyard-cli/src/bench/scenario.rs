@@ -14,8 +14,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 use taskyard::{
-    Client, EnqueueOptions, JobContext, JobError, JobId, JobState, NewJob, QueueName, RetryPolicy,
-    Worker,
+    Client, Cursor, EnqueueOptions, JobContext, JobError, JobId, JobState, NewJob, QueueName,
+    RetryPolicy, Worker,
 };
 
 use crate::open::{self, Create};
@@ -654,8 +654,9 @@ async fn kill_under_load(c: &Ctx) -> Outcome {
             let running = c
                 .store
                 .shared()
-                .list(&c.queue, JobState::Running, 0, u64::MAX >> 1)
+                .list(&c.queue, JobState::Running, &Cursor::start(), u64::MAX >> 1)
                 .await?
+                .jobs
                 .into_iter()
                 .map(|j| (j.id.to_string(), j.attempt))
                 .collect();

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use taskyard_core::{
-    DeadFilter, EnqueueOptions, JobId, JobState, Lease, NewJob, Outcome, QueueConfig, QueueName,
-    Store,
+    Client, Cursor, DeadFilter, EnqueueOptions, Error, JobId, JobState, Lease, NewJob, Outcome,
+    QueueConfig, QueueName, Store,
 };
 
 use super::common::{LEASE, Pong, SOON, claim, enqueue, new_job, new_job_with, stats};
@@ -31,8 +31,7 @@ pub async fn redrive_one_by_kind_and_all(s: Subject) {
     kill_all(&s.store, &q, 6).await;
     assert_eq!(stats(&s.store, &q).await.dead, 6);
 
-    let n = s
-        .store
+    let n = Client::new(s.store.clone())
         .redrive(
             &q,
             &DeadFilter::Ids(vec![ids[0].clone(), ids[0].clone(), JobId::new("nope")]), // twice: moves once
@@ -45,14 +44,20 @@ pub async fn redrive_one_by_kind_and_all(s: Subject) {
     assert_eq!(info.errors.len(), 1, "history is kept");
 
     assert_eq!(
-        s.store
+        Client::new(s.store.clone())
             .redrive(&q, &DeadFilter::Kind("pong".into()))
             .await
             .unwrap(),
         2
     );
     assert_eq!(stats(&s.store, &q).await.dead, 3);
-    assert_eq!(s.store.redrive(&q, &DeadFilter::All).await.unwrap(), 3);
+    assert_eq!(
+        Client::new(s.store.clone())
+            .redrive(&q, &DeadFilter::All)
+            .await
+            .unwrap(),
+        3
+    );
     let st = stats(&s.store, &q).await;
     assert_eq!((st.dead, st.ready), (0, 6));
     let again = claim(&s.store, &q, 6, LEASE, "w").await;
@@ -68,14 +73,20 @@ pub async fn purge_deletes_dead_jobs(s: Subject) {
     let ids = enqueue(&s.store, &q, (0..3).map(new_job).collect()).await;
     kill_all(&s.store, &q, 3).await;
     assert_eq!(
-        s.store
+        Client::new(s.store.clone())
             .purge(&q, &DeadFilter::Ids(vec![ids[1].clone()]))
             .await
             .unwrap(),
         1
     );
     assert!(s.store.job(&q, &ids[1]).await.unwrap().is_none());
-    assert_eq!(s.store.purge(&q, &DeadFilter::All).await.unwrap(), 2);
+    assert_eq!(
+        Client::new(s.store.clone())
+            .purge(&q, &DeadFilter::All)
+            .await
+            .unwrap(),
+        2
+    );
     assert_eq!(stats(&s.store, &q).await.dead, 0);
     assert!(s.store.job(&q, &ids[0]).await.unwrap().is_none());
 }
@@ -125,9 +136,10 @@ pub async fn dead_jobs_past_their_age_are_dropped(s: Subject) {
     );
     assert!(
         s.store
-            .list(&q, JobState::Dead, 0, 10)
+            .list(&q, JobState::Dead, &Cursor::start(), 10)
             .await
             .unwrap()
+            .jobs
             .is_empty()
     );
 }
@@ -237,7 +249,12 @@ pub async fn job_lookup_in_every_state(s: Subject) {
         (JobState::Ready, 2),
         (JobState::Scheduled, 3),
     ] {
-        let list = s.store.list(&q, st, 0, 10).await.unwrap();
+        let list = s
+            .store
+            .list(&q, st, &Cursor::start(), 10)
+            .await
+            .unwrap()
+            .jobs;
         assert_eq!(list.len(), 1, "{st}");
         assert_eq!(list[0].id, ids[id]);
         assert_eq!(list[0].kind, "ping");
@@ -257,4 +274,126 @@ pub async fn a_new_queue_has_the_default_retention(s: Subject) {
     assert_eq!(config.completed_max, 0);
     assert_eq!(config.completed_max_age_ms, 24 * 3600 * 1000);
     assert_eq!(config, QueueConfig::default());
+}
+
+/// Every page of `state`, from the start, `limit` at a time: the ids in order.
+async fn walk(store: &Arc<dyn Store>, q: &QueueName, state: JobState, limit: u64) -> Vec<JobId> {
+    let (mut after, mut out) = (Cursor::start(), Vec::new());
+    loop {
+        let page = store.list(q, state, &after, limit).await.unwrap();
+        assert!(
+            page.jobs.len() as u64 <= limit,
+            "a page holds at most its limit"
+        );
+        out.extend(page.jobs.iter().map(|j| j.id.clone()));
+        match page.next {
+            Some(next) => after = next,
+            None => return out,
+        }
+    }
+}
+
+/// Listings come a page at a time, each resuming after the last: every job that stays in
+/// a state is seen once, in the state's order, even when the job a cursor names leaves;
+/// a cursor the store did not write is refused.
+pub async fn listings_walk_a_state_a_page_at_a_time(s: Subject) {
+    let q = unique_queue();
+    let ids = enqueue(&s.store, &q, (0..25).map(new_job).collect()).await;
+    assert_eq!(walk(&s.store, &q, JobState::Ready, 10).await, ids);
+    assert_eq!(walk(&s.store, &q, JobState::Ready, 25).await, ids);
+
+    kill_all(&s.store, &q, 25).await;
+    let first = s
+        .store
+        .list(&q, JobState::Dead, &Cursor::start(), 10)
+        .await
+        .unwrap();
+    assert_eq!(first.jobs.len(), 10);
+    // The job the cursor names leaves the set before the next page.
+    let named = first.jobs.last().unwrap().id.clone();
+    Client::new(s.store.clone())
+        .purge(&q, &DeadFilter::Ids(vec![named]))
+        .await
+        .unwrap();
+    let mut seen: Vec<JobId> = first.jobs.iter().map(|j| j.id.clone()).collect();
+    let mut after = first.next.expect("more than one page");
+    loop {
+        let page = s.store.list(&q, JobState::Dead, &after, 10).await.unwrap();
+        seen.extend(page.jobs.iter().map(|j| j.id.clone()));
+        match page.next {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    sorted.dedup();
+    assert_eq!(sorted.len(), seen.len(), "no job seen twice");
+    let mut all = ids.clone();
+    all.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    assert_eq!(sorted, all, "every job seen");
+
+    let bogus = s
+        .store
+        .list(&q, JobState::Dead, &Cursor::new("bogus"), 10)
+        .await;
+    assert!(matches!(bogus, Err(Error::InvalidOption(_))), "{bogus:?}");
+}
+
+/// Bulk operations on the dead set go in bounded steps, each resuming where the last one
+/// stopped: a step acts on at most 1,000 jobs, and a walk by kind takes every match once.
+pub async fn redrive_and_purge_go_in_bounded_steps(s: Subject) {
+    let q = unique_queue();
+    let mut jobs: Vec<NewJob> = (0..2400).map(new_job).collect();
+    for n in 0..7u64 {
+        let pong = NewJob::from_job(&Pong { n }, &EnqueueOptions::default()).unwrap();
+        jobs.insert(n as usize * 300, pong);
+    }
+    enqueue(&s.store, &q, jobs).await;
+    kill_all(&s.store, &q, 2407).await;
+
+    let step = s
+        .store
+        .redrive(&q, &DeadFilter::Kind("ping".into()), &Cursor::start())
+        .await
+        .unwrap();
+    assert_eq!(step.done, 1000, "one step moves at most 1,000");
+    assert!(step.next.is_some(), "and says where to go on");
+    let client = Client::new(s.store.clone());
+    assert_eq!(
+        client
+            .purge(&q, &DeadFilter::Kind("pong".into()))
+            .await
+            .unwrap(),
+        7
+    );
+    assert_eq!(
+        client
+            .redrive(&q, &DeadFilter::Kind("ping".into()))
+            .await
+            .unwrap(),
+        1400
+    );
+    let st = stats(&s.store, &q).await;
+    assert_eq!((st.dead, st.ready), (0, 2400));
+}
+
+/// Job ids are unique per store: a job is found by its id alone, in whichever queue.
+pub async fn jobs_are_found_by_id_alone(s: Subject) {
+    let (a, b) = (unique_queue(), unique_queue());
+    let in_a = enqueue(&s.store, &a, (0..3).map(new_job).collect()).await;
+    let in_b = enqueue(&s.store, &b, (0..3).map(new_job).collect()).await;
+    assert!(
+        in_a.iter().all(|id| !in_b.contains(id)),
+        "ids are unique across queues"
+    );
+    let found = s.store.find(&in_b[1]).await.unwrap().unwrap();
+    assert_eq!((found.queue.as_str(), &found.id), (b.as_str(), &in_b[1]));
+    assert!(
+        s.store
+            .find(&JobId::new("999999999"))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

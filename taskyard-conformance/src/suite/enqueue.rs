@@ -200,7 +200,10 @@ pub async fn ids_are_not_reused_after_jobs_leave(s: Subject) {
             .collect();
         s.store.finish(&outcomes).await.unwrap();
         assert_eq!(
-            s.store.purge(&q, &DeadFilter::All).await.unwrap(),
+            Client::new(s.store.clone())
+                .purge(&q, &DeadFilter::All)
+                .await
+                .unwrap(),
             5,
             "round {round}"
         );

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use taskyard_core::{
-    Client, EnqueueOptions, Job, JobContext, JobError, JobId, JobState, LeaseToken, NewJob,
+    Client, Cursor, EnqueueOptions, Job, JobContext, JobError, JobId, JobState, LeaseToken, NewJob,
     Outcome, RetryPolicy,
 };
 
@@ -124,7 +124,12 @@ pub async fn permanent_failure_goes_straight_to_dead(s: Subject) {
         )])
         .await
         .unwrap();
-    let dead = s.store.list(&q, JobState::Dead, 0, 10).await.unwrap();
+    let dead = s
+        .store
+        .list(&q, JobState::Dead, &Cursor::start(), 10)
+        .await
+        .unwrap()
+        .jobs;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].attempt, 1);
     assert_eq!(dead[0].errors[0].message, "no such user");

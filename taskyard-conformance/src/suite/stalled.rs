@@ -72,10 +72,10 @@ impl Store for StalledHeartbeats {
         &self,
         queue: &QueueName,
         state: JobState,
-        offset: u64,
+        after: &taskyard_core::Cursor,
         limit: u64,
-    ) -> taskyard_core::Result<Vec<taskyard_core::JobInfo>> {
-        self.inner.list(queue, state, offset, limit).await
+    ) -> taskyard_core::Result<taskyard_core::Page> {
+        self.inner.list(queue, state, after, limit).await
     }
     async fn job(
         &self,
@@ -84,11 +84,21 @@ impl Store for StalledHeartbeats {
     ) -> taskyard_core::Result<Option<taskyard_core::JobInfo>> {
         self.inner.job(queue, id).await
     }
-    async fn redrive(&self, queue: &QueueName, filter: &DeadFilter) -> taskyard_core::Result<u64> {
-        self.inner.redrive(queue, filter).await
+    async fn redrive(
+        &self,
+        queue: &QueueName,
+        filter: &DeadFilter,
+        after: &taskyard_core::Cursor,
+    ) -> taskyard_core::Result<taskyard_core::Step> {
+        self.inner.redrive(queue, filter, after).await
     }
-    async fn purge(&self, queue: &QueueName, filter: &DeadFilter) -> taskyard_core::Result<u64> {
-        self.inner.purge(queue, filter).await
+    async fn purge(
+        &self,
+        queue: &QueueName,
+        filter: &DeadFilter,
+        after: &taskyard_core::Cursor,
+    ) -> taskyard_core::Result<taskyard_core::Step> {
+        self.inner.purge(queue, filter, after).await
     }
     async fn set_paused(&self, queue: &QueueName, paused: bool) -> taskyard_core::Result<()> {
         self.inner.set_paused(queue, paused).await

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::Shared;
+use crate::Lease;
 
 /// Runs until aborted: shutdown keeps it beating through the grace period.
 pub(crate) async fn run(shared: Arc<Shared>) {
@@ -14,9 +15,17 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         if leases.is_empty() {
             continue;
         }
-        match shared.store.heartbeat(&leases, shared.lease).await {
+        // One lease per claim call: each token is renewed once, for all its jobs.
+        let mut tokens: Vec<Lease> = leases.clone();
+        tokens.sort_unstable_by(|a, b| (&a.token, &a.queue).cmp(&(&b.token, &b.queue)));
+        tokens.dedup_by(|a, b| a.token == b.token && a.queue == b.queue);
+        match shared.store.heartbeat(&tokens, shared.lease).await {
             Ok(held) => {
-                for (key, ok) in keys.iter().zip(held) {
+                for (key, lease) in keys.iter().zip(&leases) {
+                    let at = tokens.binary_search_by(|t| {
+                        (&t.token, &t.queue).cmp(&(&lease.token, &lease.queue))
+                    });
+                    let ok = at.ok().and_then(|i| held.get(i).copied()).unwrap_or(false);
                     if !ok {
                         shared.book.lost(*key);
                     }

@@ -41,6 +41,7 @@ use crate::{Error, Job, Lease, QueueName, Result, RetryPolicy, Store};
 
 /// How a worker picks among its queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum QueueOrder {
     /// Always the first queue with ready jobs, in the order given.
     #[default]

@@ -8,7 +8,8 @@
 --   5 dead       ZSET id -> time it died (ms)
 --   6 completed  ZSET id -> time it completed (ms), only with retention
 --   7 errors     HASH id -> one line per failed attempt: "attempt\tat_ms\tmessage\n"
---   8 meta       HASH layout, seq, paused, max_len and retention settings
+--   8 meta       HASH layout, paused, max_len and retention settings; seq: release 0.1's
+--                id counter of the queue, kept by the upgrade
 --   9 signal     LIST a worker blocks on (BLPOP) while idle; holds at most one element
 --  10 running    HASH "token|id" -> envelope of every job under lease
 --  11 batches    HASH token -> ids claimed with it ("1,2,3"), "#token" -> how many of
@@ -197,15 +198,20 @@ local function trim(set, max, max_age, now)
   end
 end
 
--- Dead job ids matching a filter: ARGV[1] = 'ids' | 'kind' | 'all', ARGV[2] = kind,
--- ARGV[3..] = ids. At most `limit`.
+-- One step's dead job ids matching a filter, and where the next step resumes ('' when
+-- nothing is left): ARGV[1] = 'ids' | 'kind' | 'all', ARGV[2] = kind, ARGV[3] = where
+-- the last step stopped ('' = the start), ARGV[4..] = ids (at most `limit`).
+-- Ids: the given ones that are dead. All: the oldest `limit` (they leave the set, so the
+-- next step starts at the start again). Kind: the matching ones among at most
+-- 10 * `limit` examined from the rank the last step stopped at; the ones it takes leave
+-- the set, so that rank is where the unexamined ones begin.
 local function select_dead(limit)
   local mode = ARGV[1]
   local out = {}
   if mode == 'ids' then
     local ids = {}
-    for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
-    if #ids == 0 then return out end
+    for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
+    if #ids == 0 then return out, '' end
     local s = scores_of(DEAD, ids)
     local seen = {}
     for i = 1, #ids do
@@ -215,19 +221,22 @@ local function select_dead(limit)
         out[#out + 1] = ids[i]
       end
     end
+    return out, ''
   elseif mode == 'all' then
     out = redis.call('ZRANGE', DEAD, 0, limit - 1)
-  else
-    local n = redis.call('ZCARD', DEAD)
-    for start = 0, n - 1, 1000 do
-      local ids = redis.call('ZRANGE', DEAD, start, start + 999)
-      if #ids == 0 then break end
-      local bodies = redis.call('HMGET', JOBS, unpack(ids))
-      for i = 1, #ids do
-        if bodies[i] and kind_of(bodies[i]) == ARGV[2] then out[#out + 1] = ids[i] end
-        if #out >= limit then return out end
-      end
-    end
+    return out, (#out == limit) and '0' or ''
   end
-  return out
+  local start = tonumber(ARGV[3]) or 0
+  local examine = 10 * limit
+  local ids = redis.call('ZRANGE', DEAD, start, start + examine - 1)
+  if #ids == 0 then return out, '' end
+  local bodies = hmget_all(JOBS, ids)
+  local examined = 0
+  for i = 1, #ids do
+    examined = i
+    if bodies[i] and kind_of(bodies[i]) == ARGV[2] then out[#out + 1] = ids[i] end
+    if #out >= limit then break end
+  end
+  if #out < limit and #ids < examine then return out, '' end
+  return out, tostring(start + examined - #out)
 end

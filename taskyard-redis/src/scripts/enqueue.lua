@@ -1,8 +1,10 @@
 -- enqueue.lua: adds a batch of jobs, all or nothing.
--- ARGV[1] = count; then per job: due ("" now, "+ms" after store now, "@ms" at),
+-- ARGV[1] = count, ARGV[2] = the first id (ids are first .. first+count-1, handed out
+--   by the store's counter, taskyard:ids, so they are unique across queues); then per
+--   job: due ("" now, "+ms" after store now, "@ms" at),
 --   tail = "max_attempts\tkind\tbackoff\npayload".
--- Returns {1, first_id} (ids are first_id .. first_id+count-1), or {0, len, max_len}
--- when the queue's max length would be passed (nothing written).
+-- Returns {1, first_id}, or {0, len, max_len} when the queue's max length would be
+-- passed (nothing written).
 check_layout(true)
 local now = now_ms()
 local n = tonumber(ARGV[1])
@@ -11,12 +13,12 @@ if max_len > 0 then
   local len = redis.call('LLEN', READY) + redis.call('ZCARD', SCHEDULED)
   if len + n > max_len then return {0, len, max_len} end
 end
-local first = redis.call('HINCRBY', META, 'seq', n) - n + 1
+local first = tonumber(ARGV[2])
 local ready, zs, hs = {}, {}, {}
 for i = 1, n do
   local id = tostring(first + i - 1)
-  local due = ARGV[2 * i]
-  local env = new_envelope(id, now, ARGV[2 * i + 1])
+  local due = ARGV[2 * i + 1]
+  local env = new_envelope(id, now, ARGV[2 * i + 2])
   local at = nil
   local c = string.sub(due, 1, 1)
   if c == '+' then

@@ -1,31 +1,50 @@
--- list.lua: jobs in one state. ARGV[1] = state, ARGV[2] = offset, ARGV[3] = limit.
--- Returns {envelope, time or '', errors or '', ...}.
+-- list.lua: a page of jobs in one state. ARGV[1] = state, ARGV[2] = cursor ('' = the
+-- start), ARGV[3] = limit.
+-- Returns {next cursor or '', envelope, time or '', errors or '', ...}.
+--
+-- Cursors: scheduled, dead and completed (sorted sets) resume after "score:id", the last
+-- job returned — by its rank while it is still there, else by its score and id (equal
+-- scores are ordered by id as a string) — so a job that stays in the set is seen once
+-- however the set changes. Ready and running page by position: claims at the head of
+-- ready meanwhile shift it.
 check_layout()
-local state, skip, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local out = {}
+local state, after, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local out = {''}
 local function add(env, at)
   local id = fields(env)
   out[#out + 1] = env
   out[#out + 1] = at
   out[#out + 1] = redis.call('HGET', ERRORS, id) or ''
 end
+local function position()
+  if after == '' then return 0 end
+  local n = tonumber(after)
+  if not n then return error({err = 'TASKYARD_CURSOR ' .. after}) end
+  return n
+end
 if state == 'ready' then
-  local envs = redis.call('LRANGE', READY, skip, skip + limit - 1)
-  for i = 1, #envs do add(envs[i], '') end
+  local skip = position()
+  local envs = redis.call('LRANGE', READY, skip, skip + limit)
+  for i = 1, math.min(#envs, limit) do add(envs[i], '') end
+  if #envs > limit then out[1] = tostring(skip + limit) end
   return out
 end
 if state == 'running' then
   -- Earliest lease end first, batch by batch.
+  local skip = position()
+  local seen = 0
   local leases = redis.call('ZRANGE', LEASES, 0, -1, 'WITHSCORES')
   for i = 1, #leases, 2 do
     local envs = hmget_all(RUNNING, batch_fields(leases[i]))
     for j = 1, #envs do
       if envs[j] then
-        if skip > 0 then
-          skip = skip - 1
-        else
+        seen = seen + 1
+        if seen > skip then
+          if (#out - 1) / 3 >= limit then
+            out[1] = tostring(skip + limit)
+            return out
+          end
           add(envs[j], leases[i + 1])
-          if #out / 3 >= limit then return out end
         end
       end
     end
@@ -35,10 +54,44 @@ end
 local set, rev = SCHEDULED, false
 if state == 'dead' then set, rev = DEAD, true
 elseif state == 'completed' then set, rev = COMPLETED, true end
+-- Where the page starts: the rank after the cursor's job.
+local start = 0
+local score, member
+if after ~= '' then
+  local sep = string.find(after, ':', 1, true)
+  if not sep then return error({err = 'TASKYARD_CURSOR ' .. after}) end
+  score, member = tonumber(string.sub(after, 1, sep - 1)), string.sub(after, sep + 1)
+  if not score then return error({err = 'TASKYARD_CURSOR ' .. after}) end
+  local r = redis.call(rev and 'ZREVRANK' or 'ZRANK', set, member)
+  if r then
+    start, score = r + 1, nil
+  elseif rev then
+    start = redis.call('ZCOUNT', set, '(' .. score, '+inf')
+  else
+    start = redis.call('ZCOUNT', set, '-inf', '(' .. score)
+  end
+end
 local cmd = rev and 'ZREVRANGE' or 'ZRANGE'
-local entries = redis.call(cmd, set, skip, skip + limit - 1, 'WITHSCORES')
-for i = 1, #entries, 2 do
-  local env = redis.call('HGET', JOBS, entries[i])
-  if env then add(env, entries[i + 1]) end
+local taken, last = 0, nil
+while taken <= limit do
+  local entries = redis.call(cmd, set, start, start + limit, 'WITHSCORES')
+  if #entries == 0 then break end
+  for i = 1, #entries, 2 do
+    local id, s = entries[i], tonumber(entries[i + 1])
+    -- The cursor's job has left: skip the ones at its score that came before it.
+    local before = score and s == score and ((not rev and id <= member) or (rev and id >= member))
+    if not before then
+      score = nil
+      if taken == limit then
+        out[1] = last
+        return out
+      end
+      local env = redis.call('HGET', JOBS, id)
+      if env then add(env, entries[i + 1]) end
+      taken = taken + 1
+      last = entries[i + 1] .. ':' .. id
+    end
+  end
+  start = start + #entries / 2
 end
 return out

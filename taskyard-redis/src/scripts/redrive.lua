@@ -1,9 +1,9 @@
 -- redrive.lua: moves up to 1000 dead jobs matching the filter (see select_dead) back to
 -- the tail of ready with a fresh count of attempts; their error history is kept.
--- Returns how many moved; the caller repeats until 0.
+-- Returns {how many moved, where the next step resumes or ''}.
 check_layout()
-local ids = select_dead(1000)
-if #ids == 0 then return 0 end
+local ids, resume = select_dead(1000)
+if #ids == 0 then return {0, resume} end
 local bodies = redis.call('HMGET', JOBS, unpack(ids))
 local ready = {}
 for i = 1, #ids do
@@ -18,4 +18,4 @@ if #ready > 0 then
   batched('RPUSH', READY, ready)
   signal()
 end
-return #ids
+return {#ids, resume}

@@ -36,7 +36,9 @@ local function move_errors(ids)
   batched('HDEL', O_ERRORS, ids)
 end
 
--- Settings first, once: the id sequence carries on, so ids stay unique in the queue.
+-- Settings first, once. 0.1 numbered jobs per queue: its counter is kept as `seq`, and
+-- the store raises its own counter (taskyard:ids) above every queue's, so new ids never
+-- repeat an old one.
 if redis.call('HEXISTS', META, 'upgrading') == 0 then
   local old = redis.call('HGETALL', OLD_META)
   local hs = {}
