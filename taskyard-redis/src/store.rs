@@ -209,6 +209,14 @@ impl Store for RedisStore {
                 .transpose()
                 .map(|n| n.unwrap_or(0) as u64)
         };
+        if get(2)? == 1 {
+            tracing::error!(
+                queue = %queue,
+                "a taskyard 0.1 process wrote to this queue after it was upgraded: its jobs \
+                 are under 0.1's keys, where this release does not look; stop every 0.1 \
+                 process (see docs/upgrading.md)"
+            );
+        }
         Ok(Maintenance {
             promoted: get(0)?,
             expired: get(1)?,

@@ -242,6 +242,26 @@ async fn a_redis_written_by_0_1_opens_and_its_jobs_carry_on() {
         &resumed.jobs[0].payload[..],
         by_role(&jobs, "paused-ready").payload.as_bytes()
     );
+
+    // A 0.1 process writing after the upgrade (against the upgrade notes) is not picked
+    // up blindly: its ids come from 0.1's counter and could collide with new ones.
+    let _: () = redis::pipe()
+        .hset("taskyard:{upgrade}:meta", "seq", 13)
+        .rpush(
+            "taskyard:{upgrade}:ready",
+            "13\t0\t1700000000000\t25\tstray\t\n{}",
+        )
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let ready_before = store.stats(&upgrade).await.unwrap().ready;
+    store.maintain(&upgrade).await.unwrap();
+    assert_eq!(store.stats(&upgrade).await.unwrap().ready, ready_before);
+    assert_eq!(
+        keys(&mut conn, "taskyard:{upgrade}:*").await.len(),
+        2,
+        "left as written"
+    );
 }
 
 /// Scripts run on the server so far (`EVALSHA` and `EVAL`).

@@ -1,7 +1,7 @@
 -- maintain.lua: promotes due scheduled jobs, returns the jobs of expired leases to ready
 -- (or to dead once their attempts are spent), trims dead and completed jobs past
 -- retention. Idempotent: every worker runs it, no leader. Bounded work per call.
--- Returns {promoted, expired jobs}.
+-- Returns {promoted, expired jobs, 1 if a 0.1 process wrote to the queue since its upgrade}.
 check_layout()
 local now = now_ms()
 local dead_max, dead_age, done_max, done_age = retention()
@@ -40,4 +40,7 @@ if #dead > 0 then batched('ZADD', DEAD, dead) end
 trim(DEAD, dead_max, dead_age, now)
 trim(COMPLETED, done_max, done_age, now)
 if #ready > 0 or promoted > 0 then signal() end
-return {promoted, #ready + #dead / 2}
+-- A release 0.1 process still running after the upgrade writes under 0.1's keys, where
+-- no 0.2 process looks: say so (the Rust side logs it), never move such jobs blindly —
+-- their ids come from 0.1's counter and could collide with new ones.
+return {promoted, #ready + #dead / 2, redis.call('EXISTS', OLD_META)}
