@@ -14,7 +14,6 @@
 //! when the whole suite passes on it. [`RedisServer`] starts a throwaway `redis-server` for tests.
 
 pub mod fixtures;
-pub mod process;
 mod redis_server;
 pub mod suite;
 
@@ -24,7 +23,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-pub use process::WorkerProcess;
 pub use redis_server::RedisServer;
 use taskyard_core::{Counters, QueueName, Store, Worker};
 

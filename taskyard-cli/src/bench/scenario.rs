@@ -2,12 +2,12 @@
 //! plus the fault scenarios, each printing its figures and whether its invariant held.
 //!
 //! Scenarios that need several workers run them as real `taskyard bench worker`
-//! processes (this same binary), so a kill is a real SIGKILL; the books are kept from
-//! the `record` files those workers append to before each completion.
+//! processes (this same binary, through [`taskyard_cli::process`], as the tests do), so a
+//! kill is a real SIGKILL; the books are kept from the `record` files those workers append
+//! to before each completion.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,6 +20,7 @@ use taskyard::{
 
 use crate::open::{self, Create};
 use taskyard::AnyStore;
+use taskyard_cli::process::{WorkerProcess, records};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -178,7 +179,14 @@ impl Ctx {
 
     /// A worker process on this scenario's queue, recording to `<name>.record`.
     fn spawn(&self, name: &str, args: &[&str]) -> Res<WorkerProcess> {
-        WorkerProcess::start(&self.url, &self.queue, &self.dir, name, args)
+        self.spawn_on(&self.url, name, args)
+    }
+
+    /// The same on another URL of the store (through a proxy).
+    fn spawn_on(&self, store: &str, name: &str, args: &[&str]) -> Res<WorkerProcess> {
+        let args = [&["--queue", self.queue.as_str()], args].concat();
+        let exe = std::env::current_exe()?;
+        Ok(WorkerProcess::start(exe, store, &self.dir, name, &args)?)
     }
 
     /// Waits until `done` holds, or fails after `within`.
@@ -230,113 +238,6 @@ impl InProcess {
         let _ = self.stop.send(());
         Ok(self.task.await??)
     }
-}
-
-/// A `taskyard bench worker` child process.
-struct WorkerProcess {
-    child: Child,
-    name: String,
-    stderr: PathBuf,
-}
-
-impl WorkerProcess {
-    fn start(url: &str, queue: &QueueName, dir: &Path, name: &str, args: &[&str]) -> Res<Self> {
-        let stderr = dir.join(format!("{name}.stderr"));
-        let child = Command::new(std::env::current_exe()?)
-            .args([
-                "--store",
-                url,
-                "bench",
-                "worker",
-                "--queue",
-                queue.as_str(),
-                "--record",
-            ])
-            .arg(dir.join(format!("{name}.record")))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&stderr)?,
-            )
-            .spawn()?;
-        Ok(WorkerProcess {
-            child,
-            name: name.to_string(),
-            stderr,
-        })
-    }
-
-    fn signal(&self, sig: &str) -> Res<()> {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()?
-            .success();
-        if ok {
-            Ok(())
-        } else {
-            Err(format!("kill {sig} failed").into())
-        }
-    }
-
-    fn kill9(&mut self) -> Res<()> {
-        self.child.kill()?;
-        self.child.wait()?;
-        Ok(())
-    }
-
-    /// SIGTERM and a graceful exit; returns its books line ("completed …, stale N").
-    fn stop(&mut self) -> Res<String> {
-        // Up before it is stopped, so the stop meets its handler.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !std::fs::read_to_string(&self.stderr)
-            .unwrap_or_default()
-            .contains("serving")
-            && Instant::now() < deadline
-            && !self.exited()
-        {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        self.signal("-TERM")?;
-        let status = self.child.wait()?;
-        let log = std::fs::read_to_string(&self.stderr).unwrap_or_default();
-        if !status.success() {
-            return Err(format!("worker {} exited with {status}: {log}", self.name).into());
-        }
-        Ok(log.lines().last().unwrap_or_default().to_string())
-    }
-
-    /// Whether it has exited (a poison job kills it), reaping it if so.
-    fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The runs the named workers recorded: (job id, attempt).
-fn records(dir: &Path, names: &[&str]) -> Vec<(String, u32)> {
-    names
-        .iter()
-        .flat_map(|name| {
-            std::fs::read_to_string(dir.join(format!("{name}.record")))
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| {
-                    let (id, attempt) = l.split_once(' ')?;
-                    Some((id.to_string(), attempt.parse().ok()?))
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect()
 }
 
 /// Lost (expected, never run), unexpected (run, never enqueued) and duplicated (run
@@ -1005,7 +906,7 @@ async fn connection_cut(c: &Ctx) -> Outcome {
     let args = ["--concurrency", "20", "--lease", "5s"];
     let mut workers: Vec<WorkerProcess> = ["a", "b"]
         .iter()
-        .map(|name| WorkerProcess::start(&proxied, &c.queue, &c.dir, name, &args))
+        .map(|name| c.spawn_on(&proxied, name, &args))
         .collect::<Res<_>>()?;
     let (mut cuts, mut rounds) = (0, 0);
     // Per cut connection, the command of the request it was waiting on ("none": idle).
