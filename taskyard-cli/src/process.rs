@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use nix::sys::signal::Signal;
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+
 /// A `taskyard bench worker` child process, by name: it records to `<dir>/<name>.record`,
 /// and its stderr (its start line, warnings and, after a stop, its books) goes to
 /// `<dir>/<name>.stderr`. Killed when dropped.
@@ -63,17 +67,11 @@ impl WorkerProcess {
         })
     }
 
-    /// Sends a signal (`-STOP`, `-CONT`, `-TERM`, …).
-    pub fn signal(&self, sig: &str) -> io::Result<()> {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()?
-            .success();
-        if ok {
-            Ok(())
-        } else {
-            Err(io::Error::other(format!("kill {sig} {} failed", self.name)))
-        }
+    /// Sends a signal (SIGSTOP, SIGCONT, SIGTERM, …).
+    pub fn signal(&self, signal: Signal) -> io::Result<()> {
+        let pid = i32::try_from(self.child.id()).map_err(io::Error::other)?;
+        kill(Pid::from_raw(pid), signal)
+            .map_err(|e| io::Error::other(format!("{signal} to worker {}: {e}", self.name)))
     }
 
     /// SIGKILL, and waits for it to be gone.
@@ -92,7 +90,7 @@ impl WorkerProcess {
             std::thread::sleep(Duration::from_millis(10));
         }
         if !self.exited() {
-            self.signal("-TERM")?;
+            self.signal(Signal::SIGTERM)?;
         }
         let status = self.child.wait()?;
         let log = self.errors();

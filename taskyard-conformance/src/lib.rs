@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+pub use nix::sys::signal::Signal;
 pub use redis_server::RedisServer;
 use taskyard_core::{Counters, QueueName, Store, Worker};
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use taskyard::{JobContext, JobError, JobState, Worker};
-use taskyard_cli::process::records;
+use taskyard_cli::process::{Signal, records};
 
 use super::Outcome;
 use super::context::{Ctx, InProcess, ms};
@@ -23,7 +23,7 @@ pub(super) async fn run(c: &Ctx) -> Outcome {
         Ok(c.stats().await?.running == 1)
     })
     .await?;
-    zombie.signal("-STOP")?;
+    zombie.signal(Signal::SIGSTOP)?;
     let stopped = Instant::now();
     // The job's new holder runs in this process, its handler held until the zombie's
     // outcome is in: the zombie reports while the other holds the lease. Its lease is
@@ -56,7 +56,7 @@ pub(super) async fn run(c: &Ctx) -> Outcome {
     .await?;
     let before = c.store.shared().job(&c.queue, &id).await?;
     let paused = stopped.elapsed();
-    zombie.signal("-CONT")?;
+    zombie.signal(Signal::SIGCONT)?;
     // The zombie's handler wakes, records its run and reports it. Its graceful stop
     // waits for the report to be answered, so its books are final.
     c.until(
