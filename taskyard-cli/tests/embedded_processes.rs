@@ -8,17 +8,18 @@ use std::time::{Duration, Instant};
 
 use taskyard::sqlite::{Options, SqliteStore, Synchronous};
 use taskyard::{EnqueueOptions, JobState, NewJob, QueueName, RetryPolicy, Store};
+use taskyard_cli::process::{self, WorkerProcess};
 use taskyard_conformance::TempDir;
-use taskyard_conformance::process::{self, WorkerProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_taskyard");
 
 fn worker(db: &Path, name: &str, args: &[&str]) -> WorkerProcess {
     WorkerProcess::start(BIN, db.to_str().unwrap(), db.parent().unwrap(), name, args)
+        .expect("start a worker process")
 }
 
 fn records(db: &Path, name: &str) -> Vec<(String, u32)> {
-    process::records(db.parent().unwrap(), name)
+    process::records(db.parent().unwrap(), &[name])
 }
 
 fn recorded(db: &Path, names: &[&str]) -> HashSet<String> {
@@ -126,8 +127,8 @@ async fn two_workers_and_the_cli_share_one_file() {
         assert!(Instant::now() < deadline, "jobs left over: {stats:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    a.stop();
-    b.stop();
+    a.stop().expect("worker a stops gracefully");
+    b.stop().expect("worker b stops gracefully");
 
     let (ra, rb) = (records(&db, "a"), records(&db, "b"));
     assert!(
@@ -193,6 +194,7 @@ async fn killed_worker(synchronous: Synchronous) {
             name,
             &["--concurrency", "20", "--lease", "2s"],
         )
+        .expect("start a worker process")
     };
     let mut first = start("first");
 
@@ -204,7 +206,7 @@ async fn killed_worker(synchronous: Synchronous) {
         let ids = store.enqueue(&q(), record_jobs(40, 50)).await.unwrap();
         acknowledged.extend(ids.iter().map(|id| id.to_string()));
         if round == 15 {
-            first.kill9();
+            first.kill9().expect("SIGKILL the first worker");
             // Nothing else holds a lease yet: the running jobs are exactly the killed
             // worker's, frozen until their leases end.
             running_at_kill = store
@@ -231,7 +233,7 @@ async fn killed_worker(synchronous: Synchronous) {
     })
     .await;
     let mut second = second.unwrap();
-    second.stop();
+    second.stop().expect("the second worker stops gracefully");
     let rerun: HashMap<String, u32> = records(&db, "second").into_iter().collect();
     for id in &held {
         let attempt = rerun.get(*id).copied();

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use taskyard::redis::RedisStore;
 use taskyard::{EnqueueOptions, JobId, NewJob, QueueName, RetryPolicy, Store};
-use taskyard_conformance::process::{recorded, records};
-use taskyard_conformance::{RedisServer, TempDir, WorkerProcess};
+use taskyard_cli::process::{WorkerProcess, recorded, records};
+use taskyard_conformance::{RedisServer, TempDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_taskyard");
 
@@ -50,8 +50,10 @@ async fn redis_restart_under_load_keeps_every_acknowledged_enqueue() {
     let store = RedisStore::connect(&url).await.unwrap();
     let q = QueueName::new("default").unwrap();
     let args = ["--concurrency", "10", "--lease", "5s"];
-    let mut a = WorkerProcess::start(BIN, &url, dir.path(), "a", &args);
-    let mut b = WorkerProcess::start(BIN, &url, dir.path(), "b", &args);
+    let start = |name: &str| {
+        WorkerProcess::start(BIN, &url, dir.path(), name, &args).expect("start a worker process")
+    };
+    let (mut a, mut b) = (start("a"), start("b"));
 
     // A producer enqueues in small batches throughout; Redis is killed and restarted in
     // the middle. Enqueues refused during the outage were never acknowledged.
@@ -80,8 +82,8 @@ async fn redis_restart_under_load_keeps_every_acknowledged_enqueue() {
     )
     .await;
     drained(&store, &q).await;
-    a.stop();
-    b.stop();
+    a.stop().expect("worker a stops gracefully");
+    b.stop().expect("worker b stops gracefully");
     // Lost: acknowledged and never run. A batch whose reply the restart cut off may have
     // been written and run although its producer saw an error: allowed (at least once),
     // and bounded by the refused batches.
@@ -94,8 +96,7 @@ async fn redis_restart_under_load_keeps_every_acknowledged_enqueue() {
     // Duplicated: run more than once. Under `appendfsync always` a recorded completion
     // survives the crash, so only a job running at the crash can run again: at most the
     // two workers' slots (10 each).
-    let mut runs = records(dir.path(), "a");
-    runs.extend(records(dir.path(), "b"));
+    let runs = records(dir.path(), &["a", "b"]);
     let mut times = std::collections::HashMap::new();
     for (id, _) in &runs {
         *times.entry(id.as_str()).or_insert(0) += 1;
@@ -163,7 +164,8 @@ async fn workers_with_skewed_clocks_honour_leases_and_due_times() {
     let skewed = |offset: &str, name: &str| {
         let env = skew(offset);
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        WorkerProcess::start_wrapped(&[], &env, BIN, &url, dir.path(), name, &args)
+        WorkerProcess::start_with_env(BIN, &url, dir.path(), name, &args, &env)
+            .expect("start a worker process")
     };
     let mut ahead = skewed("+10m", "ahead");
     let mut behind = skewed("-10m", "behind");
@@ -197,16 +199,15 @@ async fn workers_with_skewed_clocks_honour_leases_and_due_times() {
     })
     .await;
     drained(&store, &q).await;
-    ahead.stop();
-    behind.stop();
+    ahead.stop().expect("worker ahead stops gracefully");
+    behind.stop().expect("worker behind stops gracefully");
 
     let after = delayed_ran_after.unwrap();
     assert!(
         after >= Duration::from_millis(2900),
         "the delayed job ran {after:?} after its enqueue, before it was due"
     );
-    let mut runs = records(dir.path(), "ahead");
-    runs.extend(records(dir.path(), "behind"));
+    let runs = records(dir.path(), &["ahead", "behind"]);
     for id in &long {
         let attempts: Vec<u32> = runs
             .iter()

@@ -14,7 +14,6 @@
 //! when the whole suite passes on it. [`RedisServer`] starts a throwaway `redis-server` for tests.
 
 pub mod fixtures;
-pub mod process;
 mod redis_server;
 pub mod suite;
 
@@ -24,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-pub use process::WorkerProcess;
+pub use nix::sys::signal::Signal;
 pub use redis_server::RedisServer;
 use taskyard_core::{Counters, QueueName, Store, Worker};
 
@@ -174,42 +173,29 @@ where
     libtest_mimic::run(&libtest_mimic::Arguments::from_args(), trials).exit_code()
 }
 
-/// A directory removed when dropped, for stores that live in files.
-pub struct TempDir {
-    path: std::path::PathBuf,
-}
+/// A directory removed when dropped, for stores that live in files: a fresh, empty
+/// `taskyard-test-…` directory under the system's temporary directory (a
+/// [`tempfile::TempDir`]).
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     /// A fresh, empty directory under the system's temporary directory.
     pub fn new() -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "taskyard-test-{}-{n}-{:x}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        ));
-        std::fs::create_dir_all(&path).expect("create a temporary directory");
-        TempDir { path }
+        let dir = tempfile::Builder::new()
+            .prefix("taskyard-test-")
+            .tempdir()
+            .expect("create a temporary directory");
+        TempDir(dir)
     }
 
     /// Its path.
     pub fn path(&self) -> &std::path::Path {
-        &self.path
+        self.0.path()
     }
 }
 
 impl Default for TempDir {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
     }
 }

@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
 /// A `redis-server` child process owned by a test.
 pub struct RedisServer {
     child: Option<Child>,
@@ -234,15 +237,13 @@ impl RedisServer {
         }
     }
 
-    /// Sends a signal to the server (`-STOP`, `-CONT`).
-    pub fn signal(&self, sig: &str) {
+    /// Sends a signal to the server (SIGSTOP, SIGCONT).
+    pub fn signal(&self, signal: Signal) {
         let pid = self.child.as_ref().expect("the server runs").id();
-        let ok = Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "kill {sig} redis-server failed");
+        let pid = Pid::from_raw(i32::try_from(pid).expect("a pid"));
+        if let Err(e) = kill(pid, signal) {
+            panic!("{signal} to redis-server failed: {e}");
+        }
     }
 
     /// Kills the server (SIGKILL) and waits for it to exit.

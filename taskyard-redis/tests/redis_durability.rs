@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use taskyard_conformance::RedisServer;
+use taskyard_conformance::{RedisServer, Signal};
 use taskyard_core::{
     EnqueueOptions, Error, JobState, Lease, LeaseToken, NewJob, Outcome, QueueName, RetryPolicy,
     Store,
@@ -267,12 +267,12 @@ async fn failover_with_replica_ack_keeps_acknowledged_enqueues() {
     // earlier write first, so that a WAIT before the write (or none) would let this
     // enqueue be acknowledged and fail the test.
     acknowledged_everything(&primary).await;
-    replica.signal("-STOP");
+    replica.signal(Signal::SIGSTOP);
     let err = store
         .enqueue(&queue(), jobs(1))
         .await
         .expect_err("not confirmed by the stopped replica");
-    replica.signal("-CONT");
+    replica.signal(Signal::SIGCONT);
     assert!(matches!(err, Error::Store(_)));
     assert!(
         err.to_string().contains("confirmed by 0 of 1 replicas"),

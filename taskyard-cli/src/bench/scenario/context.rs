@@ -1,0 +1,144 @@
+//! What every scenario is handed: its store, queue and directory, its sizes, and the
+//! waits, enqueues and workers (in this process or as child processes) it builds from.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use taskyard::{AnyStore, Client, EnqueueOptions, JobId, NewJob, QueueName, RetryPolicy, Worker};
+use taskyard_cli::process::WorkerProcess;
+
+use super::Res;
+
+/// Sizes: full by default, `--quick` for tests.
+#[derive(Clone, Copy)]
+pub(super) struct Size {
+    pub(super) quick: bool,
+}
+
+impl Size {
+    pub(super) fn pick<T>(self, full: T, quick: T) -> T {
+        if self.quick { quick } else { full }
+    }
+}
+
+pub(super) struct Ctx {
+    pub(super) store: AnyStore,
+    pub(super) url: String,
+    pub(super) queue: QueueName,
+    pub(super) dir: PathBuf,
+    pub(super) size: Size,
+}
+
+impl Ctx {
+    pub(super) fn client(&self) -> Client {
+        Client::new(self.store.shared())
+    }
+
+    pub(super) fn opts(&self) -> EnqueueOptions {
+        EnqueueOptions::default().queue(self.queue.as_str())
+    }
+
+    /// Enqueues `n` jobs of one kind and payload, in batches; returns their ids.
+    pub(super) async fn enqueue(
+        &self,
+        n: usize,
+        kind: &str,
+        payload: &str,
+        opts: &EnqueueOptions,
+    ) -> Res<Vec<JobId>> {
+        let mut ids = Vec::with_capacity(n);
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(1000);
+            let batch = (0..k)
+                .map(|_| {
+                    NewJob::new(
+                        kind,
+                        payload.as_bytes().to_vec(),
+                        opts,
+                        RetryPolicy::default(),
+                    )
+                })
+                .collect::<taskyard::Result<Vec<_>>>()?;
+            ids.extend(self.client().enqueue_raw(&self.queue, batch).await?);
+            left -= k;
+        }
+        Ok(ids)
+    }
+
+    /// One job of the scenario's queue, which must still exist.
+    pub(super) async fn job(&self, id: &JobId) -> Res<taskyard::JobInfo> {
+        let job = self.store.shared().job(&self.queue, id).await?;
+        Ok(job.ok_or_else(|| format!("job {id} is gone"))?)
+    }
+
+    pub(super) async fn stats(&self) -> Res<taskyard::QueueStats> {
+        Ok(self.store.shared().stats(&self.queue).await?)
+    }
+
+    /// A worker process on this scenario's queue, recording to `<name>.record`.
+    pub(super) fn spawn(&self, name: &str, args: &[&str]) -> Res<WorkerProcess> {
+        self.spawn_on(&self.url, name, args)
+    }
+
+    /// The same on another URL of the store (through a proxy).
+    pub(super) fn spawn_on(&self, store: &str, name: &str, args: &[&str]) -> Res<WorkerProcess> {
+        let args = [&["--queue", self.queue.as_str()], args].concat();
+        let exe = std::env::current_exe()?;
+        Ok(WorkerProcess::start(exe, store, &self.dir, name, &args)?)
+    }
+
+    /// Waits until `done` holds, or fails after `within`.
+    pub(super) async fn until(
+        &self,
+        what: &str,
+        within: Duration,
+        mut done: impl AsyncFnMut() -> Res<bool>,
+    ) -> Res<()> {
+        let deadline = Instant::now() + within;
+        while !done().await? {
+            if Instant::now() > deadline {
+                return Err(
+                    format!("timed out after {} s waiting for {what}", within.as_secs()).into(),
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Waits until the queue has nothing ready, scheduled or running.
+    pub(super) async fn drained(&self, within: Duration) -> Res<()> {
+        self.until("the queue to drain", within, async || {
+            let s = self.stats().await?;
+            Ok(s.ready + s.scheduled + s.running == 0)
+        })
+        .await
+    }
+}
+
+/// A worker running in this process until stopped.
+pub(super) struct InProcess {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<taskyard::Result<()>>,
+}
+
+impl InProcess {
+    pub(super) fn start(worker: Worker) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(worker.run(async {
+            let _ = stopped.await;
+        }));
+        InProcess { stop, task }
+    }
+
+    /// Stops it gracefully and waits for it.
+    pub(super) async fn stop(self) -> Res<()> {
+        let _ = self.stop.send(());
+        Ok(self.task.await??)
+    }
+}
+
+pub(super) fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
