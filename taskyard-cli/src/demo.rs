@@ -228,10 +228,7 @@ pub(crate) async fn run(
         })
         .build()?;
     let counters = worker.counters();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
+    let running = worker.spawn();
 
     let client = Client::new(store.shared());
     let started = Instant::now();
@@ -319,8 +316,7 @@ pub(crate) async fn run(
             if tty {
                 println!();
             }
-            let _ = stop.send(());
-            running.await??;
+            running.shutdown().await?;
             return Err(format!(
                 "the demo did not finish within {} s: {done} of {expected} jobs completed",
                 deadline.duration_since(started).as_secs()
@@ -332,8 +328,7 @@ pub(crate) async fn run(
     if tty {
         println!();
     }
-    let _ = stop.send(());
-    running.await??;
+    running.shutdown().await?;
 
     let mut waits = tally
         .waits

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 pub use nix::sys::signal::Signal;
 pub use redis_server::RedisServer;
-use taskyard_core::{Counters, QueueName, Store, Worker};
+use taskyard_core::{Counters, QueueName, Store};
 
 /// A store under test, with whatever must live as long as it (a server process, a file).
 pub struct Subject {
@@ -67,29 +67,6 @@ where
             return false;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// A worker running in the background until [`Running::shutdown`].
-pub struct Running {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<taskyard_core::Result<()>>,
-}
-
-impl Running {
-    /// Starts `worker` on the current runtime.
-    pub fn start(worker: Worker) -> Self {
-        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(worker.run(async move {
-            let _ = rx.await;
-        }));
-        Running { stop, task }
-    }
-
-    /// Shuts the worker down gracefully and waits for it; panics if it failed.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(());
-        self.task.await.expect("worker task").expect("worker run");
     }
 }
 

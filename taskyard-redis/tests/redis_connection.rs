@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use taskyard_conformance::{RedisServer, Running, eventually, until};
+use taskyard_conformance::{RedisServer, eventually, until};
 use taskyard_core::{
     Client, EnqueueOptions, Error, Job, JobContext, JobError, LeaseToken, NewJob, QueueName, Store,
     Worker,
@@ -150,7 +150,7 @@ async fn worker_reconnects_after_redis_restart_and_keeps_acknowledged_jobs() {
         .build()
         .unwrap();
     let counters = w.counters();
-    let running = Running::start(w);
+    let running = w.spawn();
     let client = Client::new(store.clone());
     let opts = || EnqueueOptions::default().queue("restart");
     client
@@ -182,7 +182,10 @@ async fn worker_reconnects_after_redis_restart_and_keeps_acknowledged_jobs() {
         .await
         .unwrap();
     until(&counters, |c| c.completed() == 200).await;
-    running.shutdown().await;
+    running
+        .shutdown()
+        .await
+        .expect("the worker shut down cleanly");
 }
 
 #[tokio::test]
@@ -204,14 +207,17 @@ async fn finished_work_leaves_no_keys_behind() {
         .build()
         .unwrap();
     let counters = w.counters();
-    let running = Running::start(w);
+    let running = w.spawn();
     let opts = EnqueueOptions::default().queue("clean");
     Client::new(store.clone())
         .enqueue_many((0..3000).map(|n| Ping { n }), opts)
         .await
         .unwrap();
     until(&counters, |c| c.completed() == 3000).await;
-    running.shutdown().await;
+    running
+        .shutdown()
+        .await
+        .expect("the worker shut down cleanly");
     let mut conn = raw(&server).await;
     let mut keys: Vec<String> = redis::cmd("KEYS")
         .arg("taskyard:*{clean}:*")

@@ -141,6 +141,8 @@ struct Limits<'a> {
     /// How long to wait out other processes' locks.
     locked_for: Duration,
     commits: &'a AtomicU64,
+    /// Wakes idle waiters of this store.
+    notify: &'a Notify,
 }
 
 impl Writer {
@@ -211,6 +213,7 @@ fn serve(
         clock: options.clock.as_ref(),
         locked_for: options.locked_for,
         commits: &commits,
+        notify: &notify,
     };
     let mut queues = HashMap::new();
     let mut group: Vec<Box<dyn Op>> = Vec::with_capacity(GROUP);
@@ -226,16 +229,14 @@ fn serve(
         // operation (the file reached its size cap, an I/O error), that operation fails
         // alone and the others run again in a new transaction.
         while !group.is_empty() {
-            let wake = run_group(&conn, &mut group, &limits, &mut queues);
-            if wake {
-                notify.notify_waiters();
-            }
+            run_group(&conn, &mut group, &limits, &mut queues);
         }
     }
 }
 
 /// Runs `group` in one transaction and answers its operations. Operations to run again
-/// are left in `group`. Returns whether idle workers should be woken.
+/// are left in `group`. Returns whether it woke idle waiters (after its commit, before
+/// its answers).
 fn run_group(
     conn: &Connection,
     group: &mut Vec<Box<dyn Op>>,
@@ -324,6 +325,11 @@ fn run_group(
     };
     if commit.is_ok() {
         limits.commits.fetch_add(1, Ordering::Relaxed);
+        // Before the answers: a caller that sees its enqueue done and then starts to
+        // wait must not be woken by that enqueue's own wakeup.
+        if wake {
+            limits.notify.notify_waiters();
+        }
     }
     if commit.is_err() {
         if !conn.is_autocommit()

@@ -168,11 +168,8 @@ async fn measure(
         .handle_raw("noop", |_ctx, _payload| async { Ok::<(), JobError>(()) })
         .build()?;
     let counters = worker.counters();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let start = Instant::now();
-    let running = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
+    let running = worker.spawn();
     let deadline = start + Duration::from_secs(600);
     while counters.completed() < args.jobs as u64 {
         if Instant::now() > deadline {
@@ -181,8 +178,7 @@ async fn measure(
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
     let process_s = start.elapsed().as_secs_f64();
-    let _ = stop.send(());
-    running.await??;
+    running.shutdown().await?;
 
     let (p50, p99, max) = if args.latency_rate > 0 {
         pickup(store, lat_queue, args).await?
@@ -230,10 +226,7 @@ async fn pickup(
             async move { res }
         })
         .build()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
+    let running = worker.spawn();
     let client = Client::new(store.shared());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let total = (args.latency_rate as f64 * args.latency_secs).round() as usize;
@@ -259,8 +252,7 @@ async fn pickup(
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = stop.send(());
-    running.await??;
+    running.shutdown().await?;
     let mut s = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
     if s.len() < total {
         eprintln!("warning: only {} of {total} latency jobs seen", s.len());

@@ -13,7 +13,7 @@ use super::common::{
     LEASE, Ping, SOON, claim, enqueue, new_job, new_job_with, payload_n, stats, worker,
 };
 use super::stalled::StalledHeartbeats;
-use crate::{Running, Subject, eventually, unique_queue, until};
+use crate::{Subject, eventually, unique_queue, until};
 
 /// Claim counts the attempt, leases the job, and takes the oldest first.
 pub async fn claim_counts_attempt_and_leases_oldest_first(s: Subject) {
@@ -233,12 +233,15 @@ pub async fn dead_workers_job_is_reclaimed_by_another_worker(s: Subject) {
         })
         .build()
         .unwrap();
-    let running = Running::start(w);
+    let running = w.spawn();
     let (ran, attempt) = tokio::time::timeout(SOON, rx.recv())
         .await
         .unwrap()
         .unwrap();
-    running.shutdown().await;
+    running
+        .shutdown()
+        .await
+        .expect("the worker shut down cleanly");
     assert_eq!(attempt, 2);
     assert!(
         ran - claimed_at < lease + Duration::from_secs(2),
@@ -278,7 +281,7 @@ pub async fn handler_sees_its_lease_lost_and_its_outcome_is_refused(s: Subject) 
         .build()
         .unwrap();
     let counters = w.counters();
-    let running = Running::start(w);
+    let running = w.spawn();
     let id = enqueue(&s.store, &q, vec![new_job(1)]).await.remove(0);
     assert_eq!(started.recv().await, Some(1));
     // The worker's heartbeats stop reaching the store (a network stall): the lease
@@ -315,7 +318,10 @@ pub async fn handler_sees_its_lease_lost_and_its_outcome_is_refused(s: Subject) 
             .unwrap(),
         vec![true]
     );
-    running.shutdown().await;
+    running
+        .shutdown()
+        .await
+        .expect("the worker shut down cleanly");
 }
 
 /// Once every job of a claim has finished, its lease is gone: a heartbeat with its token

@@ -14,7 +14,7 @@ use taskyard_core::{
 use super::common::{
     LEASE, Ping, SOON, Seen, claim, enqueue, new_job, new_job_with, recorder, stats, worker,
 };
-use crate::{Running, Subject, eventually, unique_queue, until};
+use crate::{Subject, eventually, unique_queue, until};
 
 /// A retry puts the job in scheduled; it is claimable once its delay has passed.
 pub async fn retry_schedules_the_job_after_its_delay(s: Subject) {
@@ -154,7 +154,7 @@ pub async fn worker_retries_with_backoff_until_success(s: Subject) {
         .build()
         .unwrap();
     let counters = w.counters();
-    let running = Running::start(w);
+    let running = w.spawn();
     let policy = RetryPolicy::default()
         .base(Duration::from_millis(50))
         .cap(Duration::from_millis(200));
@@ -166,7 +166,10 @@ pub async fn worker_retries_with_backoff_until_success(s: Subject) {
         .await
         .unwrap();
     until(&counters, |c| c.completed() == 1).await;
-    running.shutdown().await;
+    running
+        .shutdown()
+        .await
+        .expect("the worker shut down cleanly");
     assert_eq!(*seen.lock().unwrap(), vec![(7, 1), (7, 2), (7, 3)]);
     assert_eq!(counters.failed(), 2);
     assert!(s.store.job(&q, &id).await.unwrap().is_none());
@@ -188,10 +191,13 @@ pub async fn handler_chooses_retry_time_or_permanent_failure(s: Subject) {
         .build()
         .unwrap();
     let counters = w.counters();
-    let running = Running::start(w);
+    let running = w.spawn();
     let ids = enqueue(&s.store, &q, vec![new_job(0), new_job(1)]).await;
     until(&counters, |c| c.failed() == 2).await;
-    running.shutdown().await;
+    running
+        .shutdown()
+        .await
+        .expect("the worker shut down cleanly");
     let later = s.store.job(&q, &ids[0]).await.unwrap().unwrap();
     assert_eq!(later.state, JobState::Scheduled);
     let now = s.store.now_ms().await.unwrap();
@@ -223,7 +229,7 @@ pub async fn handler_panic_is_a_failure_and_worker_lives_on(s: Subject) {
         .build()
         .unwrap();
     let counters = w.counters();
-    let running = Running::start(w);
+    let running = w.spawn();
     let policy = RetryPolicy::default()
         .base(Duration::from_millis(10))
         .cap(Duration::from_millis(20));
@@ -233,7 +239,10 @@ pub async fn handler_panic_is_a_failure_and_worker_lives_on(s: Subject) {
         .await
         .unwrap();
     until(&counters, |c| c.completed() == 5).await;
-    running.shutdown().await;
+    running
+        .shutdown()
+        .await
+        .expect("the worker shut down cleanly");
     assert_eq!(attempts.load(Ordering::SeqCst), 6);
     assert_eq!(counters.failed(), 1);
 }
@@ -244,7 +253,7 @@ pub async fn undecodable_payload_goes_to_dead_with_decode_error(s: Subject) {
     let seen: Seen = Default::default();
     let w = worker(&s, &q).handle(recorder(&seen)).build().unwrap();
     let counters = w.counters();
-    let running = Running::start(w);
+    let running = w.spawn();
     let bad = NewJob::new(
         "ping",
         br#"{"n":"not a number"}"#.to_vec(),
@@ -254,7 +263,10 @@ pub async fn undecodable_payload_goes_to_dead_with_decode_error(s: Subject) {
     .unwrap();
     let ids = enqueue(&s.store, &q, vec![bad, new_job(1)]).await;
     until(&counters, |c| c.completed() == 1 && c.failed() == 1).await;
-    running.shutdown().await;
+    running
+        .shutdown()
+        .await
+        .expect("the worker shut down cleanly");
     let info = s.store.job(&q, &ids[0]).await.unwrap().unwrap();
     assert_eq!(info.state, JobState::Dead);
     assert_eq!(info.attempt, 1, "no retry for a payload that cannot decode");
@@ -275,7 +287,7 @@ pub async fn job_without_a_handler_here_is_retried(s: Subject) {
         .build()
         .unwrap();
     let counters = w.counters();
-    let running = Running::start(w);
+    let running = w.spawn();
     let policy = RetryPolicy::default()
         .max_attempts(3)
         .base(Duration::from_millis(10))
@@ -284,7 +296,10 @@ pub async fn job_without_a_handler_here_is_retried(s: Subject) {
     let job = NewJob::new("not.handled.here", b"{}".to_vec(), &opts, policy).unwrap();
     let id = enqueue(&s.store, &q, vec![job]).await.remove(0);
     until(&counters, |c| c.failed() == 3).await;
-    running.shutdown().await;
+    running
+        .shutdown()
+        .await
+        .expect("the worker shut down cleanly");
     let job = s.store.job(&q, &id).await.unwrap().unwrap();
     assert_eq!((job.state, job.attempt), (JobState::Dead, 3));
     assert_eq!(job.errors.len(), 3, "three attempts, each a failure");
@@ -311,7 +326,7 @@ pub async fn chosen_retry_times_end_in_dead_when_attempts_are_spent(s: Subject) 
         .build()
         .unwrap();
     let counters = w.counters();
-    let running = Running::start(w);
+    let running = w.spawn();
     let opts = EnqueueOptions::default().max_attempts(3);
     let ids = enqueue(
         &s.store,
@@ -320,7 +335,10 @@ pub async fn chosen_retry_times_end_in_dead_when_attempts_are_spent(s: Subject) 
     )
     .await;
     until(&counters, |c| c.failed() == 6).await;
-    running.shutdown().await;
+    running
+        .shutdown()
+        .await
+        .expect("the worker shut down cleanly");
     for id in &ids {
         let job = s.store.job(&q, id).await.unwrap().unwrap();
         assert_eq!((job.state, job.attempt), (JobState::Dead, 3), "{job:?}");
@@ -342,10 +360,13 @@ pub async fn failure_message_is_kept_as_one_line_of_at_most_1_kib(s: Subject) {
         .build()
         .unwrap();
     let counters = w.counters();
-    let running = Running::start(w);
+    let running = w.spawn();
     let id = enqueue(&s.store, &q, vec![new_job(1)]).await.remove(0);
     until(&counters, |c| c.failed() == 1).await;
-    running.shutdown().await;
+    running
+        .shutdown()
+        .await
+        .expect("the worker shut down cleanly");
     let job = s.store.job(&q, &id).await.unwrap().unwrap();
     let message = &job.errors[0].message;
     assert!(!message.contains(['\n', '\r', '\t']), "{message:?}");
@@ -416,10 +437,13 @@ pub async fn retry_policy_comes_from_the_kind_or_travels_with_the_job(s: Subject
         .build()
         .unwrap();
     let counters = w.counters();
-    let running = Running::start(w);
+    let running = w.spawn();
     // One failure each, then at least one more run of the job with its own backoff.
     until(&counters, |c| c.failed() >= 4).await;
-    running.shutdown().await;
+    running
+        .shutdown()
+        .await
+        .expect("the worker shut down cleanly");
     let now = s.store.now_ms().await.unwrap();
     for id in [&by_kind, &attempts_only] {
         let job = s.store.job(&q, id).await.unwrap().unwrap();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use taskyard_core::JobContext;
 
 use super::common::{Ping, SOON, enqueue, new_job, worker};
-use crate::{Running, Subject, unique_queue};
+use crate::{Subject, unique_queue};
 
 /// An idle waiter wakes when a job is enqueued, long before its timeout.
 pub async fn wait_returns_when_a_job_arrives(s: Subject) {
@@ -41,7 +41,7 @@ pub async fn idle_worker_picks_up_without_polling(s: Subject) {
         })
         .build()
         .unwrap();
-    let running = Running::start(w);
+    let running = w.spawn();
     // Let the worker go idle (its claim finds nothing, then it blocks).
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut pickups = Vec::new();
@@ -57,7 +57,10 @@ pub async fn idle_worker_picks_up_without_polling(s: Subject) {
         // cycle a poll would have (a fixed pause could fall in step with one).
         tokio::time::sleep(Duration::from_millis(40 + (37 * n) % 100)).await;
     }
-    running.shutdown().await;
+    running
+        .shutdown()
+        .await
+        .expect("the worker shut down cleanly");
     // A wakeup answers in about a millisecond; a poll every P ms spreads pickups over
     // [0, P], so a median under 10 ms of 15 rules out a poll of 60 ms or slower (a 60 ms
     // poll would pass with a chance of about 1 in 250).

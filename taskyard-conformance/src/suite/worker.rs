@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use taskyard_core::{Client, EnqueueOptions, JobContext, JobError, JobState, QueueOrder, Worker};
 
 use super::common::{Ping, SOON, Seen, count, enqueue, new_job, recorder, stats, worker};
-use crate::{Running, Subject, eventually, unique_queue, until};
+use crate::{Subject, eventually, unique_queue, until};
 
 type Run = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), JobError>> + Send>>;
 
@@ -40,7 +40,7 @@ pub async fn worker_completes_every_job(s: Subject) {
         .build()
         .unwrap();
     let counters = w.counters();
-    let running = Running::start(w);
+    let running = w.spawn();
     Client::new(s.store.clone())
         .enqueue_many(
             (0..500).map(|n| Ping { n }),
@@ -49,7 +49,10 @@ pub async fn worker_completes_every_job(s: Subject) {
         .await
         .unwrap();
     until(&counters, |c| c.completed() == 500).await;
-    running.shutdown().await;
+    running
+        .shutdown()
+        .await
+        .expect("the worker shut down cleanly");
     let mut ns: Vec<u64> = seen.lock().unwrap().iter().map(|(n, _)| *n).collect();
     ns.sort();
     assert_eq!(
@@ -82,10 +85,13 @@ pub async fn long_job_is_kept_alive_by_heartbeats(s: Subject) {
         .build()
         .unwrap();
     let counters = w.counters();
-    let running = Running::start(w);
+    let running = w.spawn();
     enqueue(&s.store, &q, vec![new_job(1)]).await;
     until(&counters, |c| c.completed() == 1).await;
-    running.shutdown().await;
+    running
+        .shutdown()
+        .await
+        .expect("the worker shut down cleanly");
     assert_eq!(
         *seen.lock().unwrap(),
         vec![(1, 1)],
@@ -104,10 +110,13 @@ pub async fn shutdown_waits_for_running_jobs(s: Subject) {
         .build()
         .unwrap();
     let counters = w.counters();
-    let running = Running::start(w);
+    let running = w.spawn();
     enqueue(&s.store, &q, vec![new_job(1)]).await;
     tokio::time::timeout(SOON, started_rx.recv()).await.unwrap();
-    running.shutdown().await;
+    running
+        .shutdown()
+        .await
+        .expect("the worker shut down cleanly");
     assert_eq!(counters.completed(), 1);
     let st = stats(&s.store, &q).await;
     assert_eq!((st.running, st.ready), (0, 0));
@@ -123,10 +132,13 @@ pub async fn shutdown_releases_jobs_past_grace(s: Subject) {
         .handle(handler)
         .build()
         .unwrap();
-    let running = Running::start(w);
+    let running = w.spawn();
     let ids = enqueue(&s.store, &q, vec![new_job(1)]).await;
     tokio::time::timeout(SOON, started_rx.recv()).await.unwrap();
-    running.shutdown().await;
+    running
+        .shutdown()
+        .await
+        .expect("the worker shut down cleanly");
     let info = s.store.job(&q, &ids[0]).await.unwrap().unwrap();
     assert_eq!((info.state, info.attempt), (JobState::Ready, 0));
 }
@@ -149,9 +161,12 @@ pub async fn strict_queue_order_drains_first_queue_first(s: Subject) {
         .build()
         .unwrap();
     let counters = w.counters();
-    let running = Running::start(w);
+    let running = w.spawn();
     until(&counters, |c| c.completed() == 20).await;
-    running.shutdown().await;
+    running
+        .shutdown()
+        .await
+        .expect("the worker shut down cleanly");
     let order = order.lock().unwrap().clone();
     assert!(order[..10].iter().all(|n| *n < 100), "{order:?}");
 }
@@ -175,9 +190,12 @@ pub async fn worker_serves_several_queues_by_weight(s: Subject) {
         .build()
         .unwrap();
     let counters = w.counters();
-    let running = Running::start(w);
+    let running = w.spawn();
     until(&counters, |c| c.completed() >= 200).await;
-    running.shutdown().await;
+    running
+        .shutdown()
+        .await
+        .expect("the worker shut down cleanly");
     let order = order.lock().unwrap().clone();
     let first: Vec<_> = order[..200].to_vec();
     let heavy = first.iter().filter(|n| **n < 1000).count();
@@ -199,7 +217,7 @@ pub async fn worker_skips_paused_queue_until_resumed(s: Subject) {
         .handle(recorder(&seen))
         .build()
         .unwrap();
-    let running = Running::start(w);
+    let running = w.spawn();
     enqueue(&s.store, &q, vec![new_job(1)]).await;
     // The worker serves the paused queue first and a live one second: once it has run
     // a job enqueued on the live one after the paused job, it has passed the paused
@@ -228,7 +246,10 @@ pub async fn worker_skips_paused_queue_until_resumed(s: Subject) {
         })
         .await
     );
-    running.shutdown().await;
+    running
+        .shutdown()
+        .await
+        .expect("the worker shut down cleanly");
 }
 
 /// A delayed job runs when it is due.
@@ -242,7 +263,7 @@ pub async fn worker_runs_delayed_job_when_due(s: Subject) {
         })
         .build()
         .unwrap();
-    let running = Running::start(w);
+    let running = w.spawn();
     let sent = Instant::now();
     Client::new(s.store.clone())
         .enqueue_with(
@@ -257,7 +278,10 @@ pub async fn worker_runs_delayed_job_when_due(s: Subject) {
         .await
         .unwrap()
         .unwrap();
-    running.shutdown().await;
+    running
+        .shutdown()
+        .await
+        .expect("the worker shut down cleanly");
     let after = ran - sent;
     assert!(after >= Duration::from_millis(650), "ran early: {after:?}");
     assert!(

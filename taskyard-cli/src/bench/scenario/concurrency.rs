@@ -6,7 +6,7 @@ use serde_json::json;
 use taskyard::Worker;
 
 use super::Outcome;
-use super::context::{Ctx, InProcess, ms};
+use super::context::{Ctx, ms};
 
 /// 1,000 concurrent 100 ms jobs on one queue: ≥ 9,000 jobs/s.
 pub(super) async fn run(c: &Ctx) -> Outcome {
@@ -22,7 +22,7 @@ pub(super) async fn run(c: &Ctx) -> Outcome {
     .build()?;
     let counters = worker.counters();
     let start = Instant::now();
-    let running = InProcess::start(worker);
+    let running = worker.spawn();
     c.until(
         "every job to complete",
         Duration::from_secs(120),
@@ -30,7 +30,7 @@ pub(super) async fn run(c: &Ctx) -> Outcome {
     )
     .await?;
     let elapsed = start.elapsed();
-    running.stop().await?;
+    running.shutdown().await?;
     let rate = n as f64 / elapsed.as_secs_f64();
     Ok((
         rate >= 9000.0,

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use taskyard::{AnyStore, Client, EnqueueOptions, JobId, NewJob, QueueName, RetryPolicy, Worker};
+use taskyard::{AnyStore, Client, EnqueueOptions, JobId, NewJob, QueueName, RetryPolicy};
 use taskyard_cli::process::WorkerProcess;
 
 use super::Res;
@@ -114,28 +114,6 @@ impl Ctx {
             Ok(s.ready + s.scheduled + s.running == 0)
         })
         .await
-    }
-}
-
-/// A worker running in this process until stopped.
-pub(super) struct InProcess {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<taskyard::Result<()>>,
-}
-
-impl InProcess {
-    pub(super) fn start(worker: Worker) -> Self {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(worker.run(async {
-            let _ = stopped.await;
-        }));
-        InProcess { stop, task }
-    }
-
-    /// Stops it gracefully and waits for it.
-    pub(super) async fn stop(self) -> Res<()> {
-        let _ = self.stop.send(());
-        Ok(self.task.await??)
     }
 }
 

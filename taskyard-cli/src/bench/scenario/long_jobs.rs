@@ -7,7 +7,7 @@ use serde_json::json;
 use taskyard::{JobContext, JobError, JobId, Worker};
 
 use super::Outcome;
-use super::context::{Ctx, InProcess, ms};
+use super::context::{Ctx, ms};
 
 /// Jobs lasting 5× the lease complete exactly once: heartbeats keep their leases.
 pub(super) async fn run(c: &Ctx) -> Outcome {
@@ -35,7 +35,7 @@ pub(super) async fn run(c: &Ctx) -> Outcome {
     let counters = worker.counters();
     let ids = c.enqueue(n, "long", "{}", &c.opts()).await?;
     let start = Instant::now();
-    let running = InProcess::start(worker);
+    let running = worker.spawn();
     c.until("every long job to complete", run * 4, async || {
         Ok(counters.completed() >= n as u64)
     })
@@ -43,7 +43,7 @@ pub(super) async fn run(c: &Ctx) -> Outcome {
     let elapsed = start.elapsed();
     // Past their leases several times over: a redelivery would have shown by now.
     tokio::time::sleep(lease * 2).await;
-    running.stop().await?;
+    running.shutdown().await?;
     let runs = runs.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let redelivered = runs.iter().filter(|(_, attempt)| *attempt > 1).count();
     let once = ids

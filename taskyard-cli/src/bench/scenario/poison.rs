@@ -8,7 +8,7 @@ use serde_json::json;
 use taskyard::{JobState, RetryPolicy, Worker};
 
 use super::Outcome;
-use super::context::{Ctx, InProcess, ms};
+use super::context::{Ctx, ms};
 
 /// One always-failing job among healthy ones: they all complete; it reaches dead after
 /// its attempts, each retry within the policy's backoff.
@@ -32,7 +32,7 @@ pub(super) async fn run(c: &Ctx) -> Outcome {
     .build()?;
     let counters = worker.counters();
     let start = Instant::now();
-    let running = InProcess::start(worker);
+    let running = worker.spawn();
     let healthy_done = Arc::new(AtomicU64::new(0));
     c.until(
         "the healthy jobs to complete and the poison to die",
@@ -52,7 +52,7 @@ pub(super) async fn run(c: &Ctx) -> Outcome {
         async || Ok(counters.completed() >= healthy as u64),
     )
     .await?;
-    running.stop().await?;
+    running.shutdown().await?;
     let job = c.job(&poison).await?;
     // Attempt n+1 starts after a delay in [0, ceiling(n)]; allow 1 s for pickup.
     let times: Vec<u64> = job.errors.iter().map(|e| e.at_ms).collect();

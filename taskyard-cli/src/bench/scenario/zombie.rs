@@ -9,7 +9,7 @@ use taskyard::{JobContext, JobError, JobState, Worker};
 use taskyard_cli::process::{Signal, records};
 
 use super::Outcome;
-use super::context::{Ctx, InProcess, ms};
+use super::context::{Ctx, ms};
 
 /// A worker stopped (SIGSTOP) past its lease, its job claimed by another, then resumed
 /// while the other still runs the job: its completion is refused, and the other's holds.
@@ -47,7 +47,7 @@ pub(super) async fn run(c: &Ctx) -> Outcome {
         })
         .build()?;
     let other_counters = other.counters();
-    let other = InProcess::start(other);
+    let other = other.spawn();
     c.until(
         "the other worker to take the job",
         Duration::from_secs(20),
@@ -84,7 +84,7 @@ pub(super) async fn run(c: &Ctx) -> Outcome {
     )
     .await?;
     c.drained(Duration::from_secs(10)).await?;
-    other.stop().await?;
+    other.shutdown().await?;
     let dead = c.stats().await?.dead;
     let other_runs = started.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let zombie_runs = records(&c.dir, &["zombie"]);
