@@ -121,3 +121,104 @@ pub async fn assert_as_0_1_left_them(store: &dyn taskyard_core::Store, jobs: &[J
         assert_eq!(errors, job.errors, "{role}: error history");
     }
 }
+
+/// The end state of a fixture job: its state, attempts and error messages.
+pub type End<'a> = (&'a str, JobState, u32, &'a [&'a str]);
+
+/// Checks each role's end state, attempts, error history and payload.
+pub async fn assert_ends(store: &dyn taskyard_core::Store, jobs: &[Job], ends: &[End<'_>]) {
+    for (role, state, attempt, errors) in ends {
+        let job = by_role(jobs, role);
+        let info = store
+            .job(&job.queue, &job.id)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{role} is gone"));
+        let messages: Vec<&str> = info.errors.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(
+            (info.state, info.attempt, messages.as_slice()),
+            (*state, *attempt, *errors),
+            "{role}"
+        );
+        assert_eq!(info.payload, job.payload, "{role}");
+    }
+}
+
+/// Once the leases of 0.1's running jobs have run out and maintenance returned them: claims
+/// queue `upgrade`'s ready jobs (0.1's in 0.1's order, then the returned ones) and
+/// completes them, redrives the dead ones (fresh attempts, history kept) and completes
+/// them, then checks every job that is not scheduled ended completed, with its attempts,
+/// history and payload.
+pub async fn carry_on(store: std::sync::Arc<dyn taskyard_core::Store>, jobs: &[Job]) {
+    use taskyard_core::{Client, DeadFilter, Lease, LeaseToken, Outcome};
+    let upgrade = QueueName::new("upgrade").unwrap();
+    let lease = std::time::Duration::from_secs(60);
+    let complete = async |leases: Vec<Lease>| {
+        let outcomes: Vec<_> = leases
+            .into_iter()
+            .map(|l| (l, Outcome::Completed))
+            .collect();
+        let held = store.finish(&outcomes).await.unwrap();
+        assert!(held.iter().all(|h| *h), "{held:?}");
+    };
+    let token = LeaseToken::mint("after").unwrap();
+    let claim = store.claim(&upgrade, 100, lease, &token).await.unwrap();
+    let roles: Vec<&str> = claim
+        .jobs
+        .iter()
+        .map(|c| {
+            let job = jobs.iter().find(|j| j.id == c.lease.id).unwrap();
+            assert_eq!(&*c.payload, job.payload.as_bytes(), "{}", job.role);
+            job.role.as_str()
+        })
+        .collect();
+    let in_order = [
+        "ready-retried",
+        "ready-mail-1",
+        "ready-mail-2",
+        "ready-mail-3",
+        "ready-backoff",
+    ];
+    assert_eq!(roles[..5], in_order);
+    let mut returned = roles[5..].to_vec();
+    returned.sort();
+    assert_eq!(returned, ["running-fresh", "running-retried"]);
+    let backoff = claim
+        .jobs
+        .iter()
+        .find(|c| &*c.kind == "ready.backoff")
+        .unwrap();
+    assert_eq!(
+        backoff.backoff.map(|b| (b.base_ms, b.cap_ms)),
+        Some((10, 90))
+    );
+    complete(claim.jobs.into_iter().map(|c| c.lease).collect()).await;
+
+    let client = Client::new(store.clone());
+    assert_eq!(client.redrive(&upgrade, &DeadFilter::All).await.unwrap(), 2);
+    let token = LeaseToken::mint("redriven").unwrap();
+    let claim = store.claim(&upgrade, 100, lease, &token).await.unwrap();
+    assert_eq!(claim.jobs.len(), 2);
+    assert!(claim.jobs.iter().all(|c| c.attempt == 1));
+    complete(claim.jobs.into_iter().map(|c| c.lease).collect()).await;
+
+    let expired = taskyard_core::store::support::LEASE_EXPIRED;
+    let done = JobState::Completed;
+    assert_ends(
+        store.as_ref(),
+        jobs,
+        &[
+            ("dead-poison", done, 1, &["poison pill"]),
+            ("dead-spent", done, 1, &["boom 1", "boom 2"]),
+            ("completed", done, 1, &[]),
+            ("running-retried", done, 3, &["first try", expired]),
+            ("running-fresh", done, 2, &[expired]),
+            ("ready-retried", done, 2, &["flaky 1"]),
+            ("ready-mail-1", done, 1, &[]),
+            ("ready-mail-2", done, 1, &[]),
+            ("ready-mail-3", done, 1, &[]),
+            ("ready-backoff", done, 1, &[]),
+        ],
+    )
+    .await;
+}

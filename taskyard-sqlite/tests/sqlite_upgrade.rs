@@ -10,8 +10,8 @@ use std::time::Duration;
 use taskyard_conformance::TempDir;
 use taskyard_conformance::fixtures::{self, by_role};
 use taskyard_core::{
-    Client, DeadFilter, EnqueueOptions, Error, JobState, Lease, LeaseToken, NewJob, Outcome,
-    QueueName, RetryPolicy, Store,
+    EnqueueOptions, Error, JobState, Lease, LeaseToken, NewJob, Outcome, QueueName, RetryPolicy,
+    Store,
 };
 use taskyard_sqlite::{ManualClock, Options, SqliteStore};
 
@@ -90,92 +90,12 @@ async fn a_store_file_written_by_0_1_opens_and_its_jobs_carry_on() {
     // The running jobs' 1 s lease runs out: maintenance returns them, charged.
     clock.advance(Duration::from_secs(2));
     assert_eq!(store.maintain(&upgrade).await.unwrap().expired, 2);
-    let minute = Duration::from_secs(60);
-    let claim = store
-        .claim(&upgrade, 100, minute, &LeaseToken::mint("after").unwrap())
-        .await
-        .unwrap();
-    let roles: Vec<&str> = claim
-        .jobs
-        .iter()
-        .map(|c| {
-            let job = jobs.iter().find(|j| j.id == c.lease.id).unwrap();
-            assert_eq!(&*c.payload, job.payload.as_bytes(), "{}", job.role);
-            job.role.as_str()
-        })
-        .collect();
-    assert_eq!(
-        roles[..5],
-        [
-            "ready-retried",
-            "ready-mail-1",
-            "ready-mail-2",
-            "ready-mail-3",
-            "ready-backoff"
-        ]
-    );
-    let mut returned = roles[5..].to_vec();
-    returned.sort();
-    assert_eq!(returned, ["running-fresh", "running-retried"]);
-    let backoff = claim
-        .jobs
-        .iter()
-        .find(|c| &*c.kind == "ready.backoff")
-        .unwrap();
-    assert_eq!(
-        backoff.backoff.map(|b| (b.base_ms, b.cap_ms)),
-        Some((10, 90))
-    );
-    complete(&store, claim.jobs.into_iter().map(|c| c.lease).collect()).await;
-    assert_eq!(
-        Client::new(store.clone())
-            .redrive(&upgrade, &DeadFilter::All)
-            .await
-            .unwrap(),
-        2
-    );
-    let claim = store
-        .claim(
-            &upgrade,
-            100,
-            minute,
-            &LeaseToken::mint("redriven").unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(claim.jobs.len(), 2);
-    assert!(claim.jobs.iter().all(|c| c.attempt == 1));
-    complete(&store, claim.jobs.into_iter().map(|c| c.lease).collect()).await;
-
-    // Each fixture job's end state, attempts and history (the queue keeps completed jobs).
-    let lease_expired = "lease expired: the worker died or stalled";
-    let end: [(&str, u32, &[&str]); 10] = [
-        ("dead-poison", 1, &["poison pill"]),
-        ("dead-spent", 1, &["boom 1", "boom 2"]),
-        ("completed", 1, &[]),
-        ("running-retried", 3, &["first try", lease_expired]),
-        ("running-fresh", 2, &[lease_expired]),
-        ("ready-retried", 2, &["flaky 1"]),
-        ("ready-mail-1", 1, &[]),
-        ("ready-mail-2", 1, &[]),
-        ("ready-mail-3", 1, &[]),
-        ("ready-backoff", 1, &[]),
-    ];
-    for (role, attempt, errors) in end {
-        let job = by_role(&jobs, role);
-        let info = store.job(&job.queue, &job.id).await.unwrap().unwrap();
-        let messages: Vec<&str> = info.errors.iter().map(|e| e.message.as_str()).collect();
-        assert_eq!(
-            (info.state, info.attempt, messages.as_slice()),
-            (JobState::Completed, attempt, errors),
-            "{role}"
-        );
-        assert_eq!(info.payload, job.payload, "{role}");
-    }
+    fixtures::carry_on(Arc::new(store.clone()), &jobs).await;
 
     // The scheduled ones run when their time comes: the retry ten years on, the report
     // in 2100.
     clock.advance(Duration::from_millis(4_102_444_800_000 - end_ms));
+    let minute = Duration::from_secs(60);
     let claim = store
         .claim(&upgrade, 100, minute, &LeaseToken::mint("later").unwrap())
         .await
@@ -184,20 +104,11 @@ async fn a_store_file_written_by_0_1_opens_and_its_jobs_carry_on() {
     due.sort();
     assert_eq!(due, [("fixture.scheduled-retry", 2), ("report.yearly", 1)]);
     complete(&store, claim.jobs.into_iter().map(|c| c.lease).collect()).await;
-    let retried = [
-        ("scheduled-retry", 2, &["try later"][..]),
-        ("scheduled-2100", 1, &[]),
+    let end: [fixtures::End; 2] = [
+        ("scheduled-retry", JobState::Completed, 2, &["try later"]),
+        ("scheduled-2100", JobState::Completed, 1, &[]),
     ];
-    for (role, attempt, errors) in retried {
-        let job = by_role(&jobs, role);
-        let info = store.job(&job.queue, &job.id).await.unwrap().unwrap();
-        let messages: Vec<&str> = info.errors.iter().map(|e| e.message.as_str()).collect();
-        assert_eq!(
-            (info.state, info.attempt, messages.as_slice()),
-            (JobState::Completed, attempt, errors),
-            "{role}"
-        );
-    }
+    fixtures::assert_ends(&store, &jobs, &end).await;
 
     // New ids never repeat 0.1's; the other queues carry on.
     let id = store.enqueue(&upgrade, vec![job()]).await.unwrap()[0].clone();
