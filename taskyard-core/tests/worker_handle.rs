@@ -211,8 +211,9 @@ async fn a_handler_is_told_when_its_lease_is_lost() {
         .handle(move |_: Ping, ctx: JobContext| {
             let tx = tx.clone();
             async move {
-                let why = ctx.stopped().await;
-                let _ = tx.send((why, ctx.lease_lost()));
+                // The same signal as a token, for code that takes one.
+                ctx.cancellation_token().cancelled().await;
+                let _ = tx.send((ctx.stop_reason().unwrap(), ctx.lease_lost()));
                 Ok::<(), JobError>(())
             }
         })

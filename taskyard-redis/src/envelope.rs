@@ -5,7 +5,8 @@
 //! framing — instead of a hash per job and its id in several structures. The scripts read
 //! the fixed fields with plain string search; the payload is never parsed in Redis.
 //!
-//! The first field is the envelope's version. The fields up to `backoff` are the same in
+//! The first field is the envelope's version, always one character, so the scripts find
+//! every later field from a fixed place. The fields up to `backoff` are the same in
 //! every version (so any script can move any job); a later version adds optional
 //! `name=value` fields after them, which scripts that do not use them carry through
 //! untouched. Release 0.1 wrote the same fields without the version (`upgrade.lua` adds

@@ -10,6 +10,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Why a run is asked to stop early. See [`JobContext::stopped`](crate::JobContext::stopped).
@@ -25,11 +26,14 @@ pub enum StopReason {
     LeaseLost,
 }
 
-/// The stop signal of one run.
+/// The stop signal of one run. Made for every job, so it allocates nothing until a
+/// handler waits: a `Notify` to wake waiters, and a `CancellationToken` only for a handler
+/// that asks for one.
 #[derive(Debug, Default)]
 pub(crate) struct Stop {
-    token: CancellationToken,
     reason: OnceLock<StopReason>,
+    notify: Notify,
+    token: OnceLock<CancellationToken>,
     lease_lost: AtomicBool,
 }
 
@@ -41,7 +45,10 @@ impl Stop {
     /// Asks the run to stop. The first reason given is the one kept.
     pub(crate) fn fire(&self, reason: StopReason) {
         let _ = self.reason.set(reason);
-        self.token.cancel();
+        self.notify.notify_waiters();
+        if let Some(token) = self.token.get() {
+            token.cancel();
+        }
     }
 
     /// Records that the lease was lost, and asks the run to stop. Returns whether this
@@ -63,12 +70,25 @@ impl Stop {
     }
 
     pub(crate) async fn stopped(&self) -> StopReason {
-        self.token.cancelled().await;
-        // `fire` sets the reason before it cancels.
-        self.reason().unwrap_or(StopReason::Shutdown)
+        loop {
+            // Registered before the check: a `fire` between the two still wakes it.
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(reason) = self.reason() {
+                return reason;
+            }
+            notified.await;
+        }
     }
 
     pub(crate) fn token(&self) -> CancellationToken {
-        self.token.child_token()
+        let token = self.token.get_or_init(CancellationToken::new);
+        // Made after a `fire`: cancel it here (a `fire` after `get_or_init` cancels it
+        // there).
+        if self.reason().is_some() {
+            token.cancel();
+        }
+        token.child_token()
     }
 }

@@ -15,10 +15,11 @@ if max_len > 0 then
 end
 local first = tonumber(ARGV[2])
 local ready, zs, hs = {}, {}, {}
+local head = new_head(now)
 for i = 1, n do
   local id = tostring(first + i - 1)
   local due = ARGV[2 * i + 1]
-  local env = new_envelope(id, now, ARGV[2 * i + 2])
+  local env = new_envelope(id, head, ARGV[2 * i + 2])
   local at = nil
   local c = string.sub(due, 1, 1)
   if c == '+' then
