@@ -95,7 +95,18 @@ impl RedisStore {
         let (url, ack) = replica_ack_of(url)?;
         let client = redis::Client::open(url.as_str())
             .map_err(|e| Error::InvalidOption(format!("invalid Redis URL: {e}")))?;
-        Ok(Self::from_client(client).await?.acked_by(ack))
+        Ok(Self::from_client(client, scripts::LAYOUT)
+            .await?
+            .acked_by(ack))
+    }
+
+    /// For tests of a rolling deploy across a layout change: a store whose scripts act as
+    /// a later release's would, keeping its queues at `layout`. Not for applications.
+    #[doc(hidden)]
+    pub async fn connect_as_layout(url: &str, layout: u32) -> Result<Self> {
+        let client = redis::Client::open(url)
+            .map_err(|e| Error::InvalidOption(format!("invalid Redis URL: {e}")))?;
+        Self::from_client(client, &layout.to_string()).await
     }
 
     fn acked_by(self, ack: Option<ReplicaAck>) -> Self {
@@ -115,10 +126,12 @@ impl RedisStore {
         };
         let client = redis::Client::build_with_tls(url.as_str(), certs)
             .map_err(|e| Error::InvalidOption(format!("invalid Redis TLS setup: {e}")))?;
-        Ok(Self::from_client(client).await?.acked_by(ack))
+        Ok(Self::from_client(client, scripts::LAYOUT)
+            .await?
+            .acked_by(ack))
     }
 
-    async fn from_client(client: redis::Client) -> Result<Self> {
+    async fn from_client(client: redis::Client, layout: &str) -> Result<Self> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             // Large batches (a 10k-job enqueue, a redrive scan) take more than the
@@ -130,7 +143,7 @@ impl RedisStore {
             .get_connection_manager_with_config(config)
             .await
             .map_err(store_err)?;
-        let scripts = Scripts::load();
+        let scripts = Scripts::load(layout);
         // Load every script up front, in one round trip, so first calls need no
         // NOSCRIPT retry. After a restart the retry path reloads them one by one.
         let mut pipe = redis::pipe();

@@ -32,10 +32,19 @@ pub(crate) struct Scripts {
     pub(crate) sources: Vec<String>,
 }
 
+/// The layout of a queue's keys these scripts read and write (`LAYOUT` in common.lua).
+pub(crate) const LAYOUT: &str = "2";
+
 impl Scripts {
-    pub(crate) fn load() -> Self {
+    /// The scripts, acting as a build of `layout` would: this build's own is [`LAYOUT`];
+    /// another is only for tests of what happens when two releases share a Redis.
+    pub(crate) fn load(layout: &str) -> Self {
         let d = QueueConfig::default();
         let common = include_str!("scripts/common.lua")
+            .replace(
+                &format!("local LAYOUT = '{LAYOUT}'"),
+                &format!("local LAYOUT = '{layout}'"),
+            )
             .replace("@DEAD_MAX@", &d.dead_max.to_string())
             .replace("@DEAD_MAX_AGE_MS@", &d.dead_max_age_ms.to_string())
             .replace("@COMPLETED_MAX@", &d.completed_max.to_string())

@@ -373,3 +373,45 @@ async fn a_job_envelope_of_an_unknown_version_is_refused_not_misread() {
     assert_eq!(kinds, ["a"]);
     assert_eq!(store.stats(&q).await.unwrap().running, 2);
 }
+
+/// Two builds on one Redis, as in a rolling deploy across a layout change: this release's
+/// scripts and a later release's (layout 3). Each refuses the other's queues before
+/// touching them, instead of misreading them.
+#[tokio::test]
+async fn two_builds_of_different_layouts_refuse_each_others_queues() {
+    let server = RedisServer::start();
+    let this = RedisStore::connect(&server.url()).await.unwrap();
+    let next = RedisStore::connect_as_layout(&server.url(), 3)
+        .await
+        .unwrap();
+    let (ours, theirs) = (queue("ours"), queue("theirs"));
+    this.enqueue(&ours, vec![job("a")]).await.unwrap();
+    next.enqueue(&theirs, vec![job("b")]).await.unwrap();
+    let mut conn = raw(&server).await;
+    let before = snapshot(&mut conn).await;
+
+    let minute = Duration::from_secs(60);
+    let token = LeaseToken::mint("w").unwrap();
+    let refused = |e: Error, found: &str, reads: &str| matches!(&e, Error::Version { found: f, reads: r, .. } if f == found && r == reads);
+    // This release on the later one's queue, and the later one on this release's.
+    let e = this.enqueue(&theirs, vec![job("c")]).await.unwrap_err();
+    assert!(refused(e, "3", "2"));
+    let e = this.claim(&theirs, 5, minute, &token).await.unwrap_err();
+    assert!(refused(e, "3", "2"));
+    let e = this.stats(&theirs).await.unwrap_err();
+    assert!(refused(e, "3", "2"));
+    let e = next.claim(&ours, 5, minute, &token).await.unwrap_err();
+    assert!(refused(e, "2", "3"));
+    let e = next.maintain(&ours).await.unwrap_err();
+    assert!(refused(e, "2", "3"));
+    assert_eq!(snapshot(&mut conn).await, before, "nothing was written");
+    // Each still runs its own.
+    assert_eq!(
+        this.claim(&ours, 5, minute, &token)
+            .await
+            .unwrap()
+            .jobs
+            .len(),
+        1
+    );
+}
