@@ -54,6 +54,17 @@ pub enum Error {
     /// The store holds data this version cannot read.
     #[error("store holds malformed data: {0}")]
     Corrupt(String),
+    /// Redis may evict keys when full (`maxmemory-policy` other than `noeviction`), which
+    /// could drop acknowledged jobs; the store refuses to connect.
+    #[error(
+        "Redis evicts keys when full (maxmemory-policy {policy}), so acknowledged jobs could \
+         vanish: set maxmemory-policy noeviction (CONFIG SET maxmemory-policy noeviction, \
+         and in redis.conf), or add allow_eviction=true to the URL to accept the risk"
+    )]
+    EvictionPolicy {
+        /// The policy Redis reported.
+        policy: String,
+    },
     /// Something went wrong inside a worker: one of its tasks panicked, or outcomes could
     /// not be recorded before shutdown ended (those jobs run again after their leases).
     #[error("worker failed: {0}")]

@@ -47,7 +47,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use taskyard_core::{Error, QueueName, Result};
 
-use crate::options::replica_ack_of;
+use crate::options::{Options, options_of};
 use crate::scripts::{Scripts, keys, keys_0_1, store_err};
 
 /// The set of every queue name used, for `stats` across queues.
@@ -62,7 +62,7 @@ pub struct RedisStore {
 }
 
 /// How many replicas must have an enqueue, and how long to wait for them.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ReplicaAck {
     replicas: u32,
     timeout: Duration,
@@ -91,13 +91,17 @@ impl RedisStore {
     /// For `rediss://`, the server's certificate is checked against the system's trust
     /// store (which honours `SSL_CERT_FILE`); see [`RedisStore::connect_with_root_ca`] for
     /// a private CA.
+    ///
+    /// A Redis that may evict keys when full (`maxmemory-policy` other than `noeviction`)
+    /// is refused with [`Error::EvictionPolicy`] — it could drop acknowledged jobs —
+    /// unless the URL says `allow_eviction=true`. Where `CONFIG GET` is not allowed (some
+    /// managed services), the policy cannot be read: the store connects and warns once.
+    /// An unknown option in the URL's query is refused.
     pub async fn connect(url: &str) -> Result<Self> {
-        let (url, ack) = replica_ack_of(url)?;
+        let (url, options) = options_of(url)?;
         let client = redis::Client::open(url.as_str())
             .map_err(|e| Error::InvalidOption(format!("invalid Redis URL: {e}")))?;
-        Ok(Self::from_client(client, scripts::LAYOUT)
-            .await?
-            .acked_by(ack))
+        Self::from_client(client, scripts::LAYOUT, options).await
     }
 
     /// For tests of a rolling deploy across a layout change: a store whose scripts act as
@@ -106,32 +110,23 @@ impl RedisStore {
     pub async fn connect_as_layout(url: &str, layout: u32) -> Result<Self> {
         let client = redis::Client::open(url)
             .map_err(|e| Error::InvalidOption(format!("invalid Redis URL: {e}")))?;
-        Self::from_client(client, &layout.to_string()).await
-    }
-
-    fn acked_by(self, ack: Option<ReplicaAck>) -> Self {
-        match ack {
-            Some(a) => self.with_replica_ack(a.replicas, a.timeout),
-            None => self,
-        }
+        Self::from_client(client, &layout.to_string(), Options::default()).await
     }
 
     /// Connects to a `rediss://` URL whose server certificate is signed by the CA in
     /// `ca_pem` (PEM), instead of one the system trusts.
     pub async fn connect_with_root_ca(url: &str, ca_pem: &[u8]) -> Result<Self> {
-        let (url, ack) = replica_ack_of(url)?;
+        let (url, options) = options_of(url)?;
         let certs = redis::TlsCertificates {
             client_tls: None,
             root_cert: Some(ca_pem.to_vec()),
         };
         let client = redis::Client::build_with_tls(url.as_str(), certs)
             .map_err(|e| Error::InvalidOption(format!("invalid Redis TLS setup: {e}")))?;
-        Ok(Self::from_client(client, scripts::LAYOUT)
-            .await?
-            .acked_by(ack))
+        Self::from_client(client, scripts::LAYOUT, options).await
     }
 
-    async fn from_client(client: redis::Client, layout: &str) -> Result<Self> {
+    async fn from_client(client: redis::Client, layout: &str, options: Options) -> Result<Self> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             // Large batches (a 10k-job enqueue, a redrive scan) take more than the
@@ -143,6 +138,7 @@ impl RedisStore {
             .get_connection_manager_with_config(config)
             .await
             .map_err(store_err)?;
+        check_eviction(&mut conn.clone(), options.allow_eviction).await?;
         let scripts = Scripts::load(layout);
         // Load every script up front, in one round trip, so first calls need no
         // NOSCRIPT retry. After a restart the retry path reloads them one by one.
@@ -163,7 +159,7 @@ impl RedisStore {
                 acked: tokio::sync::Mutex::new(Vec::new()),
                 ids: tokio::sync::Mutex::new(ids::Block::default()),
             }),
-            replica_ack: None,
+            replica_ack: options.replica_ack,
         };
         store.raise_ids_above_queues().await?;
         Ok(store)
@@ -245,5 +241,41 @@ impl RedisStore {
             }
         }
         Ok(())
+    }
+}
+
+/// Refuses a Redis that may evict keys when it is full: an evicted list or hash is jobs
+/// gone after they were acknowledged, and an evicted id counter hands ids out again.
+/// `volatile-*` policies are refused too: later features keep keys with a time to live.
+/// Where `CONFIG GET` is refused (managed Redis), the policy cannot be known: warn once.
+async fn check_eviction(conn: &mut ConnectionManager, allowed: bool) -> Result<()> {
+    let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(conn)
+        .await;
+    match reply {
+        Ok(pair) => {
+            let policy = pair.get(1).cloned().unwrap_or_default();
+            if policy.is_empty() || policy == "noeviction" {
+                return Ok(());
+            }
+            if allowed {
+                tracing::warn!(
+                    policy,
+                    "Redis may evict keys when full (allowed by allow_eviction=true)"
+                );
+                return Ok(());
+            }
+            Err(Error::EvictionPolicy { policy })
+        }
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                "cannot read Redis's maxmemory-policy; make sure it is noeviction, or jobs \
+                 can be evicted when Redis is full"
+            );
+            Ok(())
+        }
     }
 }

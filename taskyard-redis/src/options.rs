@@ -1,10 +1,12 @@
-//! taskyard's own options in a Redis URL's query: `wait_replicas` and `wait_timeout_ms`
-//! (see [`RedisStore::with_replica_ack`](crate::RedisStore::with_replica_ack)).
+//! The options in a Redis URL's query: taskyard's own — `wait_replicas`, `wait_timeout_ms`
+//! (see [`RedisStore::with_replica_ack`](crate::RedisStore::with_replica_ack)) and
+//! `allow_eviction` — and redis-rs's one for TCP, `protocol`. Any other name is refused,
+//! as the embedded store refuses an unknown option: a misspelt `wait_replica=1` must not
+//! silently drop the guarantee it asked for.
 //!
 //! Why here: one URL is all an application passes (`AnyStore::open`, the CLI's
 //! `--store`), so the options of the store itself ride in its query. They are taken out
-//! before redis-rs reads the URL; every other query pair is left for redis-rs, which reads
-//! the query with the same `url` crate, so what it decodes is what the user wrote.
+//! before redis-rs reads the URL, which reads the rest with the same `url` crate.
 
 use std::time::Duration;
 
@@ -16,18 +18,31 @@ use crate::ReplicaAck;
 /// `WAIT`'s timeout when the URL names replicas but no `wait_timeout_ms`.
 const DEFAULT_WAIT_TIMEOUT_MS: u64 = 1000;
 
-/// Takes taskyard's own `wait_replicas` and `wait_timeout_ms` out of a URL's query.
+/// The query names redis-rs reads from a `redis://` or `rediss://` URL.
+const REDIS_RS_OPTIONS: [&str; 1] = ["protocol"];
+
+/// What a URL's query asks of the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Options {
+    /// Replicas that must confirm an enqueue (`wait_replicas`, `wait_timeout_ms`).
+    pub(crate) replica_ack: Option<ReplicaAck>,
+    /// Connect even when Redis may evict keys (`allow_eviction=true`).
+    pub(crate) allow_eviction: bool,
+}
+
+/// Takes taskyard's options out of a URL's query and refuses names nobody reads.
 ///
-/// Returns the URL for redis-rs and the replica acknowledgement asked for, if any
-/// (`wait_replicas=0` asks for none). A URL without these options is returned as it came.
-pub(crate) fn replica_ack_of(url: &str) -> Result<(String, Option<ReplicaAck>)> {
+/// Returns the URL for redis-rs and the options. A URL without taskyard's options is
+/// returned as it came.
+pub(crate) fn options_of(url: &str) -> Result<(String, Options)> {
     // A URL that does not parse is left whole: redis-rs parses it with the same crate and
     // says what is wrong with it.
     let Ok(mut parsed) = Url::parse(url) else {
-        return Ok((url.to_string(), None));
+        return Ok((url.to_string(), Options::default()));
     };
     let (mut replicas, mut timeout_ms, mut rest, mut taken) =
         (None, DEFAULT_WAIT_TIMEOUT_MS, Vec::new(), false);
+    let mut options = Options::default();
     for (name, value) in parsed.query_pairs() {
         let bad = |expected: &str| {
             Error::InvalidOption(format!(
@@ -41,7 +56,6 @@ pub(crate) fn replica_ack_of(url: &str) -> Result<(String, Option<ReplicaAck>)> 
                         .parse::<u32>()
                         .map_err(|_| bad("a whole number of replicas"))?,
                 );
-                taken = true;
             }
             "wait_timeout_ms" => {
                 timeout_ms = value
@@ -50,10 +64,26 @@ pub(crate) fn replica_ack_of(url: &str) -> Result<(String, Option<ReplicaAck>)> 
                     // 0 would make WAIT block forever.
                     .filter(|t| *t > 0)
                     .ok_or_else(|| bad("a whole number of milliseconds above 0"))?;
-                taken = true;
             }
-            _ => rest.push((name.into_owned(), value.into_owned())),
+            "allow_eviction" => {
+                options.allow_eviction = match &*value {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(bad("true or false")),
+                };
+            }
+            known if REDIS_RS_OPTIONS.contains(&known) => {
+                rest.push((name.into_owned(), value.into_owned()));
+                continue;
+            }
+            unknown => {
+                return Err(Error::InvalidOption(format!(
+                    "unknown Redis URL option {unknown:?}: the options are wait_replicas, \
+                     wait_timeout_ms, allow_eviction and protocol"
+                )));
+            }
         }
+        taken = true;
     }
     let url = if !taken {
         url.to_string()
@@ -65,11 +95,11 @@ pub(crate) fn replica_ack_of(url: &str) -> Result<(String, Option<ReplicaAck>)> 
         }
         parsed.into()
     };
-    let ack = replicas.filter(|n| *n > 0).map(|replicas| ReplicaAck {
+    options.replica_ack = replicas.filter(|n| *n > 0).map(|replicas| ReplicaAck {
         replicas,
         timeout: Duration::from_millis(timeout_ms),
     });
-    Ok((url, ack))
+    Ok((url, options))
 }
 
 #[cfg(test)]
@@ -83,17 +113,12 @@ mod tests {
         })
     }
 
-    /// The query pairs redis-rs will see in a URL, decoded.
-    fn pairs(url: &str) -> Vec<(String, String)> {
-        Url::parse(url)
-            .unwrap()
-            .query_pairs()
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect()
+    fn replica_ack_of(url: &str) -> Result<(String, Option<ReplicaAck>)> {
+        options_of(url).map(|(url, o)| (url, o.replica_ack))
     }
 
     #[test]
-    fn taskyard_options_are_taken_out_and_the_others_kept() {
+    fn taskyard_options_are_taken_out_and_redis_rs_ones_kept() {
         let (url, got) = replica_ack_of(
             "redis://:secret@127.0.0.1:6379/0?protocol=resp3&wait_replicas=2&wait_timeout_ms=250",
         )
@@ -113,20 +138,12 @@ mod tests {
         assert_eq!(got, ack(1, 1000));
 
         // No replicas asked for: no acknowledgement, and the options are still taken out.
-        let (url, got) = replica_ack_of("redis://h/1?wait_replicas=0&a=1").unwrap();
-        assert_eq!(url, "redis://h/1?a=1");
+        let (url, got) = replica_ack_of("redis://h/1?wait_replicas=0&protocol=2").unwrap();
+        assert_eq!(url, "redis://h/1?protocol=2");
         assert_eq!(got, None);
-    }
 
-    #[test]
-    fn other_pairs_keep_their_meaning_percent_encoding_included() {
-        let (url, got) =
-            replica_ack_of("redis://h/?x=a%26b%3Dc&wait_replicas=1&y=%C3%A9+z&x=2").unwrap();
-        assert_eq!(got, ack(1, 1000));
-        assert_eq!(
-            pairs(&url),
-            [("x", "a&b=c"), ("y", "é z"), ("x", "2")].map(|(k, v)| (k.into(), v.into()))
-        );
+        let (url, o) = options_of("redis://h/?allow_eviction=true").unwrap();
+        assert_eq!((url.as_str(), o.allow_eviction), ("redis://h/", true));
     }
 
     #[test]
@@ -142,7 +159,7 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_value_is_refused() {
+    fn a_bad_value_or_an_unknown_option_is_refused() {
         for (url, says) in [
             ("redis://h/?wait_replicas=two", "wait_replicas=\"two\""),
             ("redis://h/?wait_replicas=-1", "wait_replicas=\"-1\""),
@@ -152,8 +169,20 @@ mod tests {
                 "wait_timeout_ms=\"0\"",
             ),
             ("redis://h/?wait_timeout_ms=1.5", "wait_timeout_ms=\"1.5\""),
+            (
+                "redis://h/?allow_eviction=maybe",
+                "allow_eviction=\"maybe\"",
+            ),
+            (
+                "redis://h/?wait_replica=1",
+                "unknown Redis URL option \"wait_replica\"",
+            ),
+            (
+                "redis://h/?protocol=3&x=a%26b",
+                "unknown Redis URL option \"x\"",
+            ),
         ] {
-            match replica_ack_of(url) {
+            match options_of(url) {
                 Err(Error::InvalidOption(msg)) => assert!(msg.contains(says), "{url}: {msg}"),
                 other => panic!("{url}: expected InvalidOption, got {other:?}"),
             }
