@@ -54,6 +54,15 @@ pub enum Error {
     /// The store holds data this version cannot read.
     #[error("store holds malformed data: {0}")]
     Corrupt(String),
+    /// A file that is not a taskyard store (another application's SQLite file): refused
+    /// before anything could change it.
+    #[error("{path} is not a taskyard store ({found}): refusing to touch it")]
+    NotAStore {
+        /// The file.
+        path: String,
+        /// What it holds instead.
+        found: String,
+    },
     /// Redis may evict keys when full (`maxmemory-policy` other than `noeviction`), which
     /// could drop acknowledged jobs; the store refuses to connect.
     #[error(

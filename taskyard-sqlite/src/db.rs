@@ -274,17 +274,13 @@ fn check_identity(path: &Path, id: Identity) -> Result<()> {
         _ => false,
     };
     if !ours {
-        return Err(Error::Store(
-            format!(
-                "{} is not a taskyard store (application_id {:#x}, user_version {}, {} tables): \
-                 refusing to touch it",
-                path.display(),
-                id.application_id,
-                id.user_version,
-                id.tables
-            )
-            .into(),
-        ));
+        return Err(Error::NotAStore {
+            path: path.display().to_string(),
+            found: format!(
+                "application_id {:#x}, user_version {}, {} tables",
+                id.application_id, id.user_version, id.tables
+            ),
+        });
     }
     if id.user_version > SCHEMA_VERSION {
         return Err(Error::Version {

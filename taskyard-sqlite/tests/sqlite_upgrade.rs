@@ -222,8 +222,9 @@ async fn files_it_must_not_read_are_refused_and_left_unchanged() {
     conn.execute_batch("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
         .unwrap();
     drop(conn);
-    let err = refused(&foreign).await.to_string();
-    assert!(err.contains("is not a taskyard store"), "{err}");
+    let err = refused(&foreign).await;
+    assert!(matches!(&err, Error::NotAStore { .. }), "{err}");
+    assert!(err.to_string().contains("is not a taskyard store"), "{err}");
     let tagged = dir.path().join("tagged.db");
     let conn = rusqlite::Connection::open(&tagged).unwrap();
     conn.execute_batch(
