@@ -122,6 +122,49 @@ pub async fn assert_as_0_1_left_them(store: &dyn taskyard_core::Store, jobs: &[J
     }
 }
 
+/// Checks the queues as 0.1 left them: `upgrade`'s counts per state and its setting
+/// (completed jobs kept), `paused` still paused.
+pub async fn assert_queues_as_0_1_left_them(store: &dyn taskyard_core::Store) {
+    let upgrade = QueueName::new("upgrade").unwrap();
+    let s = store.stats(&upgrade).await.unwrap();
+    let counts = (s.ready, s.scheduled, s.running, s.completed, s.dead);
+    assert_eq!(
+        counts,
+        (5, 2, 2, 1, 2),
+        "ready, scheduled, running, completed, dead"
+    );
+    assert_eq!(store.config(&upgrade).await.unwrap().completed_max, 100);
+    let paused = QueueName::new("paused").unwrap();
+    assert!(store.stats(&paused).await.unwrap().paused);
+}
+
+/// The queues besides `upgrade` carry on: `other`'s two jobs run, in order; `paused`
+/// yields nothing until resumed, then its job.
+pub async fn other_queues_carry_on(store: &dyn taskyard_core::Store, jobs: &[Job]) {
+    use taskyard_core::LeaseToken;
+    let lease = std::time::Duration::from_secs(60);
+    let claim = async |q: &QueueName| {
+        let token = LeaseToken::mint("other").unwrap();
+        store.claim(q, 10, lease, &token).await.unwrap().jobs
+    };
+    let payloads = |claimed: &[taskyard_core::ClaimedJob]| -> Vec<String> {
+        claimed
+            .iter()
+            .map(|c| String::from_utf8_lossy(&c.payload).into_owned())
+            .collect()
+    };
+    let role = |r: &str| by_role(jobs, r).payload.clone();
+    let other = claim(&QueueName::new("other").unwrap()).await;
+    assert_eq!(payloads(&other), [role("other-1"), role("other-2")]);
+    let paused = QueueName::new("paused").unwrap();
+    assert!(
+        claim(&paused).await.is_empty(),
+        "a paused queue yields nothing"
+    );
+    store.set_paused(&paused, false).await.unwrap();
+    assert_eq!(payloads(&claim(&paused).await), [role("paused-ready")]);
+}
+
 /// The end state of a fixture job: its state, attempts and error messages.
 pub type End<'a> = (&'a str, JobState, u32, &'a [&'a str]);
 

@@ -65,18 +65,8 @@ async fn a_redis_written_by_0_1_opens_and_its_jobs_carry_on() {
 
     // Every job reads as 0.1 left it. The first call on each queue upgrades it.
     fixtures::assert_as_0_1_left_them(&store, &jobs).await;
+    fixtures::assert_queues_as_0_1_left_them(&store).await;
     let upgrade = queue("upgrade");
-    let stats = store.stats(&upgrade).await.unwrap();
-    let counts = (
-        stats.ready,
-        stats.scheduled,
-        stats.running,
-        stats.completed,
-        stats.dead,
-    );
-    assert_eq!(counts, (5, 2, 2, 1, 2));
-    assert_eq!(store.config(&upgrade).await.unwrap().completed_max, 100);
-    assert!(store.stats(&queue("paused")).await.unwrap().paused);
     assert_eq!(
         keys(&mut conn, "taskyard:{*").await,
         Vec::<String>::new(),
@@ -102,48 +92,7 @@ async fn a_redis_written_by_0_1_opens_and_its_jobs_carry_on() {
     let ids = store.enqueue(&upgrade, vec![job("new")]).await.unwrap();
     assert_eq!(ids, [JobId::new("13")]);
 
-    // The other queues: ready jobs run; the paused one stays paused until resumed.
-    let other = store
-        .claim(
-            &queue("other"),
-            10,
-            Duration::from_secs(60),
-            &LeaseToken::mint("o").unwrap(),
-        )
-        .await
-        .unwrap();
-    let payloads: Vec<&[u8]> = other.jobs.iter().map(|c| &c.payload[..]).collect();
-    let expected: Vec<&[u8]> = ["other-1", "other-2"]
-        .iter()
-        .map(|r| by_role(&jobs, r).payload.as_bytes())
-        .collect();
-    assert_eq!(payloads, expected);
-    let paused = queue("paused");
-    let none = store
-        .claim(
-            &paused,
-            10,
-            Duration::from_secs(60),
-            &LeaseToken::mint("p").unwrap(),
-        )
-        .await
-        .unwrap();
-    assert!(none.jobs.is_empty());
-    store.set_paused(&paused, false).await.unwrap();
-    let resumed = store
-        .claim(
-            &paused,
-            10,
-            Duration::from_secs(60),
-            &LeaseToken::mint("p").unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(resumed.jobs.len(), 1);
-    assert_eq!(
-        &resumed.jobs[0].payload[..],
-        by_role(&jobs, "paused-ready").payload.as_bytes()
-    );
+    fixtures::other_queues_carry_on(&store, &jobs).await;
 
     // A 0.1 process writing after the upgrade (against the upgrade notes) is not picked
     // up blindly: its ids come from 0.1's counter and could collide with new ones.

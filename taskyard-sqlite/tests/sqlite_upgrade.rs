@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use taskyard_conformance::TempDir;
-use taskyard_conformance::fixtures::{self, by_role};
+use taskyard_conformance::fixtures;
 use taskyard_core::{
     EnqueueOptions, Error, JobState, Lease, LeaseToken, NewJob, Outcome, QueueName, RetryPolicy,
     Store,
@@ -74,18 +74,8 @@ async fn a_store_file_written_by_0_1_opens_and_its_jobs_carry_on() {
     // Every job reads as 0.1 left it.
     let jobs = fixtures::jobs("sqlite");
     fixtures::assert_as_0_1_left_them(&store, &jobs).await;
+    fixtures::assert_queues_as_0_1_left_them(&store).await;
     let upgrade = queue("upgrade");
-    let stats = store.stats(&upgrade).await.unwrap();
-    let counts = (
-        stats.ready,
-        stats.scheduled,
-        stats.running,
-        stats.completed,
-        stats.dead,
-    );
-    assert_eq!(counts, (5, 2, 2, 1, 2));
-    assert_eq!(store.config(&upgrade).await.unwrap().completed_max, 100);
-    assert!(store.stats(&queue("paused")).await.unwrap().paused);
 
     // The running jobs' 1 s lease runs out: maintenance returns them, charged.
     clock.advance(Duration::from_secs(2));
@@ -117,29 +107,7 @@ async fn a_store_file_written_by_0_1_opens_and_its_jobs_carry_on() {
         .map(|j| j.id.as_str().parse::<u64>().unwrap())
         .max();
     assert!(id.as_str().parse::<u64>().unwrap() > newest.unwrap());
-    let other = store
-        .claim(&queue("other"), 10, minute, &LeaseToken::mint("o").unwrap())
-        .await
-        .unwrap();
-    assert_eq!(other.jobs.len(), 2);
-    let paused = queue("paused");
-    assert!(
-        store
-            .claim(&paused, 10, minute, &LeaseToken::mint("p").unwrap())
-            .await
-            .unwrap()
-            .jobs
-            .is_empty()
-    );
-    store.set_paused(&paused, false).await.unwrap();
-    let resumed = store
-        .claim(&paused, 10, minute, &LeaseToken::mint("p").unwrap())
-        .await
-        .unwrap();
-    assert_eq!(
-        &resumed.jobs[0].payload[..],
-        by_role(&jobs, "paused-ready").payload.as_bytes()
-    );
+    fixtures::other_queues_carry_on(&store, &jobs).await;
 }
 
 /// The schema as SQLite keeps it, to compare two files.
