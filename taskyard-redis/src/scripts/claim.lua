@@ -30,7 +30,8 @@ local prefix = token .. '|'
 local names, ids = {}, {}
 for i = 1, #envs do
   local env = envs[i]
-  -- id_of(env), inlined: this loop runs once per claimed job.
+  -- The id, read as `fields` reads it but inline: this loop runs once per claimed job,
+  -- and a Lua call per job was measurable here.
   local id = string.sub(env, 3, string.find(env, '\t', 3, true) - 1)
   ids[i] = id
   names[2 * i - 1] = prefix .. id

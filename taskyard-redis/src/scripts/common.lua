@@ -98,12 +98,6 @@ local function fields(env)
     tonumber(string.sub(env, p3 + 1, p4 - 1)), p2, p4, p0
 end
 
--- The id alone, for the hot paths that need nothing else (claim): the same reading as
--- `fields`, stopped after the second field.
-local function id_of(env)
-  return string.sub(env, 3, string.find(env, '\t', 3, true) - 1)
-end
-
 -- A new envelope: the script's part (version, id, attempt 0, enqueue time) in front of
 -- the client's (max attempts, kind, backoff, optional fields, payload). `head` is
 -- new_head(now), made once per batch.
