@@ -174,6 +174,11 @@ fn connections_cut_mid_batch_lose_nothing() {
     assert_eq!(f["lost"], 0, "{v}");
     assert_eq!(f["unexpected"], 0, "{v}");
     assert_eq!(f["dead"], 0, "{v}");
+    // A finish whose answer was cut is answered the same when retried, not refused; a
+    // claim whose answer was cut is replayed with its token, so its jobs run on their
+    // first attempt instead of coming back after their lease.
+    assert_eq!(f["stale_outcomes"], 0, "{v}");
+    assert_eq!(f["runs_on_a_later_attempt"], 0, "{v}");
     // On the embedded store there is no connection to cut: a clear refusal.
     let out = Command::new(env!("CARGO_BIN_EXE_taskyard"))
         .args([

@@ -276,9 +276,13 @@ pub trait Store: Send + Sync + 'static {
     async fn enqueue(&self, queue: &QueueName, jobs: Vec<NewJob>) -> Result<Vec<JobId>>;
 
     /// Claims up to `max` ready jobs, oldest first: counts an attempt on each and leases
-    /// them for `lease` under `token` (minted for this call; a token already in use is
-    /// refused before anything is written). Due scheduled jobs are promoted first. A
-    /// paused queue yields nothing.
+    /// them for `lease` under `token` (minted for this call). Due scheduled jobs are
+    /// promoted first. A paused queue yields nothing.
+    ///
+    /// A token already in use names an earlier claim: the call is its retry after the
+    /// answer was lost (a cut connection), so it answers with the jobs that token still
+    /// holds, their lease renewed for `lease`, and claims nothing more — no attempt is
+    /// counted twice and no other job is handed out.
     async fn claim(
         &self,
         queue: &QueueName,
@@ -297,8 +301,11 @@ pub trait Store: Send + Sync + 'static {
     /// it claimed.
     async fn heartbeat(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>>;
 
-    /// Records how runs ended. Returns, per item, whether the lease was still held; a
-    /// stale item changes nothing.
+    /// Records how runs ended. Returns, per item, whether its job was still held under
+    /// its lease's token (a job released or finished meanwhile is not, even while other
+    /// jobs of the same claim run); a stale item changes nothing. A call retried after
+    /// its answer was lost answers as the first did (on Redis for 60 s after it), so
+    /// `false` means the store refused the outcome, never that it was applied twice.
     async fn finish(&self, outcomes: &[(Lease, Outcome)]) -> Result<Vec<bool>>;
 
     /// Gives leases back without charging the attempt: the jobs return to the head of

@@ -5,6 +5,7 @@
 //! since a script touches only one queue's keys) and put the results back in the caller's
 //! order. The argument layouts are the ones each script's header names.
 
+use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use redis::{Script, Value};
@@ -15,7 +16,7 @@ use taskyard_core::{
 };
 
 use crate::reply::{array, bytes, flags, info, int};
-use crate::scripts::store_err;
+use crate::scripts::{call_key, store_err};
 use crate::{QUEUES_KEY, RedisStore, envelope};
 
 #[async_trait::async_trait]
@@ -171,7 +172,21 @@ impl Store for RedisStore {
                 args.push(number.to_string().into_bytes());
                 args.push(history::clean(error).into_bytes());
             }
-            let recorded = flags(self.run(&self.inner.scripts.finish, &queue, args).await?)?;
+            // The call is named by its content: a retry of this very call (its reply lost)
+            // sends the same arguments and finds the first answer; its first token makes
+            // the name unique across processes.
+            let first = groups
+                .first()
+                .map(|(t, _)| *t)
+                .or_else(|| failed.first().map(|&i| &*outcomes[i].0.token))
+                .unwrap_or_default();
+            let mut hasher = std::hash::DefaultHasher::new();
+            args.hash(&mut hasher);
+            let call = call_key(&queue, &format!("{first}:{:016x}", hasher.finish()));
+            let recorded = flags(
+                self.run_keyed(&self.inner.scripts.finish, &queue, Some(&call), args)
+                    .await?,
+            )?;
             let order = groups
                 .iter()
                 .flat_map(|(_, m)| m.iter())

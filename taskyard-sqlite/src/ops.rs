@@ -118,6 +118,9 @@ fn make_ready(tx: &mut Tx<'_>, ids: &[i64], reset: bool) -> Result<()> {
     Ok(())
 }
 
+/// The columns a claimed job is read from, in the order [`claimed`] reads them.
+const CLAIMED: &str = "rank, id, attempt, max_attempts, enqueued_ms, kind, backoff, payload";
+
 /// What a claim took, and when the next scheduled job is due (ms from now).
 pub(crate) fn claim(
     tx: &mut Tx<'_>,
@@ -138,30 +141,50 @@ pub(crate) fn claim(
         .and_then(|mut s| s.query_row([q], |r| r.get(0)).optional())
         .map_err(db)?;
     let next_due = next.map(|at| (at.max(0) as u64).saturating_sub(tx.now));
+    let ends = ms(tx.now.saturating_add(lease_ms));
+    // A token already in use names a claim made before: this call is its retry after the
+    // answer was lost. Answer with the jobs it still holds, lease renewed, and claim
+    // nothing more (see `Store::claim`).
+    let held: Option<String> = tx
+        .conn
+        .prepare_cached(
+            "UPDATE leases SET ends_ms = ?2 WHERE token = ?1 AND queue = ?3 RETURNING ids",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![&**token, ends, q], |r| r.get(0))
+                .optional()
+        })
+        .map_err(db)?;
+    if let Some(ids) = held {
+        let mut one = tx
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {CLAIMED} FROM jobs WHERE id = ?1 AND token = ?2 AND state = 2"
+            ))
+            .map_err(db)?;
+        let mut kind: Arc<str> = Arc::from("");
+        let mut jobs = Vec::new();
+        for id in ids.split(',').filter_map(|id| id.parse::<i64>().ok()) {
+            let mut rows = one.query(params![id, &**token]).map_err(db)?;
+            if let Some(r) = rows.next().map_err(db)? {
+                jobs.push(claimed(r, queue, token, &mut kind)?.1);
+            }
+        }
+        return Ok((jobs, next_due));
+    }
     if max == 0 || read::paused(tx.conn, q)? {
         return Ok((Vec::new(), next_due));
-    }
-    // A token names one batch: refuse a reused one before anything is written.
-    let reused: bool = tx
-        .conn
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM leases WHERE token = ?1)")
-        .and_then(|mut s| s.query_row([&**token], |r| r.get(0)))
-        .map_err(db)?;
-    if reused {
-        return Err(Error::InvalidOption(format!(
-            "claim token {token} is already in use"
-        )));
     }
     let mut rows: Vec<(i64, ClaimedJob)> = Vec::with_capacity(max);
     {
         let mut take = tx
             .conn
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "UPDATE jobs SET state = 2, token = ?1, attempt = attempt + 1
                  WHERE id IN (SELECT id FROM jobs WHERE queue = ?2 AND state = 0
                               ORDER BY rank LIMIT ?3)
-                 RETURNING rank, id, attempt, max_attempts, enqueued_ms, kind, backoff, payload",
-            )
+                 RETURNING {CLAIMED}"
+            ))
             .map_err(db)?;
         let mut out = take
             .query(params![&**token, q, max.min(i64::MAX as usize) as i64])
@@ -169,29 +192,7 @@ pub(crate) fn claim(
         // Most batches hold one kind: share its name rather than allocate one per job.
         let mut kind: Arc<str> = Arc::from("");
         while let Some(r) = out.next().map_err(db)? {
-            let k: String = r.get(5).map_err(db)?;
-            if *kind != *k {
-                kind = Arc::from(k);
-            }
-            let backoff: Option<String> = r.get(6).map_err(db)?;
-            let id: i64 = r.get(1).map_err(db)?;
-            let payload: Vec<u8> = r.get(7).map_err(db)?;
-            rows.push((
-                r.get(0).map_err(db)?,
-                ClaimedJob {
-                    lease: Lease {
-                        queue: queue.clone(),
-                        id: JobId::new(id.to_string()),
-                        token: token.clone(),
-                    },
-                    kind: kind.clone(),
-                    payload: Bytes::from(payload),
-                    attempt: r.get(2).map_err(db)?,
-                    max_attempts: r.get(3).map_err(db)?,
-                    backoff: backoff.as_deref().and_then(parse_backoff),
-                    enqueued_at_ms: r.get::<_, i64>(4).map_err(db)? as u64,
-                },
-            ));
+            rows.push(claimed(r, queue, token, &mut kind)?);
         }
     }
     if rows.is_empty() {
@@ -204,21 +205,46 @@ pub(crate) fn claim(
         .prepare_cached(
             "INSERT INTO leases (token, queue, ends_ms, ids, running) VALUES (?1, ?2, ?3, ?4, ?5)",
         )
-        .and_then(|mut s| {
-            s.execute(params![
-                &**token,
-                q,
-                ms(tx.now.saturating_add(lease_ms)),
-                ids.join(","),
-                jobs.len() as i64
-            ])
-        })
+        .and_then(|mut s| s.execute(params![&**token, q, ends, ids.join(","), jobs.len() as i64]))
         .map_err(db)?;
     // Work left behind: wake another idle worker of this process.
     if jobs.len() == max {
         tx.wake = true;
     }
     Ok((jobs, next_due))
+}
+
+/// A claimed job and its rank, from a row of [`CLAIMED`] columns. `kind`: the last kind
+/// read, shared with the next job of the same kind rather than allocated again.
+fn claimed(
+    r: &rusqlite::Row<'_>,
+    queue: &QueueName,
+    token: &LeaseToken,
+    kind: &mut Arc<str>,
+) -> Result<(i64, ClaimedJob)> {
+    let k: String = r.get(5).map_err(db)?;
+    if **kind != *k {
+        *kind = Arc::from(k);
+    }
+    let backoff: Option<String> = r.get(6).map_err(db)?;
+    let id: i64 = r.get(1).map_err(db)?;
+    let payload: Vec<u8> = r.get(7).map_err(db)?;
+    Ok((
+        r.get(0).map_err(db)?,
+        ClaimedJob {
+            lease: Lease {
+                queue: queue.clone(),
+                id: JobId::new(id.to_string()),
+                token: token.clone(),
+            },
+            kind: kind.clone(),
+            payload: Bytes::from(payload),
+            attempt: r.get(2).map_err(db)?,
+            max_attempts: r.get(3).map_err(db)?,
+            backoff: backoff.as_deref().and_then(parse_backoff),
+            enqueued_at_ms: r.get::<_, i64>(4).map_err(db)? as u64,
+        },
+    ))
 }
 
 fn parse_backoff(s: &str) -> Option<Backoff> {

@@ -12,7 +12,7 @@ use taskyard_core::{
 use super::common::{
     LEASE, Ping, SOON, claim, enqueue, new_job, new_job_with, payload_n, stats, worker,
 };
-use super::stalled::StalledHeartbeats;
+use super::stalled::{Faults, Faulty};
 use crate::{Subject, eventually, unique_queue, until};
 
 /// Claim counts the attempt, leases the job, and takes the oldest first.
@@ -254,10 +254,11 @@ pub async fn dead_workers_job_is_reclaimed_by_another_worker(s: Subject) {
 /// outcome is refused while the job's new holder keeps it.
 pub async fn handler_sees_its_lease_lost_and_its_outcome_is_refused(s: Subject) {
     let q = unique_queue();
-    let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let store: Arc<dyn Store> = Arc::new(StalledHeartbeats {
+    let faults = Faults::default();
+    let stalled = faults.stalled.clone();
+    let store: Arc<dyn Store> = Arc::new(Faulty {
         inner: s.store.clone(),
-        stalled: stalled.clone(),
+        faults,
     });
     let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
     let (lost_tx, mut lost) = tokio::sync::mpsc::unbounded_channel();
@@ -348,4 +349,148 @@ pub async fn a_claim_whose_jobs_all_finished_holds_no_lease(s: Subject) {
         vec![false, false, false],
         "completed, dead and released: nothing is held"
     );
+}
+
+/// A completion or failure names its job, not only its claim: once a job was released
+/// (or finished), its token no longer holds it, even while another job of the same claim
+/// still runs, and the outcome changes nothing.
+pub async fn an_outcome_for_a_released_job_is_refused_while_its_claim_runs_on(s: Subject) {
+    let q = unique_queue();
+    enqueue(&s.store, &q, (0..2).map(new_job).collect()).await;
+    let jobs = claim(&s.store, &q, 2, LEASE, "w").await;
+    let (a, b) = (jobs[0].lease.clone(), jobs[1].lease.clone());
+    assert_eq!(a.token, b.token, "one claim, one token");
+    assert_eq!(
+        s.store.release(std::slice::from_ref(&a)).await.unwrap(),
+        vec![true]
+    );
+    let late = [
+        (a.clone(), Outcome::Completed),
+        (
+            a.clone(),
+            Outcome::Retry {
+                delay_ms: 0,
+                error: "late".into(),
+            },
+        ),
+        (
+            a.clone(),
+            Outcome::Dead {
+                error: "late".into(),
+            },
+        ),
+    ];
+    for outcome in late {
+        assert_eq!(
+            s.store
+                .finish(std::slice::from_ref(&outcome))
+                .await
+                .unwrap(),
+            vec![false],
+            "{:?} of a released job was recorded",
+            outcome.1
+        );
+    }
+    let st = stats(&s.store, &q).await;
+    assert_eq!((st.ready, st.running, st.dead), (1, 1, 0));
+    let info = s.store.job(&q, &a.id).await.unwrap().expect("the job");
+    assert_eq!(info.state, JobState::Ready);
+    assert_eq!(
+        info.attempt, 0,
+        "a release charges nothing, a refused outcome neither"
+    );
+    assert!(
+        info.errors.is_empty(),
+        "a refused failure leaves no error behind"
+    );
+    // The batch's other job is still its own: its completion counts.
+    assert_eq!(
+        s.store.finish(&[(b, Outcome::Completed)]).await.unwrap(),
+        vec![true]
+    );
+    let again = claim(&s.store, &q, 1, LEASE, "w2").await;
+    assert_eq!((again[0].lease.id.clone(), again[0].attempt), (a.id, 1));
+}
+
+/// A claim retried with its token after the answer was lost answers with the jobs that
+/// token holds, lease renewed: no attempt counted twice, no other job handed out — even
+/// on a queue paused meanwhile.
+pub async fn a_replayed_claim_answers_with_the_same_jobs_and_charges_nothing(s: Subject) {
+    let q = unique_queue();
+    enqueue(&s.store, &q, (0..5).map(new_job).collect()).await;
+    let token = LeaseToken::mint("w").unwrap();
+    let short = Duration::from_millis(400);
+    let first = s.store.claim(&q, 2, short, &token).await.unwrap().jobs;
+    let ids = |jobs: &[taskyard_core::ClaimedJob]| {
+        jobs.iter()
+            .map(|j| (j.lease.id.clone(), j.attempt))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(first.len(), 2);
+    s.store.set_paused(&q, true).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let replay = s.store.claim(&q, 3, LEASE, &token).await.unwrap().jobs;
+    assert_eq!(
+        ids(&replay),
+        ids(&first),
+        "the replay answers the same jobs"
+    );
+    assert!(replay.iter().all(|j| j.attempt == 1));
+    let st = stats(&s.store, &q).await;
+    assert_eq!((st.ready, st.running), (3, 2), "nothing more was claimed");
+    // The replay renewed the lease: past the first claim's lease end nothing expires.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.store.maintain(&q).await.unwrap().expired, 0);
+    // A replay after one of the jobs finished answers with the one still held.
+    assert_eq!(
+        s.store
+            .finish(&[(first[0].lease.clone(), Outcome::Completed)])
+            .await
+            .unwrap(),
+        vec![true]
+    );
+    let rest = s.store.claim(&q, 2, LEASE, &token).await.unwrap().jobs;
+    assert_eq!(ids(&rest), ids(&first[1..]));
+    s.store.set_paused(&q, false).await.unwrap();
+    let next = claim(&s.store, &q, 5, LEASE, "w2").await;
+    assert_eq!(next.len(), 3);
+    assert!(next.iter().all(|j| j.attempt == 1));
+}
+
+/// A worker whose claim's answer is lost (the call reached the store) sends it again with
+/// the same token and runs those very jobs on their first attempt: none waits out a lease
+/// or is charged an attempt for the lost answer.
+pub async fn a_worker_whose_claim_answer_was_lost_runs_those_jobs_on_their_first_attempt(
+    s: Subject,
+) {
+    let q = unique_queue();
+    let faults = Faults::default();
+    faults.lose_claim.store(true, Ordering::SeqCst);
+    let lose_claim = faults.lose_claim.clone();
+    let store: Arc<dyn Store> = Arc::new(Faulty {
+        inner: s.store.clone(),
+        faults,
+    });
+    let seen = super::common::Seen::default();
+    let w = Worker::builder(store)
+        .queue(q.as_str())
+        .concurrency(4)
+        .maintenance_every(Duration::from_millis(100))
+        .handle(super::common::recorder(&seen))
+        .build()
+        .unwrap();
+    let counters = w.counters();
+    enqueue(&s.store, &q, (0..10).map(new_job).collect()).await;
+    let running = w.spawn();
+    until(&counters, |c| c.completed() >= 10).await;
+    assert!(!lose_claim.load(Ordering::SeqCst), "no answer was lost");
+    running.shutdown().await.unwrap();
+    let mut runs = seen.lock().unwrap().clone();
+    runs.sort();
+    assert_eq!(
+        runs,
+        (0..10).map(|n| (n, 1)).collect::<Vec<_>>(),
+        "each job ran once, on attempt 1"
+    );
+    assert_eq!((counters.completed(), counters.stale()), (10, 0));
 }

@@ -1,23 +1,39 @@
-//! A wrapper store for the fencing test of a lost lease: its heartbeats can be made to
-//! vanish on the way.
+//! A wrapper store whose calls can be made to go wrong on the way, as over a network:
+//! heartbeats that vanish (the fencing test of a lost lease), and answers lost after the
+//! store applied the call (a connection cut between the call and its reply).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use taskyard_core::{
     DeadFilter, JobId, JobState, Lease, LeaseToken, NewJob, Outcome, QueueConfig, QueueName, Store,
 };
 
-/// A store whose heartbeats can be made to vanish on the way (they answer "held" without
-/// reaching it), as in a network stall; everything else goes through.
-pub(super) struct StalledHeartbeats {
+/// A store whose calls go wrong on the way while a flag is set; everything else goes
+/// through.
+#[derive(Default)]
+pub(super) struct Faults {
+    /// Heartbeats vanish: they answer "held" without reaching the store (a stall).
+    pub(super) stalled: Arc<AtomicBool>,
+    /// The next claim that takes jobs reaches the store but its answer is lost.
+    pub(super) lose_claim: Arc<AtomicBool>,
+    /// The next finish reaches the store but its answer is lost.
+    pub(super) lose_finish: Arc<AtomicBool>,
+}
+
+/// A store with [`Faults`] on the way to it.
+pub(super) struct Faulty {
     pub(super) inner: Arc<dyn Store>,
-    pub(super) stalled: Arc<std::sync::atomic::AtomicBool>,
+    pub(super) faults: Faults,
+}
+
+fn lost() -> taskyard_core::Error {
+    taskyard_core::Error::Store("connection cut before the answer came (injected)".into())
 }
 
 #[async_trait::async_trait]
-impl Store for StalledHeartbeats {
+impl Store for Faulty {
     async fn enqueue(
         &self,
         queue: &QueueName,
@@ -32,7 +48,11 @@ impl Store for StalledHeartbeats {
         lease: Duration,
         token: &LeaseToken,
     ) -> taskyard_core::Result<taskyard_core::Claim> {
-        self.inner.claim(queue, max, lease, token).await
+        let claim = self.inner.claim(queue, max, lease, token).await?;
+        if !claim.jobs.is_empty() && self.faults.lose_claim.swap(false, Ordering::SeqCst) {
+            return Err(lost());
+        }
+        Ok(claim)
     }
     async fn wait(&self, queues: &[QueueName], timeout: Duration) -> taskyard_core::Result<()> {
         self.inner.wait(queues, timeout).await
@@ -42,13 +62,17 @@ impl Store for StalledHeartbeats {
         leases: &[Lease],
         lease: Duration,
     ) -> taskyard_core::Result<Vec<bool>> {
-        if self.stalled.load(Ordering::SeqCst) {
+        if self.faults.stalled.load(Ordering::SeqCst) {
             return Ok(vec![true; leases.len()]);
         }
         self.inner.heartbeat(leases, lease).await
     }
     async fn finish(&self, outcomes: &[(Lease, Outcome)]) -> taskyard_core::Result<Vec<bool>> {
-        self.inner.finish(outcomes).await
+        let answer = self.inner.finish(outcomes).await?;
+        if self.faults.lose_finish.swap(false, Ordering::SeqCst) {
+            return Err(lost());
+        }
+        Ok(answer)
     }
     async fn release(&self, leases: &[Lease]) -> taskyard_core::Result<Vec<bool>> {
         self.inner.release(leases).await

@@ -1,15 +1,22 @@
 //! The fetcher: claims as many jobs as there are free slots, in one store call per queue,
 //! and blocks in the store (no polling loop) while there is nothing to claim.
+//!
+//! A claim call that failed may still have claimed jobs (the connection was cut after the
+//! store ran it): its token is kept and the next claim of that queue sends it again, and
+//! the store answers such a replay with the jobs the token holds instead of claiming
+//! more. So a lost answer costs neither an attempt nor a lease expiry.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use std::collections::HashMap;
 
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
 
 use super::{QueueOrder, Shared, executor};
-use crate::LeaseToken;
 use crate::QueueName;
+use crate::{Lease, LeaseToken};
 
 /// The longest a wait lasts before the fetcher tries a claim anyway: a safety net for a
 /// lost wakeup, not a poll (an idle worker makes one claim call per this interval).
@@ -22,6 +29,8 @@ pub(crate) async fn run(
 ) {
     let names = shared.queue_names();
     let mut failures = 0u32;
+    // Claims whose answer never came, by queue: replayed with the same token.
+    let mut unanswered: HashMap<QueueName, LeaseToken> = HashMap::new();
     loop {
         if *stop.borrow() {
             return;
@@ -47,20 +56,30 @@ pub(crate) async fn run(
         let mut claimed = 0;
         let mut next_due: Option<Duration> = None;
         let mut failed = false;
-        for queue in order(&shared) {
+        let mut extra: Vec<Lease> = Vec::new();
+        // Replays first: their jobs may already be leased to this worker.
+        let mut queues = order(&shared);
+        queues.sort_by_key(|q| !unanswered.contains_key(q));
+        for queue in queues {
             if claimed == want {
                 break;
             }
             // A token per claim call, minted here: the worker's nonce is its owner name.
-            let result = match LeaseToken::mint(&shared.nonce) {
-                Ok(token) => {
-                    shared
-                        .store
-                        .claim(&queue, want - claimed, shared.lease, &token)
-                        .await
-                }
-                Err(e) => Err(e),
+            let token = match unanswered.remove(&queue) {
+                Some(token) => token,
+                None => match LeaseToken::mint(&shared.nonce) {
+                    Ok(token) => token,
+                    Err(e) => {
+                        tracing::warn!(queue = %queue, error = %e, "claim failed");
+                        failed = true;
+                        continue;
+                    }
+                },
             };
+            let result = shared
+                .store
+                .claim(&queue, want - claimed, shared.lease, &token)
+                .await;
             match result {
                 Ok(claim) => {
                     next_due = match (next_due, claim.next_due) {
@@ -68,18 +87,28 @@ pub(crate) async fn run(
                         (a, b) => a.or(b),
                     };
                     for job in claim.jobs {
-                        let Some(permit) = permits.split(1) else {
-                            break;
-                        };
-                        executor::start(&shared, job, permit, done.clone());
-                        claimed += 1;
+                        match permits.split(1) {
+                            Some(permit) => {
+                                executor::start(&shared, job, permit, done.clone());
+                                claimed += 1;
+                            }
+                            // Only a replay can answer with more jobs than were asked
+                            // for this time: give them back uncharged.
+                            None => extra.push(job.lease),
+                        }
                     }
                 }
                 Err(e) => {
                     tracing::warn!(queue = %queue, error = %e, "claim failed");
+                    unanswered.insert(queue, token);
                     failed = true;
                 }
             }
+        }
+        if !extra.is_empty()
+            && let Err(e) = shared.store.release(&extra).await
+        {
+            tracing::warn!(error = %e, jobs = extra.len(), "giving back replayed jobs failed; they return when their lease ends");
         }
         drop(permits);
 

@@ -7,6 +7,9 @@
 -- (attempts are counted at claim; every path out of running writes the new count).
 -- Returns {now, ms until the next scheduled job or -1, {envelope...}}. A paused queue
 -- claims nothing.
+-- A token already in use names a claim made before: this call is its retry after the
+-- reply was lost (a cut connection). It answers with the jobs the token still holds and
+-- renews their lease; it claims nothing more and counts no attempt.
 check_layout()
 local now = now_ms()
 local nxt = -1
@@ -18,11 +21,15 @@ if head[2] then
   end
   if head[2] then nxt = math.max(0, tonumber(head[2]) - now) end
 end
-if redis.call('HEXISTS', META, 'paused') == 1 then return {now, nxt, {}} end
--- A token names one batch: refuse a reused one before anything is written.
 if redis.call('HEXISTS', BATCHES, '#' .. ARGV[3]) == 1 then
-  return redis.error_reply('claim token ' .. ARGV[3] .. ' is already in use')
+  local held = {}
+  for _, env in ipairs(hmget_all(RUNNING, batch_fields(ARGV[3]))) do
+    if env then held[#held + 1] = env end
+  end
+  redis.call('ZADD', LEASES, 'XX', now + tonumber(ARGV[2]), ARGV[3])
+  return {now, nxt, held}
 end
+if redis.call('HEXISTS', META, 'paused') == 1 then return {now, nxt, {}} end
 local envs = redis.call('LPOP', READY, tonumber(ARGV[1]))
 if not envs then return {now, nxt, {}} end
 local token = ARGV[3]

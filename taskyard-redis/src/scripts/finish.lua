@@ -1,10 +1,22 @@
 -- finish.lua: records how runs ended.
+-- KEYS[13] = this call's key (`call:<first token>:<hash of the ARGV>`): where its answer
+-- is kept for CALL_TTL_MS, so a call retried after its reply was lost (a cut connection)
+-- answers as the first one did instead of calling the runs it applied stale.
 -- ARGV[1] = g, groups of completed runs; per group: token, k, then k ids.
 -- Then per failed run, 5 ARGV: token, id, code, number, error. code: r = retry after
 -- number ms; a = retry at number (Unix ms); d = dead. A retry whose attempts are spent
--- goes to dead. A run whose lease is gone (stale token) changes nothing.
+-- goes to dead. A run whose job its token no longer holds (the lease expired, the job
+-- was released or already finished) changes nothing.
 -- Returns 1 per run recorded, 0 per stale one: completed runs first, in order.
 check_layout()
+local CALL = KEYS[13]
+local CALL_TTL_MS = 60000
+local answered = redis.call('GET', CALL)
+if answered then
+  local res = {}
+  for i = 1, #answered do res[i] = tonumber(string.sub(answered, i, i)) end
+  return res
+end
 local now = now_ms()
 local res = {}
 local at = 2
@@ -20,36 +32,43 @@ for _ = 1, tonumber(ARGV[1]) do
     names[i] = token .. '|' .. ids[i]
   end
   at = at + 2 + k
-  local ok = redis.call('ZSCORE', LEASES, token) and 1 or 0
-  for i = 1, k do res[#res + 1] = ok end
-  if ok == 1 then
+  -- Which of these jobs the token still holds: one variadic read. A job released or
+  -- failed meanwhile is not this run's to complete, even while others of its batch run.
+  local envs = hmget_all(RUNNING, names)
+  local held, done_ids = {}, {}
+  for i = 1, k do
+    if envs[i] then
+      res[#res + 1] = 1
+      held[#held + 1] = names[i]
+      done_ids[#done_ids + 1] = i
+    else
+      res[#res + 1] = 0
+    end
+  end
+  if #held > 0 then
     if not done_max then
       local _
       _, _, done_max, done_age = retention()
     end
     if done_max > 0 then
-      local envs = hmget_all(RUNNING, names)
       local done = {}
-      for i = 1, k do
-        if envs[i] then
-          local id, before, _, p2 = fields(envs[i])
-          redis.call('HSET', JOBS, id, with_attempt(envs[i], id, before + 1, p2))
-          done[#done + 1] = now
-          done[#done + 1] = id
-        end
+      for _, i in ipairs(done_ids) do
+        local id, before, _, p2 = fields(envs[i])
+        redis.call('HSET', JOBS, id, with_attempt(envs[i], id, before + 1, p2))
+        done[#done + 1] = now
+        done[#done + 1] = id
       end
-      if #done > 0 then
-        batched('ZADD', COMPLETED, done)
-        trim(COMPLETED, done_max, done_age, now)
-      end
+      batched('ZADD', COMPLETED, done)
+      trim(COMPLETED, done_max, done_age, now)
     else
-      for i = 1, k do forgotten[#forgotten + 1] = ids[i] end
+      for _, i in ipairs(done_ids) do forgotten[#forgotten + 1] = ids[i] end
     end
+    -- Settle by what HDEL removed: an id named twice in one call counts once.
     local n = 0
-    for i = 1, k, 1000 do
-      n = n + redis.call('HDEL', RUNNING, unpack(names, i, math.min(i + 999, k)))
+    for i = 1, #held, 1000 do
+      n = n + redis.call('HDEL', RUNNING, unpack(held, i, math.min(i + 999, #held)))
     end
-    if n > 0 then settle(token, n) end
+    settle(token, n)
   end
 end
 -- A completed job's error history (from earlier attempts) goes with it; most queues
@@ -101,4 +120,5 @@ if #dead > 0 then
   batched('ZADD', DEAD, dead)
   trim(DEAD, dead_max, dead_age, now)
 end
+redis.call('SET', CALL, table.concat(res), 'PX', CALL_TTL_MS)
 return res

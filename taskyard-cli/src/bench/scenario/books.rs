@@ -18,3 +18,12 @@ pub(super) fn books(expected: &[JobId], runs: &[(String, u32)]) -> (usize, usize
     let duplicated = seen.values().filter(|n| **n > 1).count();
     (lost, unexpected, duplicated)
 }
+
+/// The number after `what ` in a worker's books line ("…; completed 0, failed 0, stale 1").
+pub(super) fn count_in(books: &str, what: &str) -> Option<u64> {
+    let (_, rest) = books.split_once(&format!(" {what} "))?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}

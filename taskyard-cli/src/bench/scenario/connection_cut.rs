@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use taskyard_cli::process::{WorkerProcess, records};
 
-use super::books::books;
+use super::books::{books, count_in};
 use super::context::{Ctx, ms};
 use super::{Outcome, Res};
 
@@ -50,11 +50,9 @@ pub(super) async fn run(c: &Ctx) -> Outcome {
             return Err("the workers did not finish within 120 s".into());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        // The cuts last while jobs wait to be claimed; the rest (jobs whose claim's
-        // answer was cut come back after their lease) runs uncut. Cut on, that tail can
-        // stall with the workers idle between calls: an aimed round tends to cut each
-        // new claim of those jobs (a lease more each time), an unaimed one every call (a
-        // worker finds its connection cut only when a call fails on it).
+        // The cuts last while jobs wait to be claimed; the tail runs uncut, so the run
+        // ends once the last jobs finish rather than when a round happens to spare
+        // them.
         if cut_for.is_none() && c.stats().await?.ready == 0 {
             cut_for = Some(start.elapsed());
         }
@@ -76,14 +74,20 @@ pub(super) async fn run(c: &Ctx) -> Outcome {
     c.drained(Duration::from_secs(30)).await?;
     // Stopped off this thread: the proxy runs here and must keep serving the workers'
     // last calls while they shut down.
+    let mut stale = 0;
     for w in workers.drain(..) {
-        tokio::task::spawn_blocking(move || {
+        let books = tokio::task::spawn_blocking(move || {
             let mut w = w;
             w.stop().map_err(|e| e.to_string())
         })
         .await??;
+        stale += count_in(&books, "stale").ok_or(format!("no books line: {books}"))?;
     }
-    let (lost, unexpected, duplicated) = books(&ids, &records(&c.dir, &["a", "b"]));
+    let runs = records(&c.dir, &["a", "b"]);
+    let (lost, unexpected, duplicated) = books(&ids, &runs);
+    // A claim whose answer was cut is sent again with its token and answered with the
+    // same jobs, so no job should need a second attempt.
+    let later_attempts = runs.iter().filter(|(_, attempt)| *attempt > 1).count();
     let dead = c.stats().await?.dead;
     // The cuts that broke a store call in flight: a script (claim, finish, heartbeat,
     // maintenance) sent and not yet answered. An idle BLPOP cut is not one.
@@ -92,14 +96,16 @@ pub(super) async fn run(c: &Ctx) -> Outcome {
         .filter_map(|c| pending.get(*c))
         .sum();
     Ok((
-        lost == 0 && unexpected == 0 && dead == 0,
-        "connections cut mid-batch: workers reconnect, lost 0, unexpected 0, nothing dead",
+        lost == 0 && unexpected == 0 && dead == 0 && stale == 0,
+        "connections cut mid-batch: workers reconnect, lost 0, unexpected 0, nothing dead, \
+         no outcome refused (a finish whose answer was cut answers the same when retried)",
         json!({
             "jobs": n, "connections_cut": cuts, "cut_rounds": rounds,
             "cut_for_ms": cut_for.map(ms), "elapsed_ms": ms(start.elapsed()),
             "cuts_in_flight": in_flight, "cuts_by_pending_command": pending,
             "lost": lost, "unexpected": unexpected, "dead": dead,
-            "duplicated": duplicated,
+            "duplicated": duplicated, "stale_outcomes": stale,
+            "runs_on_a_later_attempt": later_attempts,
         }),
     ))
 }

@@ -9,6 +9,7 @@ use taskyard::{JobContext, JobError, JobState, Worker};
 use taskyard_cli::process::{Signal, records};
 
 use super::Outcome;
+use super::books::count_in;
 use super::context::{Ctx, ms};
 
 /// A worker stopped (SIGSTOP) past its lease, its job claimed by another, then resumed
@@ -119,13 +120,4 @@ pub(super) async fn run(c: &Ctx) -> Outcome {
             "other_stale": other_counters.stale(), "dead": dead,
         }),
     ))
-}
-
-/// The number after `what ` in a worker's books line ("…; completed 0, failed 0, stale 1").
-fn count_in(books: &str, what: &str) -> Option<u64> {
-    let (_, rest) = books.split_once(&format!(" {what} "))?;
-    rest.split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
 }
