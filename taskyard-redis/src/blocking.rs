@@ -76,13 +76,19 @@ impl RedisStore {
 
     /// Blocks on `BLPOP` of the queues' signal lists until one is pushed or `timeout`
     /// passes, on a waiter connection of its own. `queues` is not empty.
+    ///
+    /// The timeout is kept here, not by Redis: Redis ends a blocked call's timeout on its
+    /// periodic tick (`hz`, 10 a second by default), up to 100 ms late, and a worker
+    /// waiting for a scheduled job's due time would start it that late. So the call is
+    /// woken from here with `CLIENT UNBLOCK` at `timeout`; where the server forbids
+    /// that, its own timeout (the same) still ends it, late.
     pub(crate) async fn wait_for_signal(
         &self,
         queues: &[QueueName],
         timeout: Duration,
     ) -> Result<()> {
         let pooled = self.inner.waiters.lock().await.pop();
-        let mut conn = match pooled {
+        let (mut conn, id) = match pooled {
             Some(c) => c,
             None => {
                 // No response timeout here: BLPOP is meant to block. The call below is
@@ -90,11 +96,18 @@ impl RedisStore {
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(Duration::from_secs(5)))
                     .set_response_timeout(None);
-                self.inner
+                let mut conn = self
+                    .inner
                     .client
                     .get_multiplexed_async_connection_with_config(&config)
                     .await
-                    .map_err(store_err)?
+                    .map_err(store_err)?;
+                let id = redis::cmd("CLIENT")
+                    .arg("ID")
+                    .query_async::<i64>(&mut conn)
+                    .await
+                    .ok();
+                (conn, id)
             }
         };
         let mut cmd = redis::cmd("BLPOP");
@@ -103,9 +116,31 @@ impl RedisStore {
         }
         cmd.arg(timeout.as_secs_f64().max(0.001));
         let bound = timeout + Duration::from_secs(2);
-        match tokio::time::timeout(bound, cmd.query_async::<Value>(&mut conn)).await {
+        let answer = {
+            let blpop = cmd.query_async::<Value>(&mut conn);
+            tokio::pin!(blpop);
+            let woken = match id {
+                Some(id) => tokio::select! {
+                    r = &mut blpop => Some(r),
+                    _ = tokio::time::sleep(timeout) => {
+                        let _ = redis::cmd("CLIENT")
+                            .arg("UNBLOCK")
+                            .arg(id)
+                            .query_async::<i64>(&mut self.conn())
+                            .await;
+                        None
+                    }
+                },
+                None => None,
+            };
+            match woken {
+                Some(r) => Ok(r),
+                None => tokio::time::timeout(bound, blpop).await,
+            }
+        };
+        match answer {
             Ok(Ok(_)) => {
-                self.inner.waiters.lock().await.push(conn);
+                self.inner.waiters.lock().await.push((conn, id));
                 Ok(())
             }
             // A dead or stuck connection is dropped; the next wait opens a new one.

@@ -71,8 +71,9 @@ struct ReplicaAck {
 struct Inner {
     client: redis::Client,
     conn: ConnectionManager,
-    /// Connections for blocking waits, one per concurrent waiter.
-    waiters: tokio::sync::Mutex<Vec<MultiplexedConnection>>,
+    /// Connections for blocking waits, one per concurrent waiter, with the server's id
+    /// of each (`CLIENT ID`; `None` where the server forbids asking) to wake it on time.
+    waiters: tokio::sync::Mutex<Vec<(MultiplexedConnection, Option<i64>)>>,
     scripts: Scripts,
     known_queues: Mutex<HashSet<String>>,
     /// Connections for enqueues confirmed by replicas: `WAIT` blocks its connection, so

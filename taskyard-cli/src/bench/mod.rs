@@ -8,7 +8,10 @@
 //! - process: one worker, concurrency C, a handler that does nothing, finished jobs not
 //!   retained; N / time from worker start to the N-th completion recorded in the store;
 //! - pickup latency: single jobs enqueued at a fixed rate while the worker idles; each
-//!   carries its enqueue time, the handler records the delay to its start.
+//!   carries its enqueue time, the handler records the delay to its start;
+//! - delayed-job lateness: with an idle worker running, jobs due at random times over a
+//!   few seconds (the first 1 s after they are all added); each carries its due time, the
+//!   handler records how late it started.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -42,6 +45,12 @@ pub(crate) struct BenchArgs {
     /// Seconds of the pickup-latency phase.
     #[arg(long, default_value_t = 5.0)]
     latency_secs: f64,
+    /// Delayed jobs in the lateness phase (0 skips it).
+    #[arg(long, default_value_t = 2000)]
+    delayed_jobs: usize,
+    /// Seconds over which the delayed jobs fall due.
+    #[arg(long, default_value_t = 5.0)]
+    delayed_secs: f64,
     /// Runtime threads for the producer and worker (0: one per core).
     #[arg(long, default_value_t = 1)]
     pub(crate) threads: usize,
@@ -78,6 +87,11 @@ struct Report {
     pickup_p99_ms: f64,
     pickup_max_ms: f64,
     latency_rate: u32,
+    delayed_jobs: usize,
+    late_p50_ms: f64,
+    late_p99_ms: f64,
+    late_max_ms: f64,
+    late_min_ms: f64,
     threads: usize,
 }
 
@@ -116,21 +130,27 @@ pub(crate) async fn run(
         .unwrap_or(0);
     let queue = QueueName::new(format!("bench-{stamp}"))?;
     let lat_queue = QueueName::new(format!("bench-lat-{stamp}"))?;
-    let result = measure(&store, &queue, &lat_queue, &args).await;
-    store.delete_queue(&queue).await?;
-    store.delete_queue(&lat_queue).await?;
+    let late_queue = QueueName::new(format!("bench-late-{stamp}"))?;
+    let result = measure(&store, &queue, &lat_queue, &late_queue, &args).await;
+    for q in [&queue, &lat_queue, &late_queue] {
+        store.delete_queue(q).await?;
+    }
     let report = result?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "enqueue {} jobs/s, process {} jobs/s, {} bytes per queued job, pickup p50 {} ms p99 {} ms max {} ms",
+            "enqueue {} jobs/s, process {} jobs/s, {} bytes per queued job, pickup p50 {} ms p99 {} ms max {} ms, \
+             delayed jobs late p50 {} ms p99 {} ms max {} ms",
             report.enqueue_per_s,
             report.process_per_s,
             report.bytes_per_queued_job,
             report.pickup_p50_ms,
             report.pickup_p99_ms,
-            report.pickup_max_ms
+            report.pickup_max_ms,
+            report.late_p50_ms,
+            report.late_p99_ms,
+            report.late_max_ms
         );
     }
     Ok(())
@@ -140,6 +160,7 @@ async fn measure(
     store: &AnyStore,
     queue: &QueueName,
     lat_queue: &QueueName,
+    late_queue: &QueueName,
     args: &BenchArgs,
 ) -> Result<Report, Box<dyn std::error::Error>> {
     let client = Client::new(store.shared());
@@ -185,6 +206,11 @@ async fn measure(
     } else {
         (0.0, 0.0, 0.0)
     };
+    let late = if args.delayed_jobs > 0 {
+        lateness(store, late_queue, args).await?
+    } else {
+        vec![0.0]
+    };
     let round = |x: f64| (x * 100.0).round() / 100.0;
     Ok(Report {
         system: "taskyard",
@@ -198,6 +224,11 @@ async fn measure(
         pickup_p99_ms: round(p99),
         pickup_max_ms: round(max),
         latency_rate: args.latency_rate,
+        delayed_jobs: args.delayed_jobs,
+        late_p50_ms: round(percentile(&late, 0.5)),
+        late_p99_ms: round(percentile(&late, 0.99)),
+        late_max_ms: round(late[late.len() - 1]),
+        late_min_ms: round(late[0]),
         threads: args.threads,
     })
 }
@@ -261,6 +292,78 @@ async fn pickup(
         return Err("no latency samples".into());
     }
     s.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| s[((p * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1];
-    Ok((pct(0.5), pct(0.99), s[s.len() - 1]))
+    Ok((percentile(&s, 0.5), percentile(&s, 0.99), s[s.len() - 1]))
+}
+
+/// The `p` quantile of sorted samples (nearest rank).
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// Delayed-job lateness: with an idle worker running, jobs due at random times over
+/// `delayed_secs`, all added before the first falls due; each handler records how late
+/// it started. Returns the samples, sorted.
+async fn lateness(
+    store: &AnyStore,
+    queue: &QueueName,
+    args: &BenchArgs,
+) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
+    use rand::Rng;
+    #[derive(serde::Deserialize)]
+    struct Due {
+        due: u64,
+    }
+    /// No job falls due before all of them are added.
+    const LEAD_MS: u64 = 1000;
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let s2 = samples.clone();
+    let worker = Worker::builder(store.shared())
+        .queue(queue.as_str())
+        .concurrency(args.concurrency)
+        .handle_raw("noop", move |_ctx, payload| {
+            let now = unix_ms_f64();
+            let res = serde_json::from_slice::<Due>(&payload)
+                .map(|p| {
+                    s2.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(now - p.due as f64)
+                })
+                .map_err(JobError::permanent);
+            async move { res }
+        })
+        .build()?;
+    let running = worker.spawn();
+    let client = Client::new(store.shared());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start = unix_ms_f64() as u64;
+    let spread_ms = (args.delayed_secs * 1000.0) as u64;
+    let mut rng = rand::rng();
+    let jobs = (0..args.delayed_jobs)
+        .map(|n| {
+            let due = start + LEAD_MS + rng.random_range(0..spread_ms.max(1));
+            let opts = EnqueueOptions::default().run_at(UNIX_EPOCH + Duration::from_millis(due));
+            let s = "x".repeat(100);
+            let payload = format!(r#"{{"n":{n},"s":"{s}","due":{due}}}"#).into_bytes();
+            NewJob::new("noop", payload, &opts, RetryPolicy::default())
+        })
+        .collect::<taskyard::Result<Vec<_>>>()?;
+    for batch in jobs.chunks(args.batch) {
+        client.enqueue_raw(queue, batch.to_vec()).await?;
+    }
+    if unix_ms_f64() as u64 > start + LEAD_MS {
+        eprintln!("warning: adding the delayed jobs took longer than the lead time");
+    }
+    let deadline = Instant::now() + Duration::from_millis(LEAD_MS + spread_ms + 30_000);
+    while samples.lock().unwrap_or_else(|e| e.into_inner()).len() < args.delayed_jobs
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.shutdown().await?;
+    let mut s = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if s.len() < args.delayed_jobs {
+        return Err(format!("only {} of {} delayed jobs ran", s.len(), args.delayed_jobs).into());
+    }
+    s.sort_by(|a, b| a.total_cmp(b));
+    Ok(s)
 }
