@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # taskyard (on Redis and on the embedded store) and BullMQ on the same fresh redis-server,
-# round after round (docs/benchmarks.md).
+# round after round (docs/benchmarks.md). taskyard's bench ends with its delayed-job
+# lateness phase (2,000 jobs over 5 s), the workload of the harness's delayed mode.
 #   bench/side-by-side.sh [rounds] [port]
 # Needs: a release build (cargo build --release -p taskyard-cli), redis-server, and Node
 # with npm for bench/peers/bullmq/run (it installs the pinned bullmq once, outside the repo).
@@ -26,4 +27,5 @@ for _ in $(seq "$rounds"); do
   # The BullMQ harness empties the Redis itself (FLUSHALL) before each measurement.
   "$bullmq" "$port" 100000 100
   "$bullmq" latency "$port" 1000 10
+  "$bullmq" delayed "$port" 2000 5
 done
