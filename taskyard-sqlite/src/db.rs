@@ -149,9 +149,11 @@ pub(crate) fn patiently<T>(
 /// An SQLite error as a store error.
 pub(crate) fn db(e: rusqlite::Error) -> Error {
     if e.sqlite_error_code() == Some(ErrorCode::DiskFull) {
-        return Error::Store(
-            format!("the store is full (its size limit or the disk's): {e}").into(),
-        );
+        return Error::StoreFull {
+            reason: format!(
+                "SQLite could not grow the file or its WAL ({e}): its size cap or the disk is reached"
+            ),
+        };
     }
     Error::store(e)
 }
@@ -210,7 +212,8 @@ pub(crate) fn open_writer(path: &Path, options: &Options) -> Result<Connection> 
         let page: i64 = conn
             .pragma_query_value(None, "page_size", |r| r.get(0))
             .map_err(db)?;
-        let pages = (bytes / page as u64).clamp(1, i64::MAX as u64) as i64;
+        // `Room::new` refused caps too small to hold the schema; any u64 / page fits i64.
+        let pages = (bytes / page as u64) as i64;
         conn.pragma_update(None, "max_page_count", pages)
             .map_err(db)?;
     }

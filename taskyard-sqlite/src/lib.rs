@@ -28,6 +28,7 @@
 mod db;
 mod ops;
 mod read;
+mod room;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -46,6 +47,9 @@ use crate::writer::Writer;
 
 /// The file every command and [`SqliteStore::open_default`] use when no store is named.
 pub const DEFAULT_PATH: &str = "taskyard.db";
+
+/// [`Options::reserve`] by default.
+pub const DEFAULT_RESERVE: u64 = 8 * 1024 * 1024;
 
 /// Where the store's time comes from: lease deadlines, due times, and when jobs finished.
 pub trait Clock: Send + Sync + 'static {
@@ -108,9 +112,15 @@ pub struct Options {
     pub synchronous: Synchronous,
     /// Where time comes from; default the system clock.
     pub clock: Arc<dyn Clock>,
-    /// A cap on the file's size in bytes (rounded down to whole pages); past it, changes
-    /// that need more room fail with a clear error and write nothing. Default: none.
+    /// A cap on the file's size in bytes (rounded down to whole pages). Enqueues stop at
+    /// `max_size - reserve` with [`Error::StoreFull`] and write nothing; every other
+    /// change may use the whole cap. Must be at least `reserve` + 256 KiB. Default: none.
     pub max_size: Option<u64>,
+    /// Room kept for everything but enqueues (claims, finishes, releases, heartbeats,
+    /// maintenance), so a full store still drains: enqueues are refused once the file's
+    /// data would pass `max_size - reserve`, or once the disk has less than `reserve`
+    /// bytes free. Default: 8 MiB (two WAL checkpoints' worth, see docs/embedded.md).
+    pub reserve: u64,
     /// How long a call waits out another process holding the file's write lock before it
     /// fails with an error saying so. Default: 60 s.
     pub locked_for: Duration,
@@ -125,6 +135,7 @@ impl Default for Options {
             synchronous: Synchronous::Full,
             clock: Arc::new(SystemClock),
             max_size: None,
+            reserve: DEFAULT_RESERVE,
             locked_for: db::LOCKED_FOR,
             poll: Duration::from_millis(50),
         }
@@ -162,6 +173,8 @@ struct Inner {
     poll: Duration,
     /// How long a reader waits out other processes' locks.
     locked_for: Duration,
+    /// Where enqueues stop.
+    room: Arc<room::Room>,
 }
 
 impl SqliteStore {
@@ -184,6 +197,7 @@ impl SqliteStore {
             ));
         }
         let path = path.as_ref().to_path_buf();
+        let room = Arc::new(room::Room::new(&path, options.reserve, options.max_size)?);
         let notify = Arc::new(Notify::new());
         let writer = Writer::start(path.clone(), options.clone(), notify.clone()).await?;
         Ok(SqliteStore {
@@ -195,6 +209,7 @@ impl SqliteStore {
                 notify,
                 poll: options.poll,
                 locked_for: options.locked_for,
+                room,
             }),
         })
     }
@@ -329,9 +344,15 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let queue = queue.clone();
+        let room = self.inner.room.clone();
         self.inner
             .writer
-            .call(move |tx| ops::enqueue(tx, &queue, &jobs))
+            .call(move |tx| {
+                let before = room::Pages::read(tx.conn)?;
+                let ids = ops::enqueue(tx, &queue, &jobs)?;
+                room.check_enqueue(tx.conn, before)?;
+                Ok(ids)
+            })
             .await
     }
 

@@ -344,6 +344,7 @@ async fn a_full_store_refuses_cleanly_and_keeps_every_acknowledged_job() {
     let dir = TempDir::new();
     let options = Options {
         max_size: Some(2 * 1024 * 1024),
+        reserve: 256 * 1024,
         ..Options::default()
     };
     let store = SqliteStore::open_with(dir.path().join("taskyard.db"), options)
