@@ -29,6 +29,7 @@ mod db;
 mod ops;
 mod read;
 mod room;
+mod url;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -43,6 +44,7 @@ use taskyard_core::{
 };
 use tokio::sync::Notify;
 
+pub use crate::url::parse_url;
 use crate::writer::Writer;
 
 /// The file every command and [`SqliteStore::open_default`] use when no store is named.
@@ -163,7 +165,8 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
-    writer: Writer,
+    /// `None` for a store opened read-only: it has no write connection at all.
+    writer: Option<Writer>,
     /// Reader connections not in use.
     readers: Mutex<Vec<Connection>>,
     clock: Arc<dyn Clock>,
@@ -175,6 +178,19 @@ struct Inner {
     locked_for: Duration,
     /// Where enqueues stop.
     room: Arc<room::Room>,
+}
+
+impl Drop for Inner {
+    /// Closes the readers first, then the writer (its drop waits for its thread), so the
+    /// writer's connection is the last one of this process: if no other process uses the
+    /// file, SQLite checkpoints the WAL into it and removes the `-wal` and `-shm` files,
+    /// leaving one file behind.
+    fn drop(&mut self) {
+        self.readers
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
 }
 
 impl SqliteStore {
@@ -203,7 +219,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
-                writer,
+                writer: Some(writer),
                 readers: Mutex::new(Vec::new()),
                 clock: options.clock,
                 notify,
@@ -214,26 +230,64 @@ impl SqliteStore {
         })
     }
 
-    /// Opens the store a `--store` value names: a file path, optionally with
-    /// `?synchronous=normal` (or `full`, the default).
+    /// Opens the store a `--store` value names: a path or a `file:` URL, with options
+    /// after `?` (see [`parse_url`]).
     pub async fn open_url(url: &str) -> Result<Self> {
-        let (path, query) = url.split_once('?').unwrap_or((url, ""));
-        let mut options = Options::default();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            options.synchronous = match pair.to_ascii_lowercase().as_str() {
-                "synchronous=full" => Synchronous::Full,
-                "synchronous=normal" => Synchronous::Normal,
-                _ => {
-                    return Err(Error::InvalidOption(format!(
-                        "unknown store option {pair:?}: the file store takes synchronous=full or synchronous=normal"
-                    )));
-                }
-            };
-        }
-        if path.is_empty() {
-            return Err(Error::InvalidOption("the store file path is empty".into()));
-        }
+        let (path, options) = parse_url(url)?;
         Self::open_with(path, options).await
+    }
+
+    /// Opens an existing store to read it only: the file is opened read-only, nothing is
+    /// created or changed beside it, and a file of release 0.1 is read as it is (the
+    /// first process that opens it to write upgrades it). Every change (enqueue, claim,
+    /// pause, ...) fails with [`Error::InvalidOption`]. A missing or empty file is
+    /// refused: `no taskyard store at PATH`.
+    pub async fn open_read_only(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if !path.is_file() {
+            return Err(Error::InvalidOption(format!(
+                "no taskyard store at {}: nothing has been enqueued there yet",
+                path.display()
+            )));
+        }
+        let options = Options::default();
+        let store = SqliteStore {
+            inner: Arc::new(Inner {
+                room: Arc::new(room::Room::new(&path, options.reserve, None)?),
+                path,
+                writer: None,
+                readers: Mutex::new(Vec::new()),
+                clock: options.clock,
+                notify: Arc::new(Notify::new()),
+                poll: options.poll,
+                locked_for: options.locked_for,
+            }),
+        };
+        // Refuses a foreign file or one of a newer release before any command reads it.
+        store.read(|_| Ok(())).await?;
+        Ok(store)
+    }
+
+    /// [`SqliteStore::open_read_only`] on the file a `--store` value names.
+    pub async fn open_url_read_only(url: &str) -> Result<Self> {
+        let (path, _) = parse_url(url)?;
+        Self::open_read_only(path).await
+    }
+
+    /// Whether this store was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.inner.writer.is_none()
+    }
+
+    /// The writer, or the error of a change asked of a read-only store.
+    fn writer(&self) -> Result<&Writer> {
+        self.inner.writer.as_ref().ok_or_else(|| {
+            Error::InvalidOption(format!(
+                "the store {} was opened read-only, for a command that only looks: \
+                 open it with SqliteStore::open to change it",
+                self.inner.path.display()
+            ))
+        })
     }
 
     /// The file this store is in.
@@ -243,8 +297,7 @@ impl SqliteStore {
 
     /// The settings the writer's connection runs with, read back from SQLite.
     pub async fn pragmas(&self) -> Result<Pragmas> {
-        self.inner
-            .writer
+        self.writer()?
             .call(|tx| {
                 let text = |name: &str| {
                     tx.conn
@@ -269,14 +322,13 @@ impl SqliteStore {
     /// Transactions the writer has committed since the store was opened: each is one
     /// group of operations (and, with `synchronous=FULL`, one fsync of the WAL).
     pub fn commits(&self) -> u64 {
-        self.inner.writer.commits()
+        self.inner.writer.as_ref().map_or(0, Writer::commits)
     }
 
     /// Bytes of the file in use by data (pages not on the free list), to measure
     /// footprints.
     pub async fn used_bytes(&self) -> Result<u64> {
-        self.inner
-            .writer
+        self.writer()?
             .call(|tx| {
                 let int = |name: &str| {
                     tx.conn
@@ -292,8 +344,7 @@ impl SqliteStore {
     /// benchmarks; there is no undo, and no other process may be using the queue.
     pub async fn delete_queue(&self, queue: &QueueName) -> Result<()> {
         let queue = queue.clone();
-        self.inner
-            .writer
+        self.writer()?
             .call(move |tx| ops::delete_queue(tx, &queue))
             .await
     }
@@ -306,6 +357,9 @@ impl SqliteStore {
     {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
+            if inner.writer.is_none() {
+                return read_only(&inner, &f);
+            }
             let pooled = inner
                 .readers
                 .lock()
@@ -337,6 +391,38 @@ impl SqliteStore {
     }
 }
 
+/// One read of a read-only store, on a connection of its own (see `db::open_read_only`).
+/// A read of the immutable file is used only if the file did not change while it ran (a
+/// process that opened the file meanwhile); otherwise it is read again, through that
+/// process's WAL.
+fn read_only<T>(inner: &Inner, f: &dyn Fn(&Connection) -> Result<T>) -> Result<T> {
+    for _ in 0..5 {
+        let (conn, stamp) = db::open_read_only(&inner.path, inner.locked_for)?;
+        let out = db::patiently(inner.locked_for, || {
+            match db::check_readable(&inner.path, &conn).and_then(|()| f(&conn)) {
+                Err(Error::Store(e)) => match e.downcast::<rusqlite::Error>() {
+                    Ok(e) => Err(*e),
+                    Err(e) => Ok(Err(Error::Store(e))),
+                },
+                other => Ok(other),
+            }
+        });
+        drop(conn);
+        match stamp {
+            Some(before) if db::Stamp::of(&inner.path)? != before => continue,
+            _ => return out?,
+        }
+    }
+    Err(Error::Store(
+        format!(
+            "the store file {} kept changing while it was read without a WAL \
+             (is another program writing to it?)",
+            inner.path.display()
+        )
+        .into(),
+    ))
+}
+
 #[taskyard_core::async_trait]
 impl Store for SqliteStore {
     async fn enqueue(&self, queue: &QueueName, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
@@ -345,8 +431,7 @@ impl Store for SqliteStore {
         }
         let queue = queue.clone();
         let room = self.inner.room.clone();
-        self.inner
-            .writer
+        self.writer()?
             .call(move |tx| {
                 let before = room::Pages::read(tx.conn)?;
                 let ids = ops::enqueue(tx, &queue, &jobs)?;
@@ -367,8 +452,7 @@ impl Store for SqliteStore {
         let queue = queue.clone();
         let lease_ms = lease.as_millis() as u64;
         let (jobs, next_due) = self
-            .inner
-            .writer
+            .writer()?
             .call(move |tx| ops::claim(tx, &queue, max, lease_ms, &token))
             .await?;
         Ok(Claim {
@@ -408,8 +492,7 @@ impl Store for SqliteStore {
     async fn heartbeat(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>> {
         let tokens: Vec<LeaseToken> = leases.iter().map(|l| l.token.clone()).collect();
         let lease_ms = lease.as_millis() as u64;
-        self.inner
-            .writer
+        self.writer()?
             .call(move |tx| {
                 let names: Vec<&str> = tokens.iter().map(|t| &**t).collect();
                 ops::heartbeat(tx, &names, lease_ms)
@@ -419,24 +502,21 @@ impl Store for SqliteStore {
 
     async fn finish(&self, outcomes: &[(Lease, Outcome)]) -> Result<Vec<bool>> {
         let outcomes = outcomes.to_vec();
-        self.inner
-            .writer
+        self.writer()?
             .call(move |tx| ops::finish(tx, &outcomes))
             .await
     }
 
     async fn release(&self, leases: &[Lease]) -> Result<Vec<bool>> {
         let leases = leases.to_vec();
-        self.inner
-            .writer
+        self.writer()?
             .call(move |tx| ops::release(tx, &leases))
             .await
     }
 
     async fn maintain(&self, queue: &QueueName) -> Result<Maintenance> {
         let queue = queue.clone();
-        self.inner
-            .writer
+        self.writer()?
             .call(move |tx| ops::maintain(tx, &queue))
             .await
     }
@@ -492,8 +572,7 @@ impl Store for SqliteStore {
 
     async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<()> {
         let queue = queue.clone();
-        self.inner
-            .writer
+        self.writer()?
             .call(move |tx| ops::set_paused(tx, &queue, paused))
             .await
     }
@@ -505,8 +584,7 @@ impl Store for SqliteStore {
 
     async fn configure(&self, queue: &QueueName, config: &QueueConfig) -> Result<()> {
         let (queue, config) = (queue.clone(), *config);
-        self.inner
-            .writer
+        self.writer()?
             .call(move |tx| ops::configure(tx, &queue, &config))
             .await
     }
@@ -524,8 +602,7 @@ impl SqliteStore {
     ) -> Result<Step> {
         let (queue, filter) = (queue.clone(), filter.clone());
         let after = read::Position::parse(after)?;
-        self.inner
-            .writer
+        self.writer()?
             .call(move |tx| ops::dead_step(tx, &queue, &filter, after, redrive))
             .await
     }

@@ -161,6 +161,23 @@ pub(crate) struct Writer {
     ops: mpsc::Sender<Box<dyn Op>>,
     /// Transactions committed so far.
     commits: Arc<AtomicU64>,
+    /// The writer thread, joined on drop: its connection is closed (and the WAL
+    /// checkpointed, when it is the file's last) before the store's drop returns, so a
+    /// process that exits right after still leaves one file.
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // The thread ends when its channel has no sender left.
+        let (orphan, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.ops, orphan));
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the store's writer thread panicked");
+        }
+    }
 }
 
 /// What the writer thread works with besides its connection.
@@ -184,7 +201,7 @@ impl Writer {
         let (ready_tx, ready_rx) = oneshot::channel();
         let commits = Arc::new(AtomicU64::new(0));
         let counted = commits.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("taskyard-sqlite-writer".into())
             .spawn(move || match db::open_writer(&path, &options) {
                 Ok(conn) => {
@@ -199,7 +216,11 @@ impl Writer {
         ready_rx
             .await
             .map_err(|_| Error::Store("the writer thread died while opening".into()))??;
-        Ok(Writer { ops, commits })
+        Ok(Writer {
+            ops,
+            commits,
+            thread: Some(thread),
+        })
     }
 
     /// Transactions committed so far (each one a group of operations).
