@@ -391,6 +391,41 @@ impl SqliteStore {
     }
 }
 
+/// The largest number the file keeps: SQLite's integers are 64-bit signed.
+const MAX_SETTING: u64 = i64::MAX as u64;
+
+/// Refuses queue settings the file cannot hold, rather than store them cut down.
+fn check_config(config: &QueueConfig) -> Result<()> {
+    for (name, value) in [
+        ("max_len", config.max_len),
+        ("dead_max", config.dead_max),
+        ("dead_max_age_ms", config.dead_max_age_ms),
+        ("completed_max", config.completed_max),
+        ("completed_max_age_ms", config.completed_max_age_ms),
+    ] {
+        if value > MAX_SETTING {
+            return Err(Error::InvalidOption(format!(
+                "queue setting {name} = {value} is out of range: the file store keeps 0 to \
+                 {MAX_SETTING}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A lease in milliseconds, or the error of one the file cannot hold.
+fn lease_ms(lease: Duration) -> Result<u64> {
+    u64::try_from(lease.as_millis())
+        .ok()
+        .filter(|ms| *ms <= MAX_SETTING)
+        .ok_or_else(|| {
+            Error::InvalidOption(format!(
+                "lease {lease:?} is out of range: the file store keeps leases of 0 to \
+                 {MAX_SETTING} ms"
+            ))
+        })
+}
+
 /// One read of a read-only store, on a connection of its own (see `db::open_read_only`).
 /// A read of the immutable file is used only if the file did not change while it ran (a
 /// process that opened the file meanwhile); otherwise it is read again, through that
@@ -450,7 +485,7 @@ impl Store for SqliteStore {
     ) -> Result<Claim> {
         let token = token.clone();
         let queue = queue.clone();
-        let lease_ms = lease.as_millis() as u64;
+        let lease_ms = lease_ms(lease)?;
         let (jobs, next_due) = self
             .writer()?
             .call(move |tx| ops::claim(tx, &queue, max, lease_ms, &token))
@@ -491,7 +526,7 @@ impl Store for SqliteStore {
 
     async fn heartbeat(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>> {
         let tokens: Vec<LeaseToken> = leases.iter().map(|l| l.token.clone()).collect();
-        let lease_ms = lease.as_millis() as u64;
+        let lease_ms = lease_ms(lease)?;
         self.writer()?
             .call(move |tx| {
                 let names: Vec<&str> = tokens.iter().map(|t| &**t).collect();
@@ -583,6 +618,7 @@ impl Store for SqliteStore {
     }
 
     async fn configure(&self, queue: &QueueName, config: &QueueConfig) -> Result<()> {
+        check_config(config)?;
         let (queue, config) = (queue.clone(), *config);
         self.writer()?
             .call(move |tx| ops::configure(tx, &queue, &config))
