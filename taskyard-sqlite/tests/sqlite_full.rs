@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use taskyard_conformance::TempDir;
 use taskyard_core::{
-    Cursor, EnqueueOptions, Error, JobError, JobId, JobState, NewJob, QueueName, RetryPolicy,
-    Store, Worker,
+    Cursor, DeadFilter, EnqueueOptions, Error, JobError, JobId, JobState, Lease, LeaseToken,
+    NewJob, Outcome, QueueName, RetryPolicy, Store, Worker,
 };
 use taskyard_sqlite::{Options, SqliteStore};
 
@@ -57,8 +57,10 @@ async fn fill(store: &SqliteStore, q: &QueueName) -> (Vec<JobId>, String) {
     }
 }
 
-/// The operations a drain needs work on the full store: reads, pause and resume.
-async fn reads_and_admin_work(store: &SqliteStore, q: &QueueName, acked: usize) {
+/// Every change but an enqueue works on the full store, and every read: claim, heartbeat,
+/// release, a failure to dead, redrive, maintenance, pause and resume, stats and listing.
+/// Leaves the acknowledged jobs ready, as they were.
+async fn everything_but_enqueue_works(store: &SqliteStore, q: &QueueName, acked: usize) {
     let stats = store.stats(q).await.expect("stats on a full store");
     assert_eq!(
         stats.ready, acked as u64,
@@ -72,6 +74,50 @@ async fn reads_and_admin_work(store: &SqliteStore, q: &QueueName, acked: usize) 
     store.set_paused(q, true).await.expect("pause when full");
     assert!(store.stats(q).await.unwrap().paused);
     store.set_paused(q, false).await.expect("resume when full");
+
+    let token = LeaseToken::mint("full-test").unwrap();
+    let claim = store
+        .claim(q, 2, Duration::from_secs(30), &token)
+        .await
+        .expect("claim when full");
+    assert_eq!(claim.jobs.len(), 2);
+    let leases: Vec<Lease> = claim.jobs.iter().map(|j| j.lease.clone()).collect();
+    assert_eq!(
+        store
+            .heartbeat(&leases, Duration::from_secs(30))
+            .await
+            .expect("heartbeat when full"),
+        [true, true]
+    );
+    assert_eq!(
+        store
+            .release(&leases[..1])
+            .await
+            .expect("release when full"),
+        [true]
+    );
+    let dead = Outcome::Dead {
+        error: "sent to dead while the store was full".into(),
+    };
+    assert_eq!(
+        store
+            .finish(&[(leases[1].clone(), dead)])
+            .await
+            .expect("a failure to dead when full"),
+        [true]
+    );
+    assert_eq!(store.stats(q).await.unwrap().dead, 1);
+    store
+        .redrive(q, &DeadFilter::All, &Cursor::start())
+        .await
+        .expect("redrive when full");
+    store.maintain(q).await.expect("maintenance when full");
+    let stats = store.stats(q).await.unwrap();
+    assert_eq!(
+        (stats.ready, stats.running, stats.dead),
+        (acked as u64, 0, 0),
+        "the claimed jobs are back: {stats:?}"
+    );
 }
 
 /// Runs a real worker on `store` whose handler fails each job's first attempt and
@@ -185,7 +231,7 @@ async fn a_store_filled_to_its_cap_drains_with_a_worker_and_takes_jobs_again() {
     );
     drop(hard);
 
-    reads_and_admin_work(&store, &q, acked.len()).await;
+    everything_but_enqueue_works(&store, &q, acked.len()).await;
     drain(&store, &q, &acked).await;
     store
         .enqueue(&q, vec![job(1)])
@@ -244,7 +290,7 @@ async fn a_full_small_file_system_drains_with_a_worker_when_it_may_be_mounted() 
         free < taskyard_sqlite::DEFAULT_RESERVE + 1024 * 1024,
         "the disk was filled down to about the reserve: {free} bytes free"
     );
-    reads_and_admin_work(&store, &q, acked.len()).await;
+    everything_but_enqueue_works(&store, &q, acked.len()).await;
     drain(&store, &q, &acked).await;
     store
         .enqueue(&q, vec![job(1)])
