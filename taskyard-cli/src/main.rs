@@ -24,8 +24,8 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "taskyard", version, about)]
 struct Cli {
     /// The store: a file path or file: URL (default ./taskyard.db; add
-    /// ?synchronous=normal for faster, less durable commits), or
-    /// redis://[user:pass@]host[:port][/db], rediss://… for TLS.
+    /// ?synchronous=normal for faster, less durable commits, max_size=BYTES to cap the
+    /// file), or redis://[user:pass@]host[:port][/db], rediss://… for TLS.
     #[arg(long, env = "TASKYARD_STORE", global = true)]
     store: Option<String>,
 

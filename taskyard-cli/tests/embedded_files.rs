@@ -271,3 +271,45 @@ fn a_0_1_store_is_read_as_it_is() {
     assert!(taskyard(&path, &["queue", "pause", "default"]).ok);
     assert!(files(dir.path()) != before);
 }
+
+/// A store full to its cap (set in the URL) refuses `enqueue` in one line with a failure
+/// exit and writes nothing; the commands that look and pause still work. A cap too small
+/// for the reserve is refused, not clamped.
+#[test]
+fn a_full_store_refuses_enqueue_in_one_line_and_other_commands_go_on() {
+    let dir = TempDir::new();
+    let path = dir.path().join("taskyard.db");
+    let capped = format!("{}?max_size=393216&reserve=65536", path.display());
+    let payload = format!(r#"{{"s":"{}"}}"#, "x".repeat(4000));
+    let mut acked = 0;
+    let refusal = loop {
+        let run = taskyard(&capped, &["enqueue", "big", &payload]);
+        if !run.ok {
+            break run.stderr;
+        }
+        acked += 1;
+        assert!(acked < 200, "the cap never stopped enqueues");
+    };
+    assert!(
+        refusal.starts_with("error: store is full:") && refusal.trim().lines().count() == 1,
+        "{refusal}"
+    );
+    assert!(acked > 20, "the file held jobs first: {acked}");
+    assert_eq!(ready(&capped), acked, "the refused enqueue wrote nothing");
+    assert!(taskyard(&capped, &["queue", "pause", "default"]).ok);
+    assert!(taskyard(&capped, &["queue", "resume", "default"]).ok);
+    assert!(taskyard(&capped, &["jobs", "list", "--state", "ready"]).ok);
+    assert_eq!(names(dir.path()), ["taskyard.db"]);
+
+    let too_small = taskyard(
+        &format!("{}?max_size=65536", path.display()),
+        &["enqueue", "big", "{}"],
+    );
+    assert!(!too_small.ok);
+    assert!(
+        too_small.stderr.contains("max_size 65536") && too_small.stderr.trim().lines().count() == 1,
+        "{}",
+        too_small.stderr
+    );
+    assert_eq!(ready(&path.display().to_string()), acked);
+}

@@ -15,7 +15,8 @@ use crate::{Options, Synchronous};
 /// - a `file:` URL (RFC 8089, as SQLite reads them): `file:jobs.db` (relative),
 ///   `file:/var/lib/jobs.db`, `file:///var/lib/jobs.db`, `file://localhost/var/…`;
 ///   `%XX` escapes are decoded (`file:my%20jobs.db`), and another host is refused;
-/// - either with options after `?`: `synchronous=full` (the default) or `normal`.
+/// - either with options after `?`: `synchronous=full` (the default) or `normal`;
+///   `max_size=BYTES` and `reserve=BYTES` ([`Options::max_size`], [`Options::reserve`]).
 ///
 /// Anything else after `?` (a misspelt option, SQLite's own `mode=ro`) is refused, so an
 /// option is never silently dropped.
@@ -60,16 +61,27 @@ pub fn parse_url(url: &str) -> Result<(PathBuf, Options)> {
     }
     let mut options = Options::default();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
-        options.synchronous = match pair.to_ascii_lowercase().as_str() {
-            "synchronous=full" => Synchronous::Full,
-            "synchronous=normal" => Synchronous::Normal,
+        let lower = pair.to_ascii_lowercase();
+        let (name, value) = lower.split_once('=').unwrap_or((&lower, ""));
+        let bytes = || {
+            value.parse::<u64>().map_err(|_| {
+                Error::InvalidOption(format!(
+                    "invalid store option {pair:?}: {name} is a whole number of bytes"
+                ))
+            })
+        };
+        match (name, value) {
+            ("synchronous", "full") => options.synchronous = Synchronous::Full,
+            ("synchronous", "normal") => options.synchronous = Synchronous::Normal,
+            ("max_size", _) => options.max_size = Some(bytes()?),
+            ("reserve", _) => options.reserve = bytes()?,
             _ => {
                 return Err(Error::InvalidOption(format!(
                     "unknown store option {pair:?}: the file store takes synchronous=full or \
-                     synchronous=normal"
+                     synchronous=normal, max_size=BYTES and reserve=BYTES"
                 )));
             }
-        };
+        }
     }
     Ok((PathBuf::from(path), options))
 }
@@ -117,6 +129,8 @@ mod tests {
             (p, o.synchronous),
             (PathBuf::from("x.db"), Synchronous::Normal)
         );
+        let (_, o) = parse_url("file:x.db?max_size=1000000000&reserve=1048576").unwrap();
+        assert_eq!((o.max_size, o.reserve), (Some(1_000_000_000), 1_048_576));
     }
 
     #[test]
@@ -129,6 +143,9 @@ mod tests {
             "x.db?mode=ro",
             "file:x.db?synchronus=normal",
             "file:%ff.db",
+            "x.db?max_size=1GB",
+            "x.db?reserve=-1",
+            "x.db?synchronous",
         ] {
             assert!(
                 matches!(parse_url(bad), Err(Error::InvalidOption(_))),
