@@ -14,6 +14,12 @@
 //!   loss may be lost (the file stays consistent).
 //! - **Time** comes from one [`Clock`] per store: the system clock, or a
 //!   [`ManualClock`] in tests.
+//! - **Full, it still drains.** Enqueues stop with [`Error::StoreFull`] short of the
+//!   size cap or a full disk, keeping [`Options::reserve`] for claims, finishes and
+//!   maintenance (`room.rs`, docs/embedded.md).
+//! - **Looking changes nothing.** [`SqliteStore::open_read_only`] reads a file without
+//!   creating or changing any; dropping the last handle of a store closes its connections
+//!   and, if no other process uses the file, leaves it one file (WAL checkpointed).
 //! - **Bounded file.** Finished jobs are deleted (or kept as retention says), and
 //!   maintenance gives free pages back to the file system once a drained backlog leaves
 //!   many (incremental vacuum); the WAL is truncated after checkpoints.
