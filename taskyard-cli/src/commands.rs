@@ -136,6 +136,28 @@ pub(crate) enum QueueCommand {
     },
 }
 
+impl DeadCommand {
+    /// Whether the command only looks, so the store is opened read-only.
+    pub(crate) fn only_reads(&self) -> bool {
+        matches!(self, DeadCommand::List { .. })
+    }
+}
+
+impl QueueCommand {
+    /// Whether the command only looks (`queue config` without a setting to change).
+    pub(crate) fn only_reads(&self) -> bool {
+        matches!(
+            self,
+            QueueCommand::Config {
+                max_len: None,
+                dead_max: None,
+                completed_max: None,
+                ..
+            }
+        )
+    }
+}
+
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s)
         .map_err(|e| format!("invalid duration {s:?} ({e}): use 500ms, 30s, 5m, 2h or 1h 30m"))

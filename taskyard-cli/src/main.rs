@@ -23,8 +23,9 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "taskyard", version, about)]
 struct Cli {
-    /// The store: a file path (default ./taskyard.db; add ?synchronous=normal for faster,
-    /// less durable commits), or redis://[user:pass@]host[:port][/db], rediss://… for TLS.
+    /// The store: a file path or file: URL (default ./taskyard.db; add
+    /// ?synchronous=normal for faster, less durable commits, max_size=BYTES to cap the
+    /// file), or redis://[user:pass@]host[:port][/db], rediss://… for TLS.
     #[arg(long, env = "TASKYARD_STORE", global = true)]
     store: Option<String>,
 
@@ -105,13 +106,19 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let url = cli.store;
-    use open::Create::{No, Yes};
+    use open::Create::{No, ReadOnly, Yes};
     match cli.command {
         Command::Enqueue(args) => commands::enqueue(open::client(url, Yes).await?, args).await,
-        Command::Stats(args) => commands::stats(open::client(url, No).await?, args).await,
-        Command::Jobs(cmd) => commands::jobs(open::client(url, No).await?, cmd).await,
-        Command::Dead(cmd) => commands::dead(open::client(url, No).await?, cmd).await,
-        Command::Queue(cmd) => commands::queue(open::client(url, Yes).await?, cmd).await,
+        Command::Stats(args) => commands::stats(open::client(url, ReadOnly).await?, args).await,
+        Command::Jobs(cmd) => commands::jobs(open::client(url, ReadOnly).await?, cmd).await,
+        Command::Dead(cmd) => {
+            let access = if cmd.only_reads() { ReadOnly } else { No };
+            commands::dead(open::client(url, access).await?, cmd).await
+        }
+        Command::Queue(cmd) => {
+            let access = if cmd.only_reads() { ReadOnly } else { Yes };
+            commands::queue(open::client(url, access).await?, cmd).await
+        }
         Command::Bench(args) => bench::run(url, args).await,
         Command::Demo(args) => demo::run(url, args).await,
     }

@@ -27,7 +27,10 @@ fn the_embedded_store_is_the_default() {
     let dir = TempDir::new();
     let run = |args: &[&str]| run(&dir, args);
     let (ok, _, err) = run(&["stats"]);
-    assert!(!ok && err.contains("no store at taskyard.db"), "{err}");
+    assert!(
+        !ok && err.contains("no taskyard store at taskyard.db"),
+        "{err}"
+    );
     assert!(!dir.path().join("taskyard.db").exists());
 
     let (ok, id, err) = run(&["enqueue", "mail", r#"{"to":"ada"}"#]);

@@ -74,6 +74,17 @@ pub enum Error {
         /// The policy Redis reported.
         policy: String,
     },
+    /// The store has no room for new jobs: its file reached its size cap less the reserve
+    /// kept for claims and finishes, or its disk is (nearly) full. The refused change
+    /// wrote nothing; workers still claim and finish jobs, which frees room.
+    #[error(
+        "store is full: {reason}; nothing was written. Workers still claim and finish \
+         jobs, which frees room; or free disk space, or raise the store's size cap"
+    )]
+    StoreFull {
+        /// What is full, with the figures.
+        reason: String,
+    },
     /// Something went wrong inside a worker: one of its tasks panicked, or outcomes could
     /// not be recorded before shutdown ended (those jobs run again after their leases).
     #[error("worker failed: {0}")]

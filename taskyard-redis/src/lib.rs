@@ -172,12 +172,13 @@ impl RedisStore {
     /// run, so a retry can duplicate them (at least once). Other operations are not
     /// waited for: a failover can at worst make a finished job run again.
     ///
-    /// The URL form is `?wait_replicas=N&wait_timeout_ms=T` (default 1,000 ms). A zero
-    /// timeout is raised to 1 ms (Redis would wait forever).
-    pub fn with_replica_ack(mut self, replicas: u32, timeout: Duration) -> Self {
-        let timeout = timeout.max(Duration::from_millis(1));
+    /// The URL form is `?wait_replicas=N&wait_timeout_ms=T` (default 1,000 ms). A timeout
+    /// under 1 ms is refused with [`Error::InvalidOption`]: `WAIT` counts whole
+    /// milliseconds and reads 0 as "wait forever".
+    pub fn with_replica_ack(mut self, replicas: u32, timeout: Duration) -> Result<Self> {
+        options::check_wait_timeout(timeout)?;
         self.replica_ack = (replicas > 0).then_some(ReplicaAck { replicas, timeout });
-        self
+        Ok(self)
     }
 
     /// Redis `used_memory` in bytes (from `INFO memory`), to measure footprints.

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use taskyard_core::{Error, Result};
+use taskyard_core::{Error, QueueConfig, Result};
 use url::Url;
 
 use crate::ReplicaAck;
@@ -102,9 +102,63 @@ pub(crate) fn options_of(url: &str) -> Result<(String, Options)> {
     Ok((url, options))
 }
 
+/// The largest number Redis's scripts keep exactly: they read numbers as doubles, whose
+/// whole numbers are exact up to 2^53.
+pub(crate) const MAX_EXACT: u64 = 1 << 53;
+
+/// Refuses queue settings the scripts would round (rather than keep them rounded).
+pub(crate) fn check_config(config: &QueueConfig) -> Result<()> {
+    for (name, value) in [
+        ("max_len", config.max_len),
+        ("dead_max", config.dead_max),
+        ("dead_max_age_ms", config.dead_max_age_ms),
+        ("completed_max", config.completed_max),
+        ("completed_max_age_ms", config.completed_max_age_ms),
+    ] {
+        if value > MAX_EXACT {
+            return Err(Error::InvalidOption(format!(
+                "queue setting {name} = {value} is out of range: the Redis store keeps 0 to \
+                 {MAX_EXACT} exactly"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a `WAIT` timeout Redis would read as "forever" (under 1 ms).
+pub(crate) fn check_wait_timeout(timeout: Duration) -> Result<()> {
+    if timeout.as_millis() == 0 {
+        return Err(Error::InvalidOption(format!(
+            "replica wait timeout {timeout:?} is out of range: it must be at least 1 ms \
+             (Redis reads a 0 ms WAIT as wait forever)"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_redis_would_round_or_read_as_forever_are_refused() {
+        let mut config = QueueConfig {
+            max_len: MAX_EXACT,
+            ..QueueConfig::default()
+        };
+        assert!(check_config(&config).is_ok());
+        config.dead_max_age_ms = MAX_EXACT + 1;
+        let e = check_config(&config).unwrap_err().to_string();
+        assert!(
+            e.contains("dead_max_age_ms") && e.contains(&MAX_EXACT.to_string()),
+            "{e}"
+        );
+        assert!(check_wait_timeout(Duration::from_millis(1)).is_ok());
+        for t in [Duration::ZERO, Duration::from_micros(999)] {
+            let e = check_wait_timeout(t).unwrap_err().to_string();
+            assert!(e.contains("at least 1 ms"), "{e}");
+        }
+    }
 
     fn ack(replicas: u32, timeout_ms: u64) -> Option<ReplicaAck> {
         Some(ReplicaAck {

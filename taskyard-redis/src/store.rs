@@ -376,6 +376,7 @@ impl Store for RedisStore {
     }
 
     async fn configure(&self, queue: &QueueName, config: &QueueConfig) -> Result<()> {
+        crate::options::check_config(config)?;
         self.remember(queue).await?;
         let mut args = vec![arg("set")];
         for (name, value) in [

@@ -149,9 +149,11 @@ pub(crate) fn patiently<T>(
 /// An SQLite error as a store error.
 pub(crate) fn db(e: rusqlite::Error) -> Error {
     if e.sqlite_error_code() == Some(ErrorCode::DiskFull) {
-        return Error::Store(
-            format!("the store is full (its size limit or the disk's): {e}").into(),
-        );
+        return Error::StoreFull {
+            reason: format!(
+                "SQLite could not grow the file or its WAL ({e}): its size cap or the disk is reached"
+            ),
+        };
     }
     Error::store(e)
 }
@@ -210,7 +212,8 @@ pub(crate) fn open_writer(path: &Path, options: &Options) -> Result<Connection> 
         let page: i64 = conn
             .pragma_query_value(None, "page_size", |r| r.get(0))
             .map_err(db)?;
-        let pages = (bytes / page as u64).clamp(1, i64::MAX as u64) as i64;
+        // `Room::new` refused caps too small to hold the schema; any u64 / page fits i64.
+        let pages = (bytes / page as u64) as i64;
         conn.pragma_update(None, "max_page_count", pages)
             .map_err(db)?;
     }
@@ -344,4 +347,81 @@ pub(crate) fn open_reader(path: &Path, locked_for: Duration) -> Result<Connectio
     let conn = open_file(path, locked_for)?;
     conn.pragma_update(None, "query_only", true).map_err(db)?;
     Ok(conn)
+}
+
+/// The file beside the store that holds its write-ahead log.
+fn wal_path(path: &Path) -> std::path::PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    wal.into()
+}
+
+/// What a read on an immutable connection relies on not changing while it reads: the
+/// file's size and modification time, and that it has no WAL (no process has it open).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    wal: bool,
+}
+
+impl Stamp {
+    pub(crate) fn of(path: &Path) -> Result<Stamp> {
+        let meta = std::fs::metadata(path).map_err(|e| {
+            Error::Store(format!("cannot read the store file {}: {e}", path.display()).into())
+        })?;
+        Ok(Stamp {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            wal: wal_path(path).exists(),
+        })
+    }
+}
+
+/// Opens a connection for a read-only store, one that creates no file and changes none.
+///
+/// SQLite's WAL mode needs the `-wal` and `-shm` files to read, and creates them when
+/// they are missing, even on a read-only connection, and leaves them behind. So:
+/// - no `-wal`: no process has the file open and every commit is in the file itself; it
+///   is read as an immutable file (no locks, nothing created), and the [`Stamp`] returned
+///   lets the caller check afterwards that no process started writing meanwhile;
+/// - a `-wal`: a process uses the file; its `-wal` and `-shm` are used as they are,
+///   through a connection opened read-only.
+pub(crate) fn open_read_only(
+    path: &Path,
+    locked_for: Duration,
+) -> Result<(Connection, Option<Stamp>)> {
+    let cannot = |e: rusqlite::Error| {
+        Error::Store(format!("cannot open the store file {}: {e}", path.display()).into())
+    };
+    let stamp = Stamp::of(path)?;
+    if !stamp.wal
+        && let Some(uri) = crate::url::immutable_uri(path)
+    {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(uri, flags).map_err(cannot)?;
+        return Ok((conn, Some(stamp)));
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(cannot)?;
+    conn.busy_timeout(BUSY_TIMEOUT.min(locked_for))
+        .map_err(db)?;
+    Ok((conn, None))
+}
+
+/// Checks, for a read-only store, that a file is one this release can read as it is:
+/// a taskyard store of schema 1 (release 0.1's, read without upgrading it) up to
+/// [`SCHEMA_VERSION`].
+pub(crate) fn check_readable(path: &Path, conn: &Connection) -> Result<()> {
+    let id = identify(conn).map_err(db)?;
+    check_identity(path, id)?;
+    if id.user_version == 0 {
+        return Err(Error::InvalidOption(format!(
+            "no taskyard store at {}: the file is empty (nothing has been enqueued there yet)",
+            path.display()
+        )));
+    }
+    Ok(())
 }

@@ -14,6 +14,12 @@
 //!   loss may be lost (the file stays consistent).
 //! - **Time** comes from one [`Clock`] per store: the system clock, or a
 //!   [`ManualClock`] in tests.
+//! - **Full, it still drains.** Enqueues stop with [`Error::StoreFull`] short of the
+//!   size cap or a full disk, keeping [`Options::reserve`] for claims, finishes and
+//!   maintenance (`room.rs`, docs/embedded.md).
+//! - **Looking changes nothing.** [`SqliteStore::open_read_only`] reads a file without
+//!   creating or changing any; dropping the last handle of a store closes its connections
+//!   and, if no other process uses the file, leaves it one file (WAL checkpointed).
 //! - **Bounded file.** Finished jobs are deleted (or kept as retention says), and
 //!   maintenance gives free pages back to the file system once a drained backlog leaves
 //!   many (incremental vacuum); the WAL is truncated after checkpoints.
@@ -28,6 +34,8 @@
 mod db;
 mod ops;
 mod read;
+mod room;
+mod url;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -42,10 +50,14 @@ use taskyard_core::{
 };
 use tokio::sync::Notify;
 
+pub use crate::url::parse_url;
 use crate::writer::Writer;
 
 /// The file every command and [`SqliteStore::open_default`] use when no store is named.
 pub const DEFAULT_PATH: &str = "taskyard.db";
+
+/// [`Options::reserve`] by default.
+pub const DEFAULT_RESERVE: u64 = 8 * 1024 * 1024;
 
 /// Where the store's time comes from: lease deadlines, due times, and when jobs finished.
 pub trait Clock: Send + Sync + 'static {
@@ -108,9 +120,15 @@ pub struct Options {
     pub synchronous: Synchronous,
     /// Where time comes from; default the system clock.
     pub clock: Arc<dyn Clock>,
-    /// A cap on the file's size in bytes (rounded down to whole pages); past it, changes
-    /// that need more room fail with a clear error and write nothing. Default: none.
+    /// A cap on the file's size in bytes (rounded down to whole pages). Enqueues stop at
+    /// `max_size - reserve` with [`Error::StoreFull`] and write nothing; every other
+    /// change may use the whole cap. Must be at least `reserve` + 256 KiB. Default: none.
     pub max_size: Option<u64>,
+    /// Room kept for everything but enqueues (claims, finishes, releases, heartbeats,
+    /// maintenance), so a full store still drains: enqueues are refused once the file's
+    /// data would pass `max_size - reserve`, or once the disk has less than `reserve`
+    /// bytes free. Default: 8 MiB (two WAL checkpoints' worth, see docs/embedded.md).
+    pub reserve: u64,
     /// How long a call waits out another process holding the file's write lock before it
     /// fails with an error saying so. Default: 60 s.
     pub locked_for: Duration,
@@ -125,6 +143,7 @@ impl Default for Options {
             synchronous: Synchronous::Full,
             clock: Arc::new(SystemClock),
             max_size: None,
+            reserve: DEFAULT_RESERVE,
             locked_for: db::LOCKED_FOR,
             poll: Duration::from_millis(50),
         }
@@ -152,7 +171,8 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
-    writer: Writer,
+    /// `None` for a store opened read-only: it has no write connection at all.
+    writer: Option<Writer>,
     /// Reader connections not in use.
     readers: Mutex<Vec<Connection>>,
     clock: Arc<dyn Clock>,
@@ -162,6 +182,21 @@ struct Inner {
     poll: Duration,
     /// How long a reader waits out other processes' locks.
     locked_for: Duration,
+    /// Where enqueues stop.
+    room: Arc<room::Room>,
+}
+
+impl Drop for Inner {
+    /// Closes the readers first, then the writer (its drop waits for its thread), so the
+    /// writer's connection is the last one of this process: if no other process uses the
+    /// file, SQLite checkpoints the WAL into it and removes the `-wal` and `-shm` files,
+    /// leaving one file behind.
+    fn drop(&mut self) {
+        self.readers
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
 }
 
 impl SqliteStore {
@@ -184,41 +219,81 @@ impl SqliteStore {
             ));
         }
         let path = path.as_ref().to_path_buf();
+        let room = Arc::new(room::Room::new(&path, options.reserve, options.max_size)?);
         let notify = Arc::new(Notify::new());
         let writer = Writer::start(path.clone(), options.clone(), notify.clone()).await?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
-                writer,
+                writer: Some(writer),
                 readers: Mutex::new(Vec::new()),
                 clock: options.clock,
                 notify,
                 poll: options.poll,
                 locked_for: options.locked_for,
+                room,
             }),
         })
     }
 
-    /// Opens the store a `--store` value names: a file path, optionally with
-    /// `?synchronous=normal` (or `full`, the default).
+    /// Opens the store a `--store` value names: a path or a `file:` URL, with options
+    /// after `?` (see [`parse_url`]).
     pub async fn open_url(url: &str) -> Result<Self> {
-        let (path, query) = url.split_once('?').unwrap_or((url, ""));
-        let mut options = Options::default();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            options.synchronous = match pair.to_ascii_lowercase().as_str() {
-                "synchronous=full" => Synchronous::Full,
-                "synchronous=normal" => Synchronous::Normal,
-                _ => {
-                    return Err(Error::InvalidOption(format!(
-                        "unknown store option {pair:?}: the file store takes synchronous=full or synchronous=normal"
-                    )));
-                }
-            };
-        }
-        if path.is_empty() {
-            return Err(Error::InvalidOption("the store file path is empty".into()));
-        }
+        let (path, options) = parse_url(url)?;
         Self::open_with(path, options).await
+    }
+
+    /// Opens an existing store to read it only: the file is opened read-only, nothing is
+    /// created or changed beside it, and a file of release 0.1 is read as it is (the
+    /// first process that opens it to write upgrades it). Every change (enqueue, claim,
+    /// pause, ...) fails with [`Error::InvalidOption`]. A missing or empty file is
+    /// refused: `no taskyard store at PATH`.
+    pub async fn open_read_only(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if !path.is_file() {
+            return Err(Error::InvalidOption(format!(
+                "no taskyard store at {}: nothing has been enqueued there yet",
+                path.display()
+            )));
+        }
+        let options = Options::default();
+        let store = SqliteStore {
+            inner: Arc::new(Inner {
+                room: Arc::new(room::Room::new(&path, options.reserve, None)?),
+                path,
+                writer: None,
+                readers: Mutex::new(Vec::new()),
+                clock: options.clock,
+                notify: Arc::new(Notify::new()),
+                poll: options.poll,
+                locked_for: options.locked_for,
+            }),
+        };
+        // Refuses a foreign file or one of a newer release before any command reads it.
+        store.read(|_| Ok(())).await?;
+        Ok(store)
+    }
+
+    /// [`SqliteStore::open_read_only`] on the file a `--store` value names.
+    pub async fn open_url_read_only(url: &str) -> Result<Self> {
+        let (path, _) = parse_url(url)?;
+        Self::open_read_only(path).await
+    }
+
+    /// Whether this store was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.inner.writer.is_none()
+    }
+
+    /// The writer, or the error of a change asked of a read-only store.
+    fn writer(&self) -> Result<&Writer> {
+        self.inner.writer.as_ref().ok_or_else(|| {
+            Error::InvalidOption(format!(
+                "the store {} was opened read-only, for a command that only looks: \
+                 open it with SqliteStore::open to change it",
+                self.inner.path.display()
+            ))
+        })
     }
 
     /// The file this store is in.
@@ -228,8 +303,7 @@ impl SqliteStore {
 
     /// The settings the writer's connection runs with, read back from SQLite.
     pub async fn pragmas(&self) -> Result<Pragmas> {
-        self.inner
-            .writer
+        self.writer()?
             .call(|tx| {
                 let text = |name: &str| {
                     tx.conn
@@ -254,14 +328,13 @@ impl SqliteStore {
     /// Transactions the writer has committed since the store was opened: each is one
     /// group of operations (and, with `synchronous=FULL`, one fsync of the WAL).
     pub fn commits(&self) -> u64 {
-        self.inner.writer.commits()
+        self.inner.writer.as_ref().map_or(0, Writer::commits)
     }
 
     /// Bytes of the file in use by data (pages not on the free list), to measure
     /// footprints.
     pub async fn used_bytes(&self) -> Result<u64> {
-        self.inner
-            .writer
+        self.writer()?
             .call(|tx| {
                 let int = |name: &str| {
                     tx.conn
@@ -277,8 +350,7 @@ impl SqliteStore {
     /// benchmarks; there is no undo, and no other process may be using the queue.
     pub async fn delete_queue(&self, queue: &QueueName) -> Result<()> {
         let queue = queue.clone();
-        self.inner
-            .writer
+        self.writer()?
             .call(move |tx| ops::delete_queue(tx, &queue))
             .await
     }
@@ -291,6 +363,9 @@ impl SqliteStore {
     {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
+            if inner.writer.is_none() {
+                return read_only(&inner, &f);
+            }
             let pooled = inner
                 .readers
                 .lock()
@@ -322,6 +397,73 @@ impl SqliteStore {
     }
 }
 
+/// The largest number the file keeps: SQLite's integers are 64-bit signed.
+const MAX_SETTING: u64 = i64::MAX as u64;
+
+/// Refuses queue settings the file cannot hold, rather than store them cut down.
+fn check_config(config: &QueueConfig) -> Result<()> {
+    for (name, value) in [
+        ("max_len", config.max_len),
+        ("dead_max", config.dead_max),
+        ("dead_max_age_ms", config.dead_max_age_ms),
+        ("completed_max", config.completed_max),
+        ("completed_max_age_ms", config.completed_max_age_ms),
+    ] {
+        if value > MAX_SETTING {
+            return Err(Error::InvalidOption(format!(
+                "queue setting {name} = {value} is out of range: the file store keeps 0 to \
+                 {MAX_SETTING}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A lease in milliseconds, or the error of one the file cannot hold.
+fn lease_ms(lease: Duration) -> Result<u64> {
+    u64::try_from(lease.as_millis())
+        .ok()
+        .filter(|ms| *ms <= MAX_SETTING)
+        .ok_or_else(|| {
+            Error::InvalidOption(format!(
+                "lease {lease:?} is out of range: the file store keeps leases of 0 to \
+                 {MAX_SETTING} ms"
+            ))
+        })
+}
+
+/// One read of a read-only store, on a connection of its own (see `db::open_read_only`).
+/// A read of the immutable file is used only if the file did not change while it ran (a
+/// process that opened the file meanwhile); otherwise it is read again, through that
+/// process's WAL.
+fn read_only<T>(inner: &Inner, f: &dyn Fn(&Connection) -> Result<T>) -> Result<T> {
+    for _ in 0..5 {
+        let (conn, stamp) = db::open_read_only(&inner.path, inner.locked_for)?;
+        let out = db::patiently(inner.locked_for, || {
+            match db::check_readable(&inner.path, &conn).and_then(|()| f(&conn)) {
+                Err(Error::Store(e)) => match e.downcast::<rusqlite::Error>() {
+                    Ok(e) => Err(*e),
+                    Err(e) => Ok(Err(Error::Store(e))),
+                },
+                other => Ok(other),
+            }
+        });
+        drop(conn);
+        match stamp {
+            Some(before) if db::Stamp::of(&inner.path)? != before => continue,
+            _ => return out?,
+        }
+    }
+    Err(Error::Store(
+        format!(
+            "the store file {} kept changing while it was read without a WAL \
+             (is another program writing to it?)",
+            inner.path.display()
+        )
+        .into(),
+    ))
+}
+
 #[taskyard_core::async_trait]
 impl Store for SqliteStore {
     async fn enqueue(&self, queue: &QueueName, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
@@ -329,9 +471,14 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let queue = queue.clone();
-        self.inner
-            .writer
-            .call(move |tx| ops::enqueue(tx, &queue, &jobs))
+        let room = self.inner.room.clone();
+        self.writer()?
+            .call(move |tx| {
+                let before = room::Pages::read(tx.conn)?;
+                let ids = ops::enqueue(tx, &queue, &jobs)?;
+                room.check_enqueue(tx.conn, before)?;
+                Ok(ids)
+            })
             .await
     }
 
@@ -344,10 +491,9 @@ impl Store for SqliteStore {
     ) -> Result<Claim> {
         let token = token.clone();
         let queue = queue.clone();
-        let lease_ms = lease.as_millis() as u64;
+        let lease_ms = lease_ms(lease)?;
         let (jobs, next_due) = self
-            .inner
-            .writer
+            .writer()?
             .call(move |tx| ops::claim(tx, &queue, max, lease_ms, &token))
             .await?;
         Ok(Claim {
@@ -386,9 +532,8 @@ impl Store for SqliteStore {
 
     async fn heartbeat(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>> {
         let tokens: Vec<LeaseToken> = leases.iter().map(|l| l.token.clone()).collect();
-        let lease_ms = lease.as_millis() as u64;
-        self.inner
-            .writer
+        let lease_ms = lease_ms(lease)?;
+        self.writer()?
             .call(move |tx| {
                 let names: Vec<&str> = tokens.iter().map(|t| &**t).collect();
                 ops::heartbeat(tx, &names, lease_ms)
@@ -398,24 +543,21 @@ impl Store for SqliteStore {
 
     async fn finish(&self, outcomes: &[(Lease, Outcome)]) -> Result<Vec<bool>> {
         let outcomes = outcomes.to_vec();
-        self.inner
-            .writer
+        self.writer()?
             .call(move |tx| ops::finish(tx, &outcomes))
             .await
     }
 
     async fn release(&self, leases: &[Lease]) -> Result<Vec<bool>> {
         let leases = leases.to_vec();
-        self.inner
-            .writer
+        self.writer()?
             .call(move |tx| ops::release(tx, &leases))
             .await
     }
 
     async fn maintain(&self, queue: &QueueName) -> Result<Maintenance> {
         let queue = queue.clone();
-        self.inner
-            .writer
+        self.writer()?
             .call(move |tx| ops::maintain(tx, &queue))
             .await
     }
@@ -471,8 +613,7 @@ impl Store for SqliteStore {
 
     async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<()> {
         let queue = queue.clone();
-        self.inner
-            .writer
+        self.writer()?
             .call(move |tx| ops::set_paused(tx, &queue, paused))
             .await
     }
@@ -483,9 +624,9 @@ impl Store for SqliteStore {
     }
 
     async fn configure(&self, queue: &QueueName, config: &QueueConfig) -> Result<()> {
+        check_config(config)?;
         let (queue, config) = (queue.clone(), *config);
-        self.inner
-            .writer
+        self.writer()?
             .call(move |tx| ops::configure(tx, &queue, &config))
             .await
     }
@@ -503,8 +644,7 @@ impl SqliteStore {
     ) -> Result<Step> {
         let (queue, filter) = (queue.clone(), filter.clone());
         let after = read::Position::parse(after)?;
-        self.inner
-            .writer
+        self.writer()?
             .call(move |tx| ops::dead_step(tx, &queue, &filter, after, redrive))
             .await
     }

@@ -86,7 +86,7 @@ trait Op: Send {
     fn run(&mut self, tx: &mut Tx<'_>) -> bool;
     /// Sends the last run's result once the transaction is committed, or the commit's
     /// error.
-    fn answer(self: Box<Self>, commit: std::result::Result<(), &str>);
+    fn answer(self: Box<Self>, commit: std::result::Result<(), &Failed>);
     /// Fails without running (no transaction could be opened, or it must not be used).
     fn fail(self: Box<Self>, error: Error);
 }
@@ -111,14 +111,12 @@ where
         ok
     }
 
-    fn answer(self: Box<Self>, commit: std::result::Result<(), &str>) {
+    fn answer(self: Box<Self>, commit: std::result::Result<(), &Failed>) {
         let result = match (commit, self.result) {
             (_, Some(Err(e))) => Err(e),
             (Ok(()), Some(ok)) => ok,
             (Ok(()), None) => Err(Error::Store("the store operation did not run".into())),
-            (Err(e), _) => Err(Error::Store(
-                format!("the store could not commit: {e}").into(),
-            )),
+            (Err(e), _) => Err(e.error()),
         };
         let _ = self.reply.send(result);
     }
@@ -128,11 +126,58 @@ where
     }
 }
 
+/// Why a group could not commit, told to each of its operations: a full store stays
+/// [`Error::StoreFull`] for every one of them, so callers can tell it from other errors.
+#[derive(Debug, Clone)]
+pub(crate) enum Failed {
+    Full(String),
+    Other(String),
+}
+
+impl Failed {
+    fn from_error(e: Error) -> Failed {
+        match e {
+            Error::StoreFull { reason } => Failed::Full(reason),
+            other => Failed::Other(other.to_string()),
+        }
+    }
+
+    fn from_sqlite(e: rusqlite::Error) -> Failed {
+        Failed::from_error(db(e))
+    }
+
+    fn error(&self) -> Error {
+        match self {
+            Failed::Full(reason) => Error::StoreFull {
+                reason: reason.clone(),
+            },
+            Failed::Other(e) => Error::Store(format!("the store could not commit: {e}").into()),
+        }
+    }
+}
+
 /// The handle to the writer thread. The thread ends when every handle is dropped.
 pub(crate) struct Writer {
     ops: mpsc::Sender<Box<dyn Op>>,
     /// Transactions committed so far.
     commits: Arc<AtomicU64>,
+    /// The writer thread, joined on drop: its connection is closed (and the WAL
+    /// checkpointed, when it is the file's last) before the store's drop returns, so a
+    /// process that exits right after still leaves one file.
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // The thread ends when its channel has no sender left.
+        let (orphan, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.ops, orphan));
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the store's writer thread panicked");
+        }
+    }
 }
 
 /// What the writer thread works with besides its connection.
@@ -156,7 +201,7 @@ impl Writer {
         let (ready_tx, ready_rx) = oneshot::channel();
         let commits = Arc::new(AtomicU64::new(0));
         let counted = commits.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("taskyard-sqlite-writer".into())
             .spawn(move || match db::open_writer(&path, &options) {
                 Ok(conn) => {
@@ -171,7 +216,11 @@ impl Writer {
         ready_rx
             .await
             .map_err(|_| Error::Store("the writer thread died while opening".into()))??;
-        Ok(Writer { ops, commits })
+        Ok(Writer {
+            ops,
+            commits,
+            thread: Some(thread),
+        })
     }
 
     /// Transactions committed so far (each one a group of operations).
@@ -267,11 +316,11 @@ fn run_group(
     let mut wake = false;
     // Set when the transaction cannot commit as a whole (an operation could not be
     // undone alone): every operation of the group then fails; none is half-applied.
-    let mut broken: Option<String> = None;
+    let mut broken: Option<Failed> = None;
     let mut ops = std::mem::take(group).into_iter();
     while let Some(mut op) = ops.next() {
         if let Err(e) = exec(conn, "SAVEPOINT op") {
-            broken = Some(e.to_string());
+            broken = Some(Failed::from_sqlite(e));
             done.push(op);
             break;
         }
@@ -302,13 +351,15 @@ fn run_group(
         } else {
             queues.clear();
             if let Err(e) = exec(conn, "ROLLBACK TO op") {
-                broken = Some(format!("could not undo a failed operation: {e}"));
+                broken = Some(Failed::Other(format!(
+                    "could not undo a failed operation: {e}"
+                )));
                 done.push(op);
                 break;
             }
         }
         if let Err(e) = exec(conn, "RELEASE op") {
-            broken = Some(e.to_string());
+            broken = Some(Failed::from_sqlite(e));
             done.push(op);
             break;
         }
@@ -317,11 +368,11 @@ fn run_group(
     let commit = match broken {
         Some(e) => {
             for op in ops {
-                op.fail(Error::Store(e.clone().into()));
+                op.fail(e.error());
             }
             Err(e)
         }
-        None => patiently(limits.locked_for, || exec(conn, "COMMIT")).map_err(|e| e.to_string()),
+        None => patiently(limits.locked_for, || exec(conn, "COMMIT")).map_err(Failed::from_error),
     };
     if commit.is_ok() {
         limits.commits.fetch_add(1, Ordering::Relaxed);
@@ -341,7 +392,7 @@ fn run_group(
         wake = false;
     }
     for op in done {
-        op.answer(commit.as_ref().map(|_| ()).map_err(|e| e.as_str()));
+        op.answer(commit.as_ref().map(|_| ()));
     }
     wake
 }

@@ -344,6 +344,7 @@ async fn a_full_store_refuses_cleanly_and_keeps_every_acknowledged_job() {
     let dir = TempDir::new();
     let options = Options {
         max_size: Some(2 * 1024 * 1024),
+        reserve: 256 * 1024,
         ..Options::default()
     };
     let store = SqliteStore::open_with(dir.path().join("taskyard.db"), options)
@@ -584,4 +585,71 @@ async fn redrive_and_purge_commit_in_chunks_of_1000() {
     );
     assert_eq!(store.commits() - before, 3, "1,000 + 1,000 + 500");
     assert_eq!(store.stats(&q).await.unwrap().dead, 0);
+}
+
+/// Settings the file cannot hold are refused with `InvalidOption` naming the value and
+/// the range, instead of being cut down to fit.
+#[tokio::test]
+async fn settings_the_file_cannot_keep_are_refused_not_clamped() {
+    let dir = TempDir::new();
+    let path = dir.path().join("taskyard.db");
+    let too_small = SqliteStore::open_with(
+        &path,
+        Options {
+            max_size: Some(taskyard_sqlite::DEFAULT_RESERVE),
+            ..Options::default()
+        },
+    )
+    .await
+    .err()
+    .expect("a cap no bigger than the reserve is refused");
+    assert!(
+        matches!(&too_small, Error::InvalidOption(m) if m.contains("max_size 8388608")
+            && m.contains("reserve")),
+        "{too_small}"
+    );
+    assert!(!path.exists(), "the refused open created nothing");
+    let no_poll = SqliteStore::open_with(
+        &path,
+        Options {
+            poll: Duration::ZERO,
+            ..Options::default()
+        },
+    )
+    .await
+    .err();
+    assert!(matches!(no_poll, Some(Error::InvalidOption(_))));
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    let q = queue("settings");
+    for config in [
+        taskyard_core::QueueConfig {
+            max_len: u64::MAX,
+            ..Default::default()
+        },
+        taskyard_core::QueueConfig {
+            completed_max_age_ms: i64::MAX as u64 + 1,
+            ..Default::default()
+        },
+    ] {
+        let e = store.configure(&q, &config).await.unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidOption(m) if m.contains("out of range")
+                && m.contains(&i64::MAX.to_string())),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        store.config(&q).await.unwrap(),
+        taskyard_core::QueueConfig::default(),
+        "a refused setting changed nothing"
+    );
+    let lease = store
+        .claim(&q, 1, Duration::MAX, &LeaseToken::mint("t").unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&lease, Error::InvalidOption(m) if m.contains("lease")),
+        "{lease}"
+    );
 }

@@ -9,8 +9,10 @@ use taskyard_core::{Error, IntoStore, QueueName, Result, Store};
 ///
 /// - `redis://[user:password@]host[:port][/db]` and `rediss://…` (TLS): Redis, with the
 ///   `redis` feature; taskyard's own options go in the query (`?wait_replicas=1`).
-/// - anything else is a file path for the embedded store, with the `sqlite` feature (on by
-///   default); its options go in the query too (`taskyard.db?synchronous=normal`).
+/// - anything else is a file path or a `file:` URL for the embedded store, with the
+///   `sqlite` feature (on by default); its options go in the query too
+///   (`taskyard.db?synchronous=normal`). Every command reads it the same way
+///   (`taskyard_sqlite::parse_url`).
 ///
 /// Cheap to clone; pass it to [`Client::new`](crate::Client::new) and
 /// [`Worker::builder`](crate::Worker::builder).
@@ -28,16 +30,25 @@ pub enum AnyStore {
 impl AnyStore {
     /// Opens the store `url` names, creating the file of an embedded store if missing.
     pub async fn open(url: &str) -> Result<Self> {
-        Self::open_as(url, true).await
+        Self::open_as(url, Access::Create).await
     }
 
     /// Opens the store `url` names, but a missing file is an error rather than a new,
-    /// empty store: for tools that only look, where a mistyped path must not pass.
+    /// empty store: for tools that change an existing store (redrive, purge), where a
+    /// mistyped path must not pass.
     pub async fn open_existing(url: &str) -> Result<Self> {
-        Self::open_as(url, false).await
+        Self::open_as(url, Access::Existing).await
     }
 
-    async fn open_as(url: &str, create: bool) -> Result<Self> {
+    /// Opens the store `url` names to read it only: for commands that only look (stats,
+    /// listings). An embedded store's file is opened read-only and nothing is created or
+    /// changed beside it (see `SqliteStore::open_read_only`); a missing file is an error.
+    /// Redis is connected to as usual.
+    pub async fn open_read_only(url: &str) -> Result<Self> {
+        Self::open_as(url, Access::ReadOnly).await
+    }
+
+    async fn open_as(url: &str, access: Access) -> Result<Self> {
         if url.starts_with("redis://") || url.starts_with("rediss://") {
             #[cfg(feature = "redis")]
             return Ok(AnyStore::Redis(
@@ -49,26 +60,36 @@ impl AnyStore {
                  (enable the crate's `redis` feature)"
             )));
         }
-        if url.contains("://") {
+        if url.contains("://") && !url.starts_with("file:") {
             return Err(Error::InvalidOption(format!(
-                "unsupported store {url:?}: use redis://…, rediss://… or a file path"
-            )));
-        }
-        let path = url.split_once('?').map(|(p, _)| p).unwrap_or(url);
-        if !create && !std::path::Path::new(path).exists() {
-            return Err(Error::InvalidOption(format!(
-                "no store at {path}: nothing has been enqueued there yet"
+                "unsupported store {url:?}: use redis://…, rediss://…, a file path or file:…"
             )));
         }
         #[cfg(feature = "sqlite")]
-        return Ok(AnyStore::Sqlite(
-            taskyard_sqlite::SqliteStore::open_url(url).await?,
-        ));
+        {
+            use taskyard_sqlite::SqliteStore;
+            // One reading of the path and its options for every command.
+            let (path, options) = taskyard_sqlite::parse_url(url)?;
+            let store = match access {
+                Access::ReadOnly => SqliteStore::open_read_only(&path).await?,
+                Access::Existing if !path.is_file() => {
+                    return Err(Error::InvalidOption(format!(
+                        "no taskyard store at {}: nothing has been enqueued there yet",
+                        path.display()
+                    )));
+                }
+                Access::Existing | Access::Create => SqliteStore::open_with(&path, options).await?,
+            };
+            Ok(AnyStore::Sqlite(store))
+        }
         #[cfg(not(feature = "sqlite"))]
-        return Err(Error::InvalidOption(format!(
-            "{url:?} is a file path, but this build of taskyard has no embedded store \
-             (enable the crate's `sqlite` feature)"
-        )));
+        {
+            let _ = access;
+            Err(Error::InvalidOption(format!(
+                "{url:?} is a file path, but this build of taskyard has no embedded store \
+                 (enable the crate's `sqlite` feature)"
+            )))
+        }
     }
 
     /// The store behind the [`Store`] trait.
@@ -110,6 +131,14 @@ impl AnyStore {
             AnyStore::Redis(s) => s.delete_queue(queue).await,
         }
     }
+}
+
+/// How a command opens a store.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Create,
+    Existing,
+    ReadOnly,
 }
 
 impl IntoStore for AnyStore {

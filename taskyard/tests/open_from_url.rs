@@ -27,7 +27,7 @@ async fn a_file_path_opens_the_embedded_store_and_a_missing_one_is_refused_when_
     let path = dir.path().join("jobs.db");
     let url = path.to_str().unwrap().to_string();
     let missing = AnyStore::open_existing(&url).await.err().expect("refused");
-    assert!(matches!(&missing, Error::InvalidOption(m) if m.starts_with("no store at")));
+    assert!(matches!(&missing, Error::InvalidOption(m) if m.starts_with("no taskyard store at")));
     assert!(!path.exists(), "open_existing created the file");
 
     let store = AnyStore::open(&format!("{url}?synchronous=normal"))
