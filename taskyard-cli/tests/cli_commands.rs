@@ -200,7 +200,12 @@ fn bench_prints_one_json_line_with_its_figures() {
     for key in ["enqueue_per_s", "process_per_s", "bytes_per_queued_job"] {
         assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
     }
-    for key in ["pickup_p50_ms", "pickup_p99_ms", "late_p50_ms", "late_p99_ms"] {
+    for key in [
+        "pickup_p50_ms",
+        "pickup_p99_ms",
+        "late_p50_ms",
+        "late_p99_ms",
+    ] {
         assert!(v[key].as_f64().is_some(), "{key}: {v}");
     }
     // No delayed job starts before its due time.

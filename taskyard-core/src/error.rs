@@ -85,6 +85,32 @@ pub enum Error {
         /// What is full, with the figures.
         reason: String,
     },
+    /// An enqueue was written on the Redis primary but fewer replicas than asked for
+    /// (`wait_replicas`) confirmed it in time: a failover could lose it, and retrying may
+    /// duplicate it.
+    #[error(
+        "enqueue written on the primary but confirmed by {confirmed} of {wanted} replicas \
+         within {timeout_ms} ms: a failover could lose it, and retrying may duplicate it; \
+         check the replicas (INFO replication) or raise wait_timeout_ms"
+    )]
+    ReplicasNotConfirmed {
+        /// Replicas that confirmed.
+        confirmed: u32,
+        /// Replicas asked for.
+        wanted: u32,
+        /// How long the store waited.
+        timeout_ms: u64,
+    },
+    /// Another process held the store file's write lock longer than the store waits
+    /// (`Options::locked_for`); nothing was written.
+    #[error(
+        "the store file stayed locked by another process for {seconds} s: nothing was \
+         written; find the stuck process (a stopped worker, a long transaction) and retry"
+    )]
+    StoreLocked {
+        /// How long the store waited.
+        seconds: f64,
+    },
     /// Something went wrong inside a worker: one of its tasks panicked, or outcomes could
     /// not be recorded before shutdown ended (those jobs run again after their leases).
     #[error("worker failed: {0}")]

@@ -59,15 +59,11 @@ impl RedisStore {
                 .map_err(store_err)?;
             if confirmed < i64::from(ack.replicas) {
                 self.inner.acked.lock().await.push(conn);
-                return Err(Error::Store(
-                    format!(
-                        "enqueue written on the primary but confirmed by {confirmed} of {} replicas \
-                         within {} ms: a failover could lose it, and retrying may duplicate it",
-                        ack.replicas,
-                        ack.timeout.as_millis()
-                    )
-                    .into(),
-                ));
+                return Err(Error::ReplicasNotConfirmed {
+                    confirmed: confirmed.max(0) as u32,
+                    wanted: ack.replicas,
+                    timeout_ms: ack.timeout.as_millis() as u64,
+                });
             }
         }
         self.inner.acked.lock().await.push(conn);

@@ -273,7 +273,17 @@ async fn failover_with_replica_ack_keeps_acknowledged_enqueues() {
         .await
         .expect_err("not confirmed by the stopped replica");
     replica.signal(Signal::SIGCONT);
-    assert!(matches!(err, Error::Store(_)));
+    assert!(
+        matches!(
+            err,
+            Error::ReplicasNotConfirmed {
+                confirmed: 0,
+                wanted: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(
         err.to_string().contains("confirmed by 0 of 1 replicas"),
         "{err}"

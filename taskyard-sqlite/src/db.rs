@@ -130,13 +130,9 @@ pub(crate) fn patiently<T>(
         match f() {
             Err(e) if is_busy(&e) => {
                 if start.elapsed() >= limit {
-                    return Err(Error::Store(
-                        format!(
-                            "the store file stayed locked by another process for {} s",
-                            limit.as_secs_f64()
-                        )
-                        .into(),
-                    ));
+                    return Err(Error::StoreLocked {
+                        seconds: limit.as_secs_f64(),
+                    });
                 }
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(50));

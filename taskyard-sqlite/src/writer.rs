@@ -131,6 +131,7 @@ where
 #[derive(Debug, Clone)]
 pub(crate) enum Failed {
     Full(String),
+    Locked(f64),
     Other(String),
 }
 
@@ -138,6 +139,7 @@ impl Failed {
     fn from_error(e: Error) -> Failed {
         match e {
             Error::StoreFull { reason } => Failed::Full(reason),
+            Error::StoreLocked { seconds } => Failed::Locked(seconds),
             other => Failed::Other(other.to_string()),
         }
     }
@@ -151,6 +153,7 @@ impl Failed {
             Failed::Full(reason) => Error::StoreFull {
                 reason: reason.clone(),
             },
+            Failed::Locked(seconds) => Error::StoreLocked { seconds: *seconds },
             Failed::Other(e) => Error::Store(format!("the store could not commit: {e}").into()),
         }
     }
@@ -294,9 +297,15 @@ fn run_group(
 ) -> bool {
     let clock = limits.clock;
     if let Err(e) = patiently(limits.locked_for, || exec(conn, "BEGIN IMMEDIATE")) {
-        let msg = e.to_string();
+        let failed = match e {
+            Error::StoreLocked { .. } => Failed::from_error(e),
+            other => Failed::Other(other.to_string()),
+        };
         for op in group.drain(..) {
-            op.fail(Error::Store(msg.clone().into()));
+            op.fail(match &failed {
+                Failed::Other(msg) => Error::Store(msg.clone().into()),
+                typed => typed.error(),
+            });
         }
         return false;
     }

@@ -537,6 +537,10 @@ async fn a_file_locked_by_another_process_fails_calls_after_locked_for() {
     let err = store.enqueue(&q, vec![job(1)]).await.expect_err("locked");
     let waited = start.elapsed();
     assert!(
+        matches!(err, taskyard_core::Error::StoreLocked { seconds } if seconds == 1.0),
+        "{err}"
+    );
+    assert!(
         err.to_string()
             .contains("stayed locked by another process for 1 s"),
         "{err}"
