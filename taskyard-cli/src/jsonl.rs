@@ -1,8 +1,8 @@
 //! `taskyard enqueue --jsonl FILE`: one job per JSON line, enqueued in bulk.
 //!
 //! Each line is an object: `kind` (required), `payload` (any JSON, default `{}`), and
-//! optionally `queue` (default `--queue`), `delay_ms`, `run_at_ms` (Unix ms) and
-//! `max_attempts`. Unknown fields are refused, so a typo is not silently dropped; blank
+//! optionally `queue` (default `--queue`), `delay_ms`, `run_at_ms` (Unix ms),
+//! `max_attempts` and `timeout_ms` (how long one run may take). Unknown fields are refused, so a typo is not silently dropped; blank
 //! lines are skipped.
 //!
 //! Lines go to the store in batches: up to 1,000 consecutive lines of one queue, one
@@ -31,6 +31,8 @@ struct Line {
     run_at_ms: Option<u64>,
     #[serde(default)]
     max_attempts: Option<u32>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
 }
 
 fn parse(text: &str, default_queue: &str) -> Result<(QueueName, NewJob), Error> {
@@ -50,6 +52,9 @@ fn parse(text: &str, default_queue: &str) -> Result<(QueueName, NewJob), Error> 
     }
     if let Some(n) = line.max_attempts {
         opts = opts.max_attempts(n);
+    }
+    if let Some(ms) = line.timeout_ms {
+        opts = opts.timeout(Duration::from_millis(ms));
     }
     let payload = serde_json::to_vec(&line.payload.unwrap_or_else(|| serde_json::json!({})))?;
     let job = NewJob::new(&line.kind, payload, &opts, RetryPolicy::default())?;

@@ -52,6 +52,7 @@ pub(crate) async fn run(
                 break;
             }
             // A token per claim call, minted here: the worker's nonce is its owner name.
+            let sent = std::time::Instant::now();
             let result = match LeaseToken::mint(&shared.nonce) {
                 Ok(token) => {
                     shared
@@ -71,7 +72,7 @@ pub(crate) async fn run(
                         let Some(permit) = permits.split(1) else {
                             break;
                         };
-                        executor::start(&shared, job, permit, done.clone());
+                        executor::start(&shared, job, permit, done.clone(), sent);
                         claimed += 1;
                     }
                 }
