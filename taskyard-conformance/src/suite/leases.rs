@@ -258,6 +258,7 @@ pub async fn handler_sees_its_lease_lost_and_its_outcome_is_refused(s: Subject) 
     let store: Arc<dyn Store> = Arc::new(StalledHeartbeats {
         inner: s.store.clone(),
         stalled: stalled.clone(),
+        failing: Default::default(),
     });
     let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
     let (lost_tx, mut lost) = tokio::sync::mpsc::unbounded_channel();

@@ -1,5 +1,5 @@
-//! A wrapper store for the fencing test of a lost lease: its heartbeats can be made to
-//! vanish on the way.
+//! A wrapper store for the tests of a lost lease: its heartbeats can be made to vanish
+//! on the way (a stall), or to fail (a partition).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -9,11 +9,13 @@ use taskyard_core::{
     DeadFilter, JobId, JobState, Lease, LeaseToken, NewJob, Outcome, QueueConfig, QueueName, Store,
 };
 
-/// A store whose heartbeats can be made to vanish on the way (they answer "held" without
-/// reaching it), as in a network stall; everything else goes through.
+/// A store whose heartbeats can be made to vanish on the way (`stalled`: they answer
+/// "held" without reaching it), as in a network stall, or to fail (`failing`: an error,
+/// as when the store cannot be reached); everything else goes through.
 pub(super) struct StalledHeartbeats {
     pub(super) inner: Arc<dyn Store>,
     pub(super) stalled: Arc<std::sync::atomic::AtomicBool>,
+    pub(super) failing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[async_trait::async_trait]
@@ -44,6 +46,11 @@ impl Store for StalledHeartbeats {
     ) -> taskyard_core::Result<Vec<bool>> {
         if self.stalled.load(Ordering::SeqCst) {
             return Ok(vec![true; leases.len()]);
+        }
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(taskyard_core::Error::Store(
+                "the store cannot be reached (a partition, simulated)".into(),
+            ));
         }
         self.inner.heartbeat(leases, lease).await
     }
