@@ -78,8 +78,10 @@ pub(crate) fn start(
         // when the grace period ends.
         if result.is_err() && task_stop.reason() == Some(StopReason::Shutdown) {
             let leases = task_shared.book.release_unfinished_one(key);
-            drop(permit);
+            // The slot is held until the lease is given back: shutdown waits on the
+            // slots, and returns once every job is recorded or given back.
             super::release(&task_shared, &leases).await;
+            drop(permit);
             return;
         }
         // A handler that gave up because it was told it ran past its timeout failed as
