@@ -30,7 +30,9 @@ pub(crate) struct EnqueueArgs {
     max_attempts: Option<u32>,
     /// How long one run may take before it is stopped and retried: 500ms, 30s, 5m, up to
     /// 7 days. Default: the worker's timeout for the kind (30 minutes unless set).
-    #[arg(long, value_parser = parse_duration)]
+    // Hyphen values allowed: `--timeout -5s` then gets the duration's own error rather
+    // than clap's "unexpected argument".
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     timeout: Option<Duration>,
     /// Enqueue one job per JSON line of this file (`-`: standard input), in bulk; prints
     /// the ids in input order. See `taskyard enqueue --help` and the README.

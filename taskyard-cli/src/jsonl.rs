@@ -31,8 +31,10 @@ struct Line {
     run_at_ms: Option<u64>,
     #[serde(default)]
     max_attempts: Option<u32>,
+    /// Read as any JSON value, so a negative or fractional one gets an error that names
+    /// the field (serde's does not).
     #[serde(default)]
-    timeout_ms: Option<u64>,
+    timeout_ms: Option<serde_json::Value>,
 }
 
 fn parse(text: &str, default_queue: &str) -> Result<(QueueName, NewJob), Error> {
@@ -53,7 +55,12 @@ fn parse(text: &str, default_queue: &str) -> Result<(QueueName, NewJob), Error> 
     if let Some(n) = line.max_attempts {
         opts = opts.max_attempts(n);
     }
-    if let Some(ms) = line.timeout_ms {
+    if let Some(value) = line.timeout_ms {
+        let ms = value.as_u64().ok_or_else(|| {
+            Error::InvalidOption(format!(
+                "timeout_ms must be a whole number of milliseconds (1 to 604800000), not {value}"
+            ))
+        })?;
         opts = opts.timeout(Duration::from_millis(ms));
     }
     let payload = serde_json::to_vec(&line.payload.unwrap_or_else(|| serde_json::json!({})))?;
