@@ -24,6 +24,9 @@ fn quick_retries(attempts: u32) -> RetryPolicy {
         .cap(Duration::from_millis(20))
 }
 
+/// Runs' attempts, the reason their token gave, and when it fired.
+type Fired = Arc<Mutex<Vec<(u32, Option<StopReason>, Instant)>>>;
+
 /// Notes when a handler's future is dropped: an aborted run drops it at its `.await`.
 struct OnDrop(Arc<Mutex<Vec<Instant>>>);
 
@@ -41,8 +44,7 @@ pub async fn a_run_past_its_timeout_is_stopped_and_retried(s: Subject) {
     let q = unique_queue();
     let timeout = Duration::from_millis(300);
     let grace = Duration::from_millis(200);
-    // Per attempt: the reason the token gave, and when it fired.
-    let fired: Arc<Mutex<Vec<(u32, Option<StopReason>, Instant)>>> = Default::default();
+    let fired: Fired = Default::default();
     let dropped: Arc<Mutex<Vec<Instant>>> = Default::default();
     let (fired2, dropped2) = (fired.clone(), dropped.clone());
     let w = worker(&s, &q)
