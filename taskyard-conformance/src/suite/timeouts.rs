@@ -220,7 +220,7 @@ pub async fn a_handler_blocking_its_thread_keeps_its_slot_and_is_reported(s: Sub
     let running_now = Arc::new(AtomicUsize::new(0));
     let most = Arc::new(AtomicUsize::new(0));
     let blocked_returned = Arc::new(AtomicBool::new(false));
-    let seen: Arc<Mutex<Vec<(u64, u32)>>> = Default::default();
+    let seen: Arc<Mutex<Vec<(u64, u32, bool)>>> = Default::default();
     let (r, m, b, seen2) = (
         running_now.clone(),
         most.clone(),
@@ -234,7 +234,11 @@ pub async fn a_handler_blocking_its_thread_keeps_its_slot_and_is_reported(s: Sub
         .handle(move |job: Ping, ctx: JobContext| {
             let (r, m, b, seen) = (r.clone(), m.clone(), b.clone(), seen2.clone());
             async move {
-                seen.lock().unwrap().push((job.n, ctx.attempt()));
+                // For the blocker's retry: whether its first run still blocks.
+                let first_blocks = !b.load(Ordering::SeqCst);
+                seen.lock()
+                    .unwrap()
+                    .push((job.n, ctx.attempt(), first_blocks));
                 let now = r.fetch_add(1, Ordering::SeqCst) + 1;
                 m.fetch_max(now, Ordering::SeqCst);
                 if job.n == 0 && ctx.attempt() == 1 {
@@ -310,17 +314,17 @@ pub async fn a_handler_blocking_its_thread_keeps_its_slot_and_is_reported(s: Sub
         concurrency,
         "both slots were used"
     );
-    let blocker_runs: Vec<u32> = seen
+    let blocker_runs: Vec<(u32, bool)> = seen
         .lock()
         .unwrap()
         .iter()
-        .filter(|(n, _)| *n == 0)
-        .map(|(_, a)| *a)
+        .filter(|(n, _, _)| *n == 0)
+        .map(|(_, a, blocks)| (*a, *blocks))
         .collect();
     assert_eq!(
         blocker_runs,
-        [1, 2],
-        "timed out, retried, completed on attempt 2"
+        [(1, true), (2, true)],
+        "timed out, and retried while the first run still blocked"
     );
     // The blocked run's own success (it returned Ok) was not recorded: one timed-out
     // failure, 41 completions (40 jobs and the blocker's second attempt).
