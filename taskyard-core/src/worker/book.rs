@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::task::AbortHandle;
 
 use super::stop::{Stop, StopReason};
-use crate::Lease;
+use crate::{Lease, RetryPolicy};
 
 /// One held lease.
 pub(crate) struct Held {
@@ -25,8 +25,9 @@ pub(crate) struct Held {
     /// The run's timeout, and the instant it passes.
     pub(crate) timeout: Duration,
     deadline: Instant,
-    /// The delay before a timed-out run is retried: its policy's backoff at this attempt.
-    pub(crate) retry_ms: u64,
+    /// The retry policy and attempt, for the backoff of a run the watchdog times out.
+    policy: RetryPolicy,
+    attempt: u32,
     /// The last time the store is known to have renewed the lease: when the claim, or
     /// the last heartbeat it answered "held", was sent. The lease lasts at least until
     /// this plus the lease length, in the store's time.
@@ -44,7 +45,8 @@ pub(crate) struct Held {
 pub(crate) struct Run {
     pub(crate) kind: Arc<str>,
     pub(crate) timeout: Duration,
-    pub(crate) retry_ms: u64,
+    pub(crate) policy: RetryPolicy,
+    pub(crate) attempt: u32,
     /// When the claim that leased it was sent.
     pub(crate) claimed_at: Instant,
 }
@@ -60,7 +62,8 @@ impl Held {
             timeout: run.timeout,
             // The timeout is at most 7 days (`MAX_TIMEOUT`), far from overflowing.
             deadline: now + run.timeout,
-            retry_ms: run.retry_ms,
+            policy: run.policy,
+            attempt: run.attempt,
             renewed: run.claimed_at,
             told_timeout: false,
             finished: false,
@@ -183,7 +186,8 @@ impl Book {
                     lease: h.lease.clone(),
                     kind: h.kind.clone(),
                     timeout: h.timeout,
-                    retry_ms: h.retry_ms,
+                    // Drawn only for a run that times out: most never do.
+                    retry_ms: h.policy.backoff(h.attempt).as_millis() as u64,
                     abort: h.abort.clone(),
                 });
             }

@@ -54,7 +54,8 @@ pub(crate) fn start(
     let run = Run {
         kind: job.kind.clone(),
         timeout,
-        retry_ms: policy.backoff(job.attempt).as_millis() as u64,
+        policy,
+        attempt: job.attempt,
         claimed_at,
     };
 
