@@ -28,9 +28,19 @@ pub(crate) struct EnqueueArgs {
     /// Attempts in all.
     #[arg(long)]
     max_attempts: Option<u32>,
+    /// How long one run may take before it is stopped and retried: 500ms, 30s, 5m, up to
+    /// 7 days. Default: the worker's timeout for the kind (30 minutes unless set).
+    // Hyphen values allowed: `--timeout -5s` then gets the duration's own error rather
+    // than clap's "unexpected argument".
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
+    timeout: Option<Duration>,
     /// Enqueue one job per JSON line of this file (`-`: standard input), in bulk; prints
     /// the ids in input order. See `taskyard enqueue --help` and the README.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["kind", "delay", "max_attempts"])]
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["kind", "delay", "max_attempts", "timeout"]
+    )]
     jsonl: Option<String>,
 }
 
@@ -177,6 +187,9 @@ pub(crate) async fn enqueue(client: Client, args: EnqueueArgs) -> Res {
     }
     if let Some(n) = args.max_attempts {
         opts = opts.max_attempts(n);
+    }
+    if let Some(t) = args.timeout {
+        opts = opts.timeout(t);
     }
     let job = NewJob::new(
         &kind,

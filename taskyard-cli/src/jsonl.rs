@@ -1,8 +1,8 @@
 //! `taskyard enqueue --jsonl FILE`: one job per JSON line, enqueued in bulk.
 //!
 //! Each line is an object: `kind` (required), `payload` (any JSON, default `{}`), and
-//! optionally `queue` (default `--queue`), `delay_ms`, `run_at_ms` (Unix ms) and
-//! `max_attempts`. Unknown fields are refused, so a typo is not silently dropped; blank
+//! optionally `queue` (default `--queue`), `delay_ms`, `run_at_ms` (Unix ms),
+//! `max_attempts` and `timeout_ms` (how long one run may take). Unknown fields are refused, so a typo is not silently dropped; blank
 //! lines are skipped.
 //!
 //! Lines go to the store in batches: up to 1,000 consecutive lines of one queue, one
@@ -31,6 +31,10 @@ struct Line {
     run_at_ms: Option<u64>,
     #[serde(default)]
     max_attempts: Option<u32>,
+    /// Read as any JSON value, so a negative or fractional one gets an error that names
+    /// the field (serde's does not).
+    #[serde(default)]
+    timeout_ms: Option<serde_json::Value>,
 }
 
 fn parse(text: &str, default_queue: &str) -> Result<(QueueName, NewJob), Error> {
@@ -50,6 +54,14 @@ fn parse(text: &str, default_queue: &str) -> Result<(QueueName, NewJob), Error> 
     }
     if let Some(n) = line.max_attempts {
         opts = opts.max_attempts(n);
+    }
+    if let Some(value) = line.timeout_ms {
+        let ms = value.as_u64().ok_or_else(|| {
+            Error::InvalidOption(format!(
+                "timeout_ms must be a whole number of milliseconds (1 to 604800000), not {value}"
+            ))
+        })?;
+        opts = opts.timeout(Duration::from_millis(ms));
     }
     let payload = serde_json::to_vec(&line.payload.unwrap_or_else(|| serde_json::json!({})))?;
     let job = NewJob::new(&line.kind, payload, &opts, RetryPolicy::default())?;

@@ -111,6 +111,16 @@ fn malformed_line_stops_before_its_batch(store: &str) {
             "invalid queue",
         ),
         ("{\"kind\":\"mail\",\"max_attempts\":0}", "invalid option"),
+        (
+            "{\"kind\":\"mail\",\"timeout_ms\":0}",
+            "timeout 0ns is below 1 ms",
+        ),
+        ("{\"kind\":\"mail\",\"timeout_ms\":-5}", "timeout_ms"),
+        ("{\"kind\":\"mail\",\"timeout_ms\":1.5}", "timeout_ms"),
+        (
+            "{\"kind\":\"mail\",\"timeout_ms\":604800001}",
+            "above the longest allowed, 7 days",
+        ),
         ("not json", "not a job object"),
     ] {
         let text = format!("{{\"kind\":\"mail\",\"queue\":\"d\"}}\n{bad}\n");
@@ -136,6 +146,7 @@ fn jsonl_on_the_embedded_store() {
     let store = db.to_str().unwrap();
     bulk_file_in_order_across_queues(store, &dir);
     malformed_line_stops_before_its_batch(store);
+    timeouts_reach_the_store(store);
 }
 
 #[test]
@@ -144,6 +155,78 @@ fn jsonl_on_redis() {
     let dir = TempDir::new();
     bulk_file_in_order_across_queues(&server.url(), &dir);
     malformed_line_stops_before_its_batch(&server.url());
+    timeouts_reach_the_store(&server.url());
+}
+
+/// `enqueue --timeout` and a line's `timeout_ms` are what a worker claims; a bad
+/// `--timeout` is one line and writes nothing.
+fn timeouts_reach_the_store(store: &str) {
+    let one = taskyard(
+        store,
+        &[
+            "enqueue",
+            "mail",
+            "{}",
+            "--queue",
+            "to",
+            "--timeout",
+            "1m 30s",
+        ],
+        None,
+    );
+    assert!(one.ok, "{}", one.stderr);
+    let lines = "{\"kind\":\"mail\",\"queue\":\"to\",\"timeout_ms\":2500}\n\
+                 {\"kind\":\"mail\",\"queue\":\"to\"}\n";
+    let many = taskyard(store, &["enqueue", "--jsonl", "-"], Some(lines));
+    assert!(many.ok, "{}", many.stderr);
+    for (bad, says) in [
+        ("0s", "below 1 ms"),
+        ("-5s", "invalid duration"),
+        ("8days", "above the longest allowed"),
+        ("soon", "invalid duration"),
+    ] {
+        let out = taskyard(
+            store,
+            &["enqueue", "mail", "{}", "--queue", "to", "--timeout", bad],
+            None,
+        );
+        assert!(!out.ok, "--timeout {bad} should fail");
+        let first = out.stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("error: ") && first.contains(says),
+            "{bad}: {}",
+            out.stderr
+        );
+        // An unparsable duration is refused by clap, which adds its "--help" hint.
+        if says != "invalid duration" {
+            assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
+        }
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let timeouts = runtime.block_on(async {
+        let store: Arc<dyn Store> = if store.starts_with("redis://") {
+            Arc::new(RedisStore::connect(store).await.unwrap())
+        } else {
+            Arc::new(SqliteStore::open(store).await.unwrap())
+        };
+        let q = QueueName::new("to").unwrap();
+        let token = taskyard::LeaseToken::mint("cli-test").unwrap();
+        let claim = store
+            .claim(&q, 10, std::time::Duration::from_secs(60), &token)
+            .await
+            .unwrap();
+        claim.jobs.iter().map(|j| j.timeout).collect::<Vec<_>>()
+    });
+    use std::time::Duration;
+    assert_eq!(
+        timeouts,
+        [
+            Some(Duration::from_secs(90)),
+            Some(Duration::from_millis(2500)),
+            None
+        ],
+        "three jobs, the bad ones not written"
+    );
 }
 
 /// The ids of the ready jobs of queue `k`.

@@ -223,6 +223,10 @@ pub async fn carry_on(store: std::sync::Arc<dyn taskyard_core::Store>, jobs: &[J
         "ready-backoff",
     ];
     assert_eq!(roles[..5], in_order);
+    assert!(
+        claim.jobs.iter().all(|c| c.timeout.is_none()),
+        "0.1's jobs have no timeout of their own: the worker's for their kind applies"
+    );
     let mut returned = roles[5..].to_vec();
     returned.sort();
     assert_eq!(returned, ["running-fresh", "running-retried"]);

@@ -15,6 +15,33 @@ use crate::{Error, Result, RetryPolicy};
 /// accepts them makes every other job wait behind them.
 pub const MAX_PAYLOAD_BYTES: usize = 512 * 1024;
 
+/// How long a run may take when neither its job nor its kind sets a timeout: 30 minutes,
+/// as Faktory's default reservation. Sidekiq and BullMQ set no limit at all; a queue with
+/// none lets one hung handler hold a slot and a lease forever, so taskyard sets a long one
+/// that no ordinary job meets. See docs/semantics.md, "Timeouts".
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// The longest timeout accepted: 7 days. A longer run is not a background job; the limit
+/// keeps every store's field and the worker's clock arithmetic far from overflow.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Checks a run's timeout: at least 1 ms, at most [`MAX_TIMEOUT`]. Returns it in whole
+/// milliseconds, as the stores keep it.
+pub fn validate_timeout(timeout: Duration) -> Result<u64> {
+    if timeout < Duration::from_millis(1) {
+        return Err(Error::InvalidOption(format!(
+            "timeout {timeout:?} is below 1 ms: give a run at least 1 ms (e.g. 30s)"
+        )));
+    }
+    if timeout > MAX_TIMEOUT {
+        return Err(Error::InvalidOption(format!(
+            "timeout {timeout:?} is above the longest allowed, 7 days: split the work into \
+             shorter jobs"
+        )));
+    }
+    Ok(timeout.as_millis() as u64)
+}
+
 /// A unit of work: a serde type with a stable kind name.
 ///
 /// The kind names the handler a worker runs for it; keep it stable across deploys, since
@@ -226,6 +253,7 @@ pub struct EnqueueOptions {
     pub(crate) due: Due,
     pub(crate) max_attempts: Option<u32>,
     pub(crate) retry: Option<RetryPolicy>,
+    pub(crate) timeout: Option<Duration>,
 }
 
 impl EnqueueOptions {
@@ -258,6 +286,14 @@ impl EnqueueOptions {
         self.retry = Some(policy);
         self
     }
+
+    /// How long one run of this job may take, overriding its kind's timeout on the
+    /// worker (see [`WorkerBuilder::timeout_for`](crate::WorkerBuilder::timeout_for)).
+    /// Between 1 ms and [`MAX_TIMEOUT`]; checked when the job is built.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
 }
 
 /// When a new job becomes ready.
@@ -284,6 +320,7 @@ pub struct NewJob {
     due: Due,
     max_attempts: u32,
     backoff: Option<Backoff>,
+    timeout_ms: Option<u64>,
 }
 
 /// Backoff bounds carried by a job that has its own retry policy.
@@ -317,6 +354,7 @@ impl NewJob {
                 base_ms: p.base.as_millis() as u64,
                 cap_ms: p.cap.as_millis() as u64,
             }),
+            timeout_ms: opts.timeout.map(validate_timeout).transpose()?,
         };
         job.validate()?;
         Ok(job)
@@ -369,6 +407,11 @@ impl NewJob {
     /// Its own backoff (base, cap), if it has one; else the worker's policy for its kind.
     pub fn backoff(&self) -> Option<Backoff> {
         self.backoff
+    }
+
+    /// Its own timeout, if it was given one; else the worker's for its kind.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout_ms.map(Duration::from_millis)
     }
 
     /// Encodes a typed job with its kind's policy.
@@ -452,5 +495,34 @@ mod tests {
         let err =
             NewJob::new("k", big, &EnqueueOptions::default(), RetryPolicy::default()).unwrap_err();
         assert!(matches!(err, Error::PayloadTooLarge { .. }));
+    }
+
+    #[test]
+    fn timeouts_are_checked() {
+        let job = |d| {
+            NewJob::new(
+                "k",
+                b"{}".to_vec(),
+                &EnqueueOptions::default().timeout(d),
+                RetryPolicy::default(),
+            )
+        };
+        assert_eq!(
+            job(Duration::from_secs(30)).unwrap().timeout(),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(job(MAX_TIMEOUT).unwrap().timeout(), Some(MAX_TIMEOUT));
+        for bad in [
+            Duration::ZERO,
+            Duration::from_micros(999),
+            MAX_TIMEOUT + Duration::from_millis(1),
+            Duration::MAX,
+        ] {
+            let err = job(bad).unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidOption(m) if m.contains("timeout")),
+                "{bad:?}: {err}"
+            );
+        }
     }
 }

@@ -93,6 +93,9 @@ pub struct ClaimedJob {
     pub backoff: Option<crate::Backoff>,
     /// When it was enqueued, Unix ms (store time).
     pub enqueued_at_ms: u64,
+    /// The job's own timeout, if it was enqueued with one; else the worker's for its
+    /// kind.
+    pub timeout: Option<Duration>,
 }
 
 /// What came of a claim.

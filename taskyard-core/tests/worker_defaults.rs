@@ -98,6 +98,7 @@ impl Store for Shared {
                 max_attempts: 25,
                 backoff: None,
                 enqueued_at_ms: 0,
+                timeout: None,
             })
             .collect();
         Ok(Claim {

@@ -11,6 +11,10 @@
 //! `name=value` fields after them, which scripts that do not use them carry through
 //! untouched. Release 0.1 wrote the same fields without the version (`upgrade.lua` adds
 //! it). An envelope of a version this build does not know is refused, never guessed at.
+//!
+//! Optional fields written so far: `timeout=MS`, a job's own execution timeout (only the
+//! worker reads it; no script acts on it). A job without one carries no field, so it
+//! costs no byte.
 
 use bytes::Bytes;
 use taskyard_core::{Backoff, Error, JobId, NewJob, Result};
@@ -27,6 +31,7 @@ pub(crate) struct Envelope {
     pub(crate) max_attempts: u32,
     pub(crate) kind: std::sync::Arc<str>,
     pub(crate) backoff: Option<Backoff>,
+    pub(crate) timeout: Option<std::time::Duration>,
     pub(crate) payload: Bytes,
 }
 
@@ -38,8 +43,14 @@ pub(crate) fn tail(job: &NewJob) -> Vec<u8> {
         None => String::new(),
     };
     let (kind, payload) = (job.kind(), job.payload());
+    let timeout = match job.timeout() {
+        Some(t) => format!("\ttimeout={}", t.as_millis()),
+        None => String::new(),
+    };
     let mut out = Vec::with_capacity(kind.len() + payload.len() + 16);
-    out.extend_from_slice(format!("{}\t{kind}\t{backoff}\n", job.max_attempts()).as_bytes());
+    out.extend_from_slice(
+        format!("{}\t{kind}\t{backoff}{timeout}\n", job.max_attempts()).as_bytes(),
+    );
     out.extend_from_slice(payload);
     out
 }
@@ -78,8 +89,16 @@ pub(crate) fn parse(raw: Bytes) -> Result<Envelope> {
             })
         }
     };
-    // Optional fields follow as `name=value`; version 2 defines none yet, and one this
-    // build does not know is carried by the scripts, not read here.
+    // Optional fields follow as `name=value`; one this build does not know (a newer
+    // release's) is carried by the scripts, not read here.
+    let mut timeout = None;
+    for field in f {
+        if let Some(ms) = field.strip_prefix("timeout=") {
+            timeout = Some(std::time::Duration::from_millis(
+                ms.parse().map_err(|_| bad())?,
+            ));
+        }
+    }
     Ok(Envelope {
         id,
         attempt,
@@ -87,6 +106,7 @@ pub(crate) fn parse(raw: Bytes) -> Result<Envelope> {
         max_attempts,
         kind,
         backoff,
+        timeout,
         payload: raw.slice(nl + 1..),
     })
 }
@@ -126,6 +146,27 @@ mod tests {
             })
         );
         assert_eq!(&env.payload[..], job.payload());
+        assert_eq!(env.timeout, None);
+    }
+
+    #[test]
+    fn timeout_is_an_optional_field() {
+        let opts = EnqueueOptions::default().timeout(std::time::Duration::from_millis(1500));
+        let job = NewJob::new("k", b"{}".to_vec(), &opts, RetryPolicy::default()).unwrap();
+        let tail = tail(&job);
+        assert!(tail.starts_with(b"25\tk\t\ttimeout=1500\n"), "{tail:?}");
+        let mut raw = b"2\t9\t0\t1\t".to_vec();
+        raw.extend(tail);
+        let env = parse(Bytes::from(raw)).unwrap();
+        assert_eq!(env.timeout, Some(std::time::Duration::from_millis(1500)));
+        assert_eq!(&env.payload[..], b"{}");
+        // Among other optional fields, in any order.
+        let env = parse(Bytes::from_static(
+            b"2\t7\t0\t1\t3\tk\t\tpriority=5\ttimeout=20\n{}",
+        ))
+        .unwrap();
+        assert_eq!(env.timeout, Some(std::time::Duration::from_millis(20)));
+        assert!(parse(Bytes::from_static(b"2\t7\t0\t1\t3\tk\t\ttimeout=x\n{}")).is_err());
     }
 
     #[test]

@@ -100,6 +100,7 @@ impl Store for RedisStore {
                 max_attempts: env.max_attempts,
                 backoff: env.backoff,
                 enqueued_at_ms: env.enqueued_at_ms,
+                timeout: env.timeout,
             });
         }
         Ok(Claim { jobs, next_due })

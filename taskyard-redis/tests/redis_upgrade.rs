@@ -94,6 +94,26 @@ async fn a_redis_written_by_0_1_opens_and_its_jobs_carry_on() {
 
     fixtures::other_queues_carry_on(&store, &jobs).await;
 
+    // A job's own timeout, an optional envelope field, goes in and comes back out.
+    let timed = queue("timed");
+    let opts = EnqueueOptions::default().timeout(Duration::from_millis(2500));
+    let with_timeout = NewJob::new("k", b"{}".to_vec(), &opts, RetryPolicy::default()).unwrap();
+    store
+        .enqueue(&timed, vec![job("k"), with_timeout])
+        .await
+        .unwrap();
+    let claim = store
+        .claim(
+            &timed,
+            10,
+            Duration::from_secs(60),
+            &LeaseToken::mint("timed").unwrap(),
+        )
+        .await
+        .unwrap();
+    let timeouts: Vec<_> = claim.jobs.iter().map(|c| c.timeout).collect();
+    assert_eq!(timeouts, [None, Some(Duration::from_millis(2500))]);
+
     // A 0.1 process writing after the upgrade (against the upgrade notes) is not picked
     // up blindly: its ids come from 0.1's counter and could collide with new ones.
     let _: () = redis::pipe()

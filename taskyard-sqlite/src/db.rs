@@ -19,7 +19,7 @@ const APPLICATION_ID: i32 = 0x7479_7264;
 /// The migrations, in order: `MIGRATIONS[n]` takes a file from schema `n` to `n + 1`.
 /// Each runs in one transaction with the `user_version` it sets, so a file is never left
 /// between two versions; a migration, once released, never changes.
-const MIGRATIONS: [&str; 2] = [SCHEMA_1, SCHEMA_2];
+const MIGRATIONS: [&str; 3] = [SCHEMA_1, SCHEMA_2, SCHEMA_3];
 
 /// How long one statement waits on another process's lock before SQLite gives up
 /// (`busy_timeout`); our own retry loop then keeps trying up to `Options::locked_for`.
@@ -107,6 +107,11 @@ CREATE TABLE migrations (
     applied_ms INTEGER NOT NULL,
     release TEXT NOT NULL
 );
+";
+
+/// Schema 3: a job's own execution timeout, in ms (NULL: the worker's for its kind).
+const SCHEMA_3: &str = "
+ALTER TABLE jobs ADD COLUMN timeout_ms INTEGER;
 ";
 
 /// Whether an error is another connection holding a lock we need.

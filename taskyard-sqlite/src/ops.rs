@@ -49,8 +49,8 @@ pub(crate) fn enqueue(tx: &mut Tx<'_>, queue: &QueueName, jobs: &[NewJob]) -> Re
         .conn
         .prepare_cached(
             "INSERT INTO jobs (id, queue, state, rank, attempt, max_attempts, enqueued_ms, kind,
-                               backoff, payload)
-             VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9)",
+                               backoff, payload, timeout_ms)
+             VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10)",
         )
         .map_err(db)?;
     let mut ids = Vec::with_capacity(jobs.len());
@@ -76,7 +76,9 @@ pub(crate) fn enqueue(tx: &mut Tx<'_>, queue: &QueueName, jobs: &[NewJob]) -> Re
                 ms(now),
                 job.kind(),
                 backoff,
-                job.payload()
+                job.payload(),
+                // At most 7 days in ms (`MAX_TIMEOUT`): fits an INTEGER.
+                job.timeout().map(|t| ms(t.as_millis() as u64))
             ])
             .map_err(db)?;
         ids.push(JobId::new(id.to_string()));
@@ -119,7 +121,8 @@ fn make_ready(tx: &mut Tx<'_>, ids: &[i64], reset: bool) -> Result<()> {
 }
 
 /// The columns a claimed job is read from, in the order [`claimed`] reads them.
-const CLAIMED: &str = "rank, id, attempt, max_attempts, enqueued_ms, kind, backoff, payload";
+const CLAIMED: &str =
+    "rank, id, attempt, max_attempts, enqueued_ms, kind, backoff, payload, timeout_ms";
 
 /// What a claim took, and when the next scheduled job is due (ms from now).
 pub(crate) fn claim(
@@ -229,6 +232,7 @@ fn claimed(
     let backoff: Option<String> = r.get(6).map_err(db)?;
     let id: i64 = r.get(1).map_err(db)?;
     let payload: Vec<u8> = r.get(7).map_err(db)?;
+    let timeout: Option<i64> = r.get(8).map_err(db)?;
     Ok((
         r.get(0).map_err(db)?,
         ClaimedJob {
@@ -243,6 +247,7 @@ fn claimed(
             max_attempts: r.get(3).map_err(db)?,
             backoff: backoff.as_deref().and_then(parse_backoff),
             enqueued_at_ms: r.get::<_, i64>(4).map_err(db)? as u64,
+            timeout: timeout.map(|t| std::time::Duration::from_millis(t.max(1) as u64)),
         },
     ))
 }

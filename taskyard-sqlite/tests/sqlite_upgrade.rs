@@ -59,7 +59,7 @@ async fn a_store_file_written_by_0_1_opens_and_its_jobs_carry_on() {
         ..Options::default()
     };
     let store = SqliteStore::open_with(&path, options).await.unwrap();
-    assert_eq!(pragma(&path, "user_version"), 2);
+    assert_eq!(pragma(&path, "user_version"), 3);
     assert_eq!(pragma(&path, "application_id"), 0x7479_7264);
     let conn = rusqlite::Connection::open(&path).unwrap();
     let migrated: Vec<(i64, String)> = conn
@@ -69,7 +69,8 @@ async fn a_store_file_written_by_0_1_opens_and_its_jobs_carry_on() {
         .unwrap()
         .collect::<rusqlite::Result<_>>()
         .unwrap();
-    assert_eq!(migrated, [(2, env!("CARGO_PKG_VERSION").to_string())]);
+    let release = env!("CARGO_PKG_VERSION").to_string();
+    assert_eq!(migrated, [(2, release.clone()), (3, release)]);
 
     // Every job reads as 0.1 left it.
     let jobs = fixtures::jobs("sqlite");
@@ -108,6 +109,30 @@ async fn a_store_file_written_by_0_1_opens_and_its_jobs_carry_on() {
         .max();
     assert!(id.as_str().parse::<u64>().unwrap() > newest.unwrap());
     fixtures::other_queues_carry_on(&store, &jobs).await;
+
+    // Migration 3's column: 0.1's jobs have no timeout of their own; a new job keeps its.
+    let timed = queue("timed");
+    let opts = EnqueueOptions::default().timeout(Duration::from_millis(2500));
+    let with_timeout = NewJob::new("k", b"{}".to_vec(), &opts, RetryPolicy::default()).unwrap();
+    store
+        .enqueue(&timed, vec![job(), with_timeout])
+        .await
+        .unwrap();
+    let claim = store
+        .claim(&timed, 10, minute, &LeaseToken::mint("timed").unwrap())
+        .await
+        .unwrap();
+    let timeouts: Vec<_> = claim.jobs.iter().map(|c| c.timeout).collect();
+    assert_eq!(timeouts, [None, Some(Duration::from_millis(2500))]);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let old_timeouts: i64 = conn
+        .query_row(
+            "SELECT count(timeout_ms) FROM jobs WHERE queue != (SELECT id FROM queues WHERE name = 'timed')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(old_timeouts, 0, "0.1's jobs gained no timeout");
 }
 
 /// The schema as SQLite keeps it, to compare two files.
@@ -138,12 +163,12 @@ async fn every_migration_leads_to_the_same_schema() {
     // Schema 0 (a new file) through every migration.
     let fresh = dir.path().join("fresh.db");
     drop(SqliteStore::open(&fresh).await.unwrap());
-    // Schema 1 (release 0.1's file) through migration 2.
+    // Schema 1 (release 0.1's file) through migrations 2 and 3.
     let old = dir.path().join("old.db");
     std::fs::copy(fixtures::path("store-0.1.db"), &old).unwrap();
     drop(SqliteStore::open(&old).await.unwrap());
     assert_eq!(schema(&fresh), schema(&old));
-    assert_eq!(pragma(&fresh, "user_version"), 2);
+    assert_eq!(pragma(&fresh, "user_version"), 3);
     let conn = rusqlite::Connection::open(&fresh).unwrap();
     let versions: Vec<i64> = conn
         .prepare("SELECT version FROM migrations ORDER BY version")
@@ -152,7 +177,7 @@ async fn every_migration_leads_to_the_same_schema() {
         .unwrap()
         .collect::<rusqlite::Result<_>>()
         .unwrap();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
 }
 
 #[tokio::test]
@@ -176,11 +201,11 @@ async fn files_it_must_not_read_are_refused_and_left_unchanged() {
     drop(SqliteStore::open(&newer).await.unwrap());
     rusqlite::Connection::open(&newer)
         .unwrap()
-        .pragma_update(None, "user_version", 3)
+        .pragma_update(None, "user_version", 99)
         .unwrap();
     let err = refused(&newer).await;
     assert!(
-        matches!(&err, Error::Version { found, .. } if found == "schema 3"),
+        matches!(&err, Error::Version { found, .. } if found == "schema 99"),
         "{err}"
     );
 
@@ -247,9 +272,9 @@ async fn a_file_migrated_by_a_newer_release_stops_this_one_writing() {
     // What a newer release does when it migrates the file.
     rusqlite::Connection::open(&path)
         .unwrap()
-        .pragma_update(None, "user_version", 3)
+        .pragma_update(None, "user_version", 99)
         .unwrap();
-    let is_version = |e: Error| matches!(&e, Error::Version { found, .. } if found == "schema 3");
+    let is_version = |e: Error| matches!(&e, Error::Version { found, .. } if found == "schema 99");
     assert!(is_version(
         store.enqueue(&q, vec![job()]).await.unwrap_err()
     ));

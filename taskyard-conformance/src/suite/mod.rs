@@ -11,8 +11,10 @@ pub mod admin;
 pub(crate) mod common;
 pub mod enqueue;
 pub mod leases;
+pub(crate) mod logs;
 pub mod retries;
 pub(crate) mod stalled;
+pub mod timeouts;
 pub mod waiting;
 pub mod worker;
 

@@ -1,6 +1,7 @@
 //! A wrapper store whose calls can be made to go wrong on the way, as over a network:
-//! heartbeats that vanish (the fencing test of a lost lease), and answers lost after the
-//! store applied the call (a connection cut between the call and its reply).
+//! heartbeats that vanish (a stall: the fencing test of a lost lease) or fail (a
+//! partition), and answers lost after the store applied the call (a connection cut
+//! between the call and its reply).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +17,8 @@ use taskyard_core::{
 pub(super) struct Faults {
     /// Heartbeats vanish: they answer "held" without reaching the store (a stall).
     pub(super) stalled: Arc<AtomicBool>,
+    /// Heartbeats fail with an error, as when the store cannot be reached (a partition).
+    pub(super) failing: Arc<AtomicBool>,
     /// The next claim that takes jobs reaches the store but its answer is lost.
     pub(super) lose_claim: Arc<AtomicBool>,
     /// The next finish reaches the store but its answer is lost.
@@ -64,6 +67,11 @@ impl Store for Faulty {
     ) -> taskyard_core::Result<Vec<bool>> {
         if self.faults.stalled.load(Ordering::SeqCst) {
             return Ok(vec![true; leases.len()]);
+        }
+        if self.faults.failing.load(Ordering::SeqCst) {
+            return Err(taskyard_core::Error::Store(
+                "the store cannot be reached (a partition, simulated)".into(),
+            ));
         }
         self.inner.heartbeat(leases, lease).await
     }

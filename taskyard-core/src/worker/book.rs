@@ -1,17 +1,19 @@
 //! The lease book: every job this worker holds a lease on, from its claim until its
 //! outcome is recorded or its lease given back. The executor writes a job in, the
-//! heartbeater renews what is in it and marks leases lost, shutdown gives back what is
-//! still running, and the completer takes a job out once the store has its outcome — all
-//! through the methods here, so the rules of the book live in one place.
+//! heartbeater renews what is in it and marks leases lost, the watchdog times runs out
+//! and gives up leases no heartbeat reached, shutdown gives back what is still running,
+//! and the completer takes a job out once the store has its outcome — all through the
+//! methods here, so the rules of the book live in one place.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::task::AbortHandle;
 
 use super::stop::{Stop, StopReason};
-use crate::Lease;
+use crate::{Lease, RetryPolicy};
 
 /// One held lease.
 pub(crate) struct Held {
@@ -19,22 +21,76 @@ pub(crate) struct Held {
     /// Fires the handler's stop signal (shutdown, lease lost) and remembers why.
     pub(crate) stop: Arc<Stop>,
     pub(crate) abort: Option<AbortHandle>,
-    /// The handler returned; its outcome is on its way to the store.
+    pub(crate) kind: Arc<str>,
+    /// The run's timeout, and the instant it passes.
+    pub(crate) timeout: Duration,
+    deadline: Instant,
+    /// The retry policy and attempt, for the backoff of a run the watchdog times out.
+    policy: RetryPolicy,
+    attempt: u32,
+    /// The last time the store is known to have renewed the lease: when the claim, or
+    /// the last heartbeat it answered "held", was sent. The lease lasts at least until
+    /// this plus the lease length, in the store's time.
+    renewed: Instant,
+    /// The run was told it is past its timeout.
+    told_timeout: bool,
+    /// The handler returned, or the watchdog timed it out; its outcome is on its way to
+    /// the store, and nothing else is sent for it.
     finished: bool,
     /// Shutdown gave the lease back; the handler's outcome, if any, is dropped.
     released: bool,
 }
 
+/// What a new entry of the book needs besides its lease, stop signal and task.
+pub(crate) struct Run {
+    pub(crate) kind: Arc<str>,
+    pub(crate) timeout: Duration,
+    pub(crate) policy: RetryPolicy,
+    pub(crate) attempt: u32,
+    /// When the claim that leased it was sent.
+    pub(crate) claimed_at: Instant,
+}
+
 impl Held {
-    pub(crate) fn new(lease: Lease, stop: Arc<Stop>, abort: AbortHandle) -> Self {
+    pub(crate) fn new(lease: Lease, stop: Arc<Stop>, abort: AbortHandle, run: Run) -> Self {
+        let now = Instant::now();
         Held {
             lease,
             stop,
             abort: Some(abort),
+            kind: run.kind,
+            timeout: run.timeout,
+            // The timeout is at most 7 days (`MAX_TIMEOUT`), far from overflowing.
+            deadline: now + run.timeout,
+            policy: run.policy,
+            attempt: run.attempt,
+            renewed: run.claimed_at,
+            told_timeout: false,
             finished: false,
             released: false,
         }
     }
+}
+
+/// A run the watchdog timed out past its grace: its outcome is to be sent, its task was
+/// aborted.
+pub(crate) struct TimedOut {
+    pub(crate) key: u64,
+    pub(crate) lease: Lease,
+    pub(crate) kind: Arc<str>,
+    pub(crate) timeout: Duration,
+    pub(crate) retry_ms: u64,
+    pub(crate) abort: Option<AbortHandle>,
+}
+
+/// What one look of the watchdog found.
+#[derive(Default)]
+pub(crate) struct Overdue {
+    /// Running jobs whose leases no heartbeat renewed for longer than the lease, now
+    /// told so (each once).
+    pub(crate) lost: Vec<Lease>,
+    /// Runs past their timeout and its grace, taken over by the watchdog.
+    pub(crate) timed_out: Vec<TimedOut>,
 }
 
 /// The jobs a worker holds, by a key per claimed job (cheaper to hash than its lease).
@@ -57,10 +113,11 @@ impl Book {
     }
 
     /// The handler of `key` returned: marks it finished, unless shutdown already gave its
-    /// lease back. Returns whether its outcome is to be recorded.
+    /// lease back or the watchdog timed it out. Returns whether its outcome is to be
+    /// recorded.
     pub(crate) fn finish(&self, key: u64) -> bool {
         match self.lock().get_mut(&key) {
-            Some(h) if !h.released => {
+            Some(h) if !h.released && !h.finished => {
                 h.finished = true;
                 true
             }
@@ -77,15 +134,70 @@ impl Book {
     }
 
     /// The store refused to renew `key`'s lease: the job may run elsewhere now. Its
-    /// handler is told (once), and so is the log.
-    pub(crate) fn lost(&self, key: u64) {
+    /// handler is told (once), and so is the log. Returns whether this was news.
+    pub(crate) fn lost(&self, key: u64) -> bool {
         let book = self.lock();
         if let Some(h) = book.get(&key)
             && h.stop.lose_lease()
         {
             let lease = &h.lease;
             tracing::warn!(queue = %lease.queue, id = %lease.id, "lease lost: the job may run elsewhere");
+            return true;
         }
+        false
+    }
+
+    /// The store renewed these leases, with a heartbeat sent at `sent`.
+    pub(crate) fn renewed(&self, keys: &[u64], sent: Instant) {
+        let mut book = self.lock();
+        for key in keys {
+            if let Some(h) = book.get_mut(key) {
+                h.renewed = h.renewed.max(sent);
+            }
+        }
+    }
+
+    /// One look by the watchdog at `now`: tells runs past their timeout to stop, takes
+    /// over those still running `grace` after it (marked finished, their tasks aborted),
+    /// and tells runs whose lease no heartbeat renewed for `lease` that it is lost.
+    pub(crate) fn overdue(&self, now: Instant, lease: Duration, grace: Duration) -> Overdue {
+        let mut found = Overdue::default();
+        for (key, h) in self.lock().iter_mut() {
+            if h.finished || h.released {
+                continue;
+            }
+            if now.saturating_duration_since(h.renewed) >= lease && h.stop.lose_lease() {
+                found.lost.push(h.lease.clone());
+            }
+            if now < h.deadline {
+                continue;
+            }
+            if !h.told_timeout {
+                h.told_timeout = true;
+                h.stop.fire(StopReason::Timeout);
+            }
+            if now >= h.deadline + grace {
+                h.finished = true;
+                if let Some(abort) = &h.abort {
+                    abort.abort();
+                }
+                found.timed_out.push(TimedOut {
+                    key: *key,
+                    lease: h.lease.clone(),
+                    kind: h.kind.clone(),
+                    timeout: h.timeout,
+                    // Drawn only for a run that times out: most never do.
+                    retry_ms: h.policy.backoff(h.attempt).as_millis() as u64,
+                    abort: h.abort.clone(),
+                });
+            }
+        }
+        found
+    }
+
+    /// Whether the book holds no job: every outcome recorded, every lease given back.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lock().is_empty()
     }
 
     /// Tells every running handler to stop, for `reason`.

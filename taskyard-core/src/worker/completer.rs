@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, mpsc, watch};
 
 use super::Shared;
 use super::executor::Done;
@@ -26,21 +26,33 @@ const MAX_BATCH: usize = 1000;
 
 type Outcomes = Arc<Mutex<mpsc::UnboundedReceiver<Done>>>;
 
-/// Runs until every sender of outcomes is gone and all are recorded.
-pub(crate) async fn run(shared: Arc<Shared>, rx: mpsc::UnboundedReceiver<Done>) {
+/// Runs until every sender of outcomes is gone, or `closing` is set and every outcome is
+/// recorded (the book is empty): a handler blocking its thread holds a sender it may
+/// never drop.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    rx: mpsc::UnboundedReceiver<Done>,
+    closing: watch::Receiver<bool>,
+) {
     let rx: Outcomes = Arc::new(Mutex::new(rx));
-    let second = tokio::spawn(record_loop(shared.clone(), rx.clone()));
-    record_loop(shared, rx).await;
+    let second = tokio::spawn(record_loop(shared.clone(), rx.clone(), closing.clone()));
+    record_loop(shared, rx, closing).await;
     let _ = second.await;
 }
 
-async fn record_loop(shared: Arc<Shared>, rx: Outcomes) {
+async fn record_loop(shared: Arc<Shared>, rx: Outcomes, mut closing: watch::Receiver<bool>) {
     let mut keys = Vec::with_capacity(MAX_BATCH);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         {
             let mut rx = rx.lock().await;
-            let Some((key, lease, outcome)) = rx.recv().await else {
+            let next = tokio::select! {
+                // An outcome on its way wins over ending.
+                biased;
+                next = rx.recv() => next,
+                () = drained(&shared, &mut closing) => None,
+            };
+            let Some((key, lease, outcome)) = next else {
                 return;
             };
             keys.push(key);
@@ -58,6 +70,16 @@ async fn record_loop(shared: Arc<Shared>, rx: Outcomes) {
         record(&shared, &keys, &batch).await;
         keys.clear();
         batch.clear();
+    }
+}
+
+/// Resolves once the worker is closing and the book is empty: every outcome sent is
+/// recorded (an outcome leaves the book only once recorded).
+async fn drained(shared: &Shared, closing: &mut watch::Receiver<bool>) {
+    // A dropped sender means the worker is gone: closing too.
+    let _ = closing.wait_for(|c| *c).await;
+    while !shared.book.is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -3,11 +3,12 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
-use super::book::Held;
+use super::book::{Held, Run};
 use super::stop::{Stop, StopReason};
 use super::{Failure, JobContext, JobError, Shared};
 use crate::{ClaimedJob, Lease, Outcome, RetryPolicy};
@@ -16,12 +17,14 @@ use crate::{ClaimedJob, Lease, Outcome, RetryPolicy};
 pub(crate) type Done = (u64, Lease, Outcome);
 
 /// Starts a claimed job in its own task. The held lease is registered before the task can
-/// finish, so the completer always finds it.
+/// finish, so the completer always finds it. `claimed_at` is when the claim was sent: the
+/// lease lasts at least the lease length from then.
 pub(crate) fn start(
     shared: &Arc<Shared>,
     job: ClaimedJob,
     permit: OwnedSemaphorePermit,
     done: mpsc::UnboundedSender<Done>,
+    claimed_at: Instant,
 ) {
     let key = shared.book.next_key();
     let stop = Stop::new();
@@ -37,6 +40,24 @@ pub(crate) fn start(
     let handler = shared.handlers.get(&*job.kind).cloned();
     let lease = job.lease.clone();
     let task_shared = shared.clone();
+    let policy = match job.backoff {
+        Some(b) => RetryPolicy::default()
+            .base(Duration::from_millis(b.base_ms))
+            .cap(Duration::from_millis(b.cap_ms)),
+        None => handler.as_ref().and_then(|h| h.policy).unwrap_or_default(),
+    };
+    // The job's own timeout, else its kind's on this worker, else the worker's.
+    let timeout = job
+        .timeout
+        .or_else(|| shared.timeouts.get(&*job.kind).copied())
+        .unwrap_or(shared.default_timeout);
+    let run = Run {
+        kind: job.kind.clone(),
+        timeout,
+        policy,
+        attempt: job.attempt,
+        claimed_at,
+    };
 
     let task_stop = stop.clone();
     let mut book = shared.book.lock();
@@ -53,31 +74,53 @@ pub(crate) fn start(
                 job.kind
             ))),
         };
-        let policy = match job.backoff {
-            Some(b) => RetryPolicy::default()
-                .base(std::time::Duration::from_millis(b.base_ms))
-                .cap(std::time::Duration::from_millis(b.cap_ms)),
-            None => handler.and_then(|h| h.policy).unwrap_or_default(),
-        };
         // A handler that gave up because the worker is shutting down has not failed:
         // its lease is given back and the attempt not charged, as for a run still going
         // when the grace period ends.
         if result.is_err() && task_stop.reason() == Some(StopReason::Shutdown) {
             let leases = task_shared.book.release_unfinished_one(key);
-            drop(permit);
+            // The slot is held until the lease is given back: shutdown waits on the
+            // slots, and returns once every job is recorded or given back.
             super::release(&task_shared, &leases).await;
+            drop(permit);
             return;
         }
+        // A handler that gave up because it was told it ran past its timeout failed as
+        // timed out, whatever it said: the failure is retryable (a permanent one too,
+        // since the timeout, not the job, ended it).
+        let timed_out = result.is_err() && task_stop.reason() == Some(StopReason::Timeout);
+        let result = match result {
+            Err(e) if timed_out => Err(JobError {
+                how: match e.how {
+                    Failure::Permanent => Failure::Retry,
+                    how => how,
+                },
+                message: format!("{}: {}", timed_out_message(timeout), e.message),
+            }),
+            other => other,
+        };
         let outcome = outcome_of(result, job.attempt, &policy);
         // Marked finished before the slot is freed: shutdown waits on the slots, and
-        // must not release a job whose outcome is already known.
+        // must not release a job whose outcome is already known. Not marked if the
+        // watchdog already timed it out and sent its outcome.
         if !task_shared.book.finish(key) {
             return;
+        }
+        if timed_out {
+            task_shared
+                .counters
+                .timed_out
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         drop(permit);
         let _ = done.send((key, job.lease, outcome));
     }));
-    book.insert(key, Held::new(lease, stop, task.abort_handle()));
+    book.insert(key, Held::new(lease, stop, task.abort_handle(), run));
+}
+
+/// The error a timed-out run leaves in its job's history.
+pub(crate) fn timed_out_message(timeout: Duration) -> String {
+    format!("timed out after {timeout:?}")
 }
 
 fn outcome_of(result: Result<(), JobError>, attempt: u32, policy: &RetryPolicy) -> Outcome {

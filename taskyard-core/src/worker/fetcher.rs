@@ -76,6 +76,7 @@ pub(crate) async fn run(
                     }
                 },
             };
+            let sent = std::time::Instant::now();
             let result = shared
                 .store
                 .claim(&queue, want - claimed, shared.lease, &token)
@@ -89,7 +90,7 @@ pub(crate) async fn run(
                     for job in claim.jobs {
                         match permits.split(1) {
                             Some(permit) => {
-                                executor::start(&shared, job, permit, done.clone());
+                                executor::start(&shared, job, permit, done.clone(), sent);
                                 claimed += 1;
                             }
                             // Only a replay can answer with more jobs than were asked

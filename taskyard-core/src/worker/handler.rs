@@ -58,16 +58,19 @@ impl JobContext {
         self.enqueued_at_ms
     }
 
-    /// Whether the store refused this run's heartbeat: the lease expired and the job may
-    /// now run elsewhere. A long handler can check this and stop early; its outcome will
-    /// be rejected anyway.
+    /// Whether this run's lease is lost: the store refused its heartbeat, or no heartbeat
+    /// reached the store for longer than the lease (a partition). The job may now run
+    /// elsewhere. A long handler can check this and stop early; its outcome will be
+    /// refused once another worker holds the job.
     pub fn lease_lost(&self) -> bool {
         self.stop.lease_lost()
     }
 
     /// Resolves when this run is asked to stop early, with why: the worker is shutting
-    /// down (the handler has until the grace period ends), or the lease was lost. Never
-    /// resolves otherwise, so a handler can race it against its work:
+    /// down (the handler has until the grace period ends), the lease was lost, or the run
+    /// passed its timeout (the handler has until the timeout grace ends, then it is
+    /// aborted at its next `.await`). Never resolves otherwise, so a handler can race it
+    /// against its work:
     ///
     /// ```ignore
     /// tokio::select! {

@@ -4,6 +4,8 @@
 //!  fetcher ──claim(up to free slots)──► executor slots ──outcomes──► completer ──finish(batch)──► store
 //!                                            ▲
 //!  heartbeater ── heartbeat(all held leases) every lease/3
+//!  watchdog    ── time out overrunning runs, report blocked handlers, give up leases no
+//!                 heartbeat renewed for a lease
 //!  maintenance ── promote due jobs, return expired leases, every second
 //! ```
 //!
@@ -21,6 +23,7 @@ mod handler;
 mod heartbeater;
 mod maintenance;
 mod stop;
+mod watchdog;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -56,6 +59,9 @@ pub struct Counters {
     pub(crate) completed: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) stale: AtomicU64,
+    pub(crate) timed_out: AtomicU64,
+    pub(crate) leases_lost: AtomicU64,
+    pub(crate) blocked: AtomicU64,
 }
 
 impl Counters {
@@ -72,6 +78,24 @@ impl Counters {
     /// Outcomes the store refused because the lease was no longer held.
     pub fn stale(&self) -> u64 {
         self.stale.load(Ordering::Relaxed)
+    }
+
+    /// Runs that failed as timed out so far (also counted in [`Counters::failed`] once
+    /// the store records them).
+    pub fn timed_out(&self) -> u64 {
+        self.timed_out.load(Ordering::Relaxed)
+    }
+
+    /// Leases this worker gave up on so far: the store refused their heartbeat, or no
+    /// heartbeat reached it for longer than the lease.
+    pub fn leases_lost(&self) -> u64 {
+        self.leases_lost.load(Ordering::Relaxed)
+    }
+
+    /// Handlers blocking their thread right now: timed out, aborted, and still not
+    /// returned (each keeps its slot until it does).
+    pub fn blocked(&self) -> u64 {
+        self.blocked.load(Ordering::Relaxed)
     }
 }
 
@@ -116,6 +140,9 @@ pub struct WorkerBuilder {
     maintenance_every: Duration,
     handlers: HashMap<String, Handler>,
     default_policy: RetryPolicy,
+    default_timeout: Duration,
+    timeouts: HashMap<String, Duration>,
+    timeout_grace: Duration,
 }
 
 impl WorkerBuilder {
@@ -169,6 +196,31 @@ impl WorkerBuilder {
         self
     }
 
+    /// How long a run may take when neither its job nor its kind sets a timeout.
+    /// Defaults to [`DEFAULT_TIMEOUT`](crate::job::DEFAULT_TIMEOUT) (30 minutes). Between
+    /// 1 ms and [`MAX_TIMEOUT`](crate::job::MAX_TIMEOUT); checked by `build`.
+    pub fn default_timeout(mut self, timeout: Duration) -> Self {
+        self.default_timeout = timeout;
+        self
+    }
+
+    /// How long a run of `kind` may take, unless its job was enqueued with its own
+    /// timeout ([`EnqueueOptions::timeout`](crate::EnqueueOptions::timeout)). A run past
+    /// it is told to stop ([`StopReason::Timeout`]), aborted at its next `.await` after
+    /// the timeout grace, and fails as a retryable "timed out" failure. The kind must have
+    /// a handler on this worker; checked by `build`.
+    pub fn timeout_for(mut self, kind: impl Into<String>, timeout: Duration) -> Self {
+        self.timeouts.insert(kind.into(), timeout);
+        self
+    }
+
+    /// How long a run past its timeout has to return after being told to stop, before it
+    /// is aborted at its next `.await`. Defaults to 5 s.
+    pub fn timeout_grace(mut self, grace: Duration) -> Self {
+        self.timeout_grace = grace;
+        self
+    }
+
     /// Registers the handler of job type `J`. A payload that does not decode as `J`
     /// sends the job to dead with the decode error.
     pub fn handle<J, F, Fut>(mut self, f: F) -> Self
@@ -214,6 +266,23 @@ impl WorkerBuilder {
         for kind in self.handlers.keys() {
             crate::job::validate_kind(kind)?;
         }
+        crate::job::validate_timeout(self.default_timeout)
+            .map_err(|e| Error::InvalidOption(format!("default_timeout: {}", message(&e))))?;
+        for (kind, timeout) in &self.timeouts {
+            crate::job::validate_timeout(*timeout)
+                .map_err(|e| Error::InvalidOption(format!("kind {kind}: {}", message(&e))))?;
+            if !self.handlers.contains_key(kind) {
+                return Err(Error::InvalidOption(format!(
+                    "a timeout is set for kind {kind}, which has no handler on this worker: \
+                     register its handler, or fix the kind's name"
+                )));
+            }
+        }
+        if self.timeout_grace.is_zero() {
+            return Err(Error::InvalidOption(
+                "timeout grace must be above zero".into(),
+            ));
+        }
         let names = if self.queues.is_empty() {
             vec![("default".to_string(), 1)]
         } else {
@@ -248,6 +317,9 @@ impl WorkerBuilder {
                 slots: Arc::new(Semaphore::new(self.concurrency)),
                 book: Book::default(),
                 counters: Arc::new(Counters::default()),
+                default_timeout: self.default_timeout,
+                timeouts: self.timeouts,
+                timeout_grace: self.timeout_grace,
             }),
         })
     }
@@ -269,6 +341,9 @@ pub(crate) struct Shared {
     /// recorded. The heartbeater renews all of them.
     pub(crate) book: Book,
     pub(crate) counters: Arc<Counters>,
+    pub(crate) default_timeout: Duration,
+    pub(crate) timeouts: HashMap<String, Duration>,
+    pub(crate) timeout_grace: Duration,
 }
 
 impl Shared {
@@ -291,6 +366,9 @@ impl Worker {
             maintenance_every: Duration::from_secs(1),
             handlers: HashMap::new(),
             default_policy: RetryPolicy::default(),
+            default_timeout: crate::job::DEFAULT_TIMEOUT,
+            timeouts: HashMap::new(),
+            timeout_grace: Duration::from_secs(5),
         }
     }
 
@@ -311,10 +389,12 @@ impl Worker {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let shared = self.shared;
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (closing_tx, closing_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
 
-        let completer = tokio::spawn(completer::run(shared.clone(), done_rx));
+        let completer = tokio::spawn(completer::run(shared.clone(), done_rx, closing_rx));
         let heartbeater = tokio::spawn(heartbeater::run(shared.clone()));
+        let watchdog = tokio::spawn(watchdog::run(shared.clone(), done_tx.clone()));
         let maintenance = tokio::spawn(maintenance::run(shared.clone(), stop_rx.clone()));
         let fetcher = tokio::spawn(fetcher::run(shared.clone(), stop_rx, done_tx));
 
@@ -336,8 +416,19 @@ impl Worker {
             );
             release(&shared, &leftover).await;
         }
-        // Every sender is gone once the fetcher and the job tasks are; the completer then
-        // flushes what it has and ends.
+        // Every run has an outcome on its way or its lease given back: no timeout is left
+        // to act on.
+        watchdog.abort();
+        let blocked = shared.counters.blocked();
+        if blocked > 0 {
+            failures.push(format!(
+                "{blocked} handlers still block their threads (timed out, aborted, not \
+                 returned); their jobs were failed as timed out"
+            ));
+        }
+        // The completer records what is on its way and ends once the book is empty; it
+        // does not wait for the senders held by handlers that block their threads.
+        let _ = closing_tx.send(true);
         match tokio::time::timeout(Duration::from_secs(30), completer).await {
             Ok(joined) => noted(&mut failures, "completer", joined),
             Err(_) => failures.push(format!(
@@ -345,6 +436,11 @@ impl Worker {
                  their leases expire",
                 shared.book.leases().0.len()
             )),
+        }
+        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(1), watchdog).await
+            && !e.is_cancelled()
+        {
+            failures.push(format!("the watchdog task failed: {e}"));
         }
         for (name, task) in [("heartbeater", heartbeater), ("maintenance", maintenance)] {
             // They run until aborted; one that ended by itself panicked.
@@ -406,6 +502,14 @@ impl WorkerHandle {
             Ok(result) => result,
             Err(e) => Err(Error::Worker(format!("the worker itself failed: {e}"))),
         }
+    }
+}
+
+/// An error's message without the variant's prefix, to put in another.
+fn message(e: &Error) -> String {
+    match e {
+        Error::InvalidOption(m) => m.clone(),
+        other => other.to_string(),
     }
 }
 

@@ -4,8 +4,9 @@
 //! A run can be asked to stop before its handler returns for one of a few reasons, each
 //! with its own consequence for the job (docs/semantics.md, "Stopping a run early"):
 //! shutdown (the lease is given back when the grace period ends; the attempt is not
-//! charged), lease lost (the store refuses the outcome; the job runs elsewhere). The
-//! reasons to come — a timeout, a cancel — go through the same signal.
+//! charged), lease lost (the store refuses the outcome; the job runs elsewhere), timeout
+//! (the run fails as "timed out" and is retried). A cancel, to come, goes through the
+//! same signal.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -21,9 +22,14 @@ pub enum StopReason {
     /// return; a run still going then is given back to the queue (its attempt not
     /// charged) and runs again, here or on another worker.
     Shutdown,
-    /// The store refused this run's heartbeat: its lease expired and the job may already
-    /// run elsewhere. This run's outcome will be refused, so it may as well stop.
+    /// The store refused this run's heartbeat, or no heartbeat reached it for longer
+    /// than the lease (a partition): the lease expired and the job may already run
+    /// elsewhere. This run's outcome will likely be refused, so it may as well stop.
     LeaseLost,
+    /// The run took longer than its timeout (the job's own, else its kind's on this
+    /// worker). It fails as "timed out" and is retried like any failure; a handler still
+    /// running one grace period later is aborted at its next `.await`.
+    Timeout,
 }
 
 /// The stop signal of one run. Made for every job, so it allocates nothing until a
