@@ -74,6 +74,14 @@ pub enum Error {
         /// The policy Redis reported.
         policy: String,
     },
+    /// Redis is at its memory limit (`maxmemory`, with `noeviction`): it refused to take
+    /// more jobs, and nothing was written. Workers keep claiming and finishing jobs at
+    /// the limit, which frees memory; then enqueues succeed again.
+    #[error(
+        "Redis is at its memory limit (maxmemory), so nothing was enqueued: let workers \
+         drain the queues, purge dead jobs, or raise maxmemory, then retry"
+    )]
+    MemoryFull,
     /// Something went wrong inside a worker: one of its tasks panicked, or outcomes could
     /// not be recorded before shutdown ended (those jobs run again after their leases).
     #[error("worker failed: {0}")]
