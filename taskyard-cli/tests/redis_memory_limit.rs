@@ -9,15 +9,21 @@ use taskyard_conformance::RedisServer;
 
 #[tokio::test]
 async fn enqueue_into_a_full_redis_fails_with_one_line() {
-    let server = RedisServer::start_with(&["--maxmemory", "3mb", "--maxmemory-policy", "noeviction"]);
+    let server =
+        RedisServer::start_with(&["--maxmemory", "3mb", "--maxmemory-policy", "noeviction"]);
     let store = RedisStore::connect(&server.url()).await.unwrap();
     let q = QueueName::new("q").unwrap();
     let batch = || {
         (0..200)
             .map(|_| {
                 let payload = format!(r#"{{"body":"{}"}}"#, "x".repeat(100)).into_bytes();
-                NewJob::new("mail", payload, &EnqueueOptions::default(), RetryPolicy::default())
-                    .unwrap()
+                NewJob::new(
+                    "mail",
+                    payload,
+                    &EnqueueOptions::default(),
+                    RetryPolicy::default(),
+                )
+                .unwrap()
             })
             .collect::<Vec<_>>()
     };

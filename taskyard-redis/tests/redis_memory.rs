@@ -101,10 +101,16 @@ async fn a_full_redis_refuses_enqueues_and_drains_with_a_worker() {
     };
     assert!(matches!(refusal, Error::MemoryFull), "{refusal:?}");
     let line = refusal.to_string();
-    assert!(!line.contains('\n') && line.contains("memory limit"), "{line}");
+    assert!(
+        !line.contains('\n') && line.contains("memory limit"),
+        "{line}"
+    );
     let (used, max) = memory(&mut conn).await;
     // At the limit, give or take the request buffers Redis counted when it refused.
-    assert!(used > max / 10 * 9, "refused far below the limit: {used} of {max}");
+    assert!(
+        used > max / 10 * 9,
+        "refused far below the limit: {used} of {max}"
+    );
     println!("filled to refusal: {enqueued} jobs, used_memory {used} of maxmemory {max}");
     assert!(enqueued > 5_000, "only {enqueued} jobs fit");
 
@@ -154,12 +160,21 @@ async fn a_full_redis_refuses_enqueues_and_drains_with_a_worker() {
     );
     store.maintain(&q).await.expect("maintenance at the limit");
     let stats = store.stats(&q).await.unwrap();
-    assert_eq!((stats.ready, stats.dead, stats.running), (enqueued - 1, 1, 0));
+    assert_eq!(
+        (stats.ready, stats.dead, stats.running),
+        (enqueued - 1, 1, 0)
+    );
     // An operator in another process can pause and resume the queue at the limit.
     let operator = RedisStore::connect(&server.url()).await.unwrap();
-    operator.set_paused(&q, true).await.expect("pause at the limit");
+    operator
+        .set_paused(&q, true)
+        .await
+        .expect("pause at the limit");
     assert!(store.stats(&q).await.unwrap().paused);
-    operator.set_paused(&q, false).await.expect("resume at the limit");
+    operator
+        .set_paused(&q, false)
+        .await
+        .expect("resume at the limit");
     // Redrive adds work to the queue: refused at the limit like an enqueue.
     let client = Client::new(store.clone());
     let e = client.redrive(&q, &DeadFilter::All).await.unwrap_err();
