@@ -208,9 +208,11 @@ end
 -- the last step stopped ('' = the start), ARGV[4..] = ids (at most `limit`).
 -- Ids: the given ones that are dead. All: the oldest `limit` (they leave the set, so the
 -- next step starts at the start again). Kind: the matching ones among at most
--- `limit` examined from the rank the last step stopped at; the ones it takes leave the
--- set, so that rank is where the unexamined ones begin. Examining more per step (it was
--- 10 * `limit`) held Redis for 30 ms per step on a large dead set.
+-- 1.25 * `limit` examined from the rank the last step stopped at, their bodies read 250
+-- at a time until `limit` match; the ones it takes leave the set, so that rank is where
+-- the unexamined ones begin. Examining more per step (it was 10 * `limit`) held Redis
+-- for 30 ms per step on a large dead set; 1.25 lets a step of a common kind still take
+-- a full `limit`.
 local function select_dead(limit)
   local mode = ARGV[1]
   local out = {}
@@ -233,15 +235,20 @@ local function select_dead(limit)
     return out, (#out == limit) and '0' or ''
   end
   local start = tonumber(ARGV[3]) or 0
-  local examine = limit
+  local examine = limit + math.floor(limit / 4)
   local ids = redis.call('ZRANGE', DEAD, start, start + examine - 1)
   if #ids == 0 then return out, '' end
-  local bodies = hmget_all(JOBS, ids)
   local examined = 0
   local of_kind = kind_pattern(ARGV[2])
-  for i = 1, #ids do
-    examined = i
-    if bodies[i] and string.find(bodies[i], of_kind) then out[#out + 1] = ids[i] end
+  for from = 1, #ids, 250 do
+    local to = math.min(from + 249, #ids)
+    local bodies = redis.call('HMGET', JOBS, unpack(ids, from, to))
+    for i = from, to do
+      examined = i
+      local body = bodies[i - from + 1]
+      if body and string.find(body, of_kind) then out[#out + 1] = ids[i] end
+      if #out >= limit then break end
+    end
     if #out >= limit then break end
   end
   if #out < limit and #ids < examine then return out, '' end
