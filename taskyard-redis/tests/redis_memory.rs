@@ -208,6 +208,19 @@ async fn a_full_redis_refuses_enqueues_and_drains_with_a_worker() {
         .build()
         .unwrap();
     let counters = w.counters();
+    // How far past the limit the draining scripts take Redis, sampled while it drains.
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampler = {
+        let peak = peak.clone();
+        let mut conn = conn.clone();
+        tokio::spawn(async move {
+            loop {
+                let (used, _) = memory(&mut conn).await;
+                peak.fetch_max(used, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
     let running = w.spawn();
     let drained = |want: u64| {
         let counters = counters.clone();
@@ -223,6 +236,13 @@ async fn a_full_redis_refuses_enqueues_and_drains_with_a_worker() {
         enqueued - 1
     );
 
+    sampler.abort();
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "drained {} jobs; peak used_memory while draining {peak} ({:.0}% of maxmemory)",
+        enqueued - 1,
+        peak as f64 * 100.0 / max as f64
+    );
     // Drained, Redis takes work again: the dead-lettered job is redriven and completes.
     assert_eq!(client.redrive(&q, &DeadFilter::All).await.unwrap(), 1);
     assert!(

@@ -332,3 +332,55 @@ async fn operator_paths_on_a_million_jobs_stay_under_10_ms_per_call() {
     println!("\nsummary:\n{}", report.join("\n"));
     println!("whole test {:.1} s", began.elapsed().as_secs_f64());
 }
+
+/// A lookup walks the ready list over many calls while claims pop its head and releases
+/// push to it: each call finds where the last one stopped again, so no job is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_keeps_its_place_while_claims_and_releases_move_the_list() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let q = QueueName::new("moving").unwrap();
+    let mut ids = Vec::new();
+    for b in 0..10 {
+        let batch = (0..10_000).map(|i| job("a", b * 10_000 + i)).collect();
+        ids.extend(store.enqueue(&q, batch).await.unwrap());
+    }
+    let targets: Vec<JobId> = (0..20).map(|k| ids[20_007 + 4_000 * k].clone()).collect();
+    // Claims 1,000 from the head and releases them back to it, again and again: between
+    // two calls of a walk the list may have moved 1,000 either way.
+    let moves = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mover = {
+        let (store, q, stop, moves) = (store.clone(), q.clone(), stop.clone(), moves.clone());
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let token = LeaseToken::mint("mover").unwrap();
+                let claim = store
+                    .claim(&q, 1000, Duration::from_secs(600), &token)
+                    .await
+                    .unwrap();
+                let back: Vec<_> = claim.jobs.iter().map(|j| j.lease.clone()).collect();
+                store.release(&back).await.unwrap();
+                moves.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let before = moves.load(std::sync::atomic::Ordering::Relaxed);
+    for id in &targets {
+        let found = store.job(&q, id).await.unwrap();
+        assert_eq!(
+            found.map(|j| (j.state, j.id)),
+            Some((JobState::Ready, id.clone())),
+            "job {id} was skipped"
+        );
+    }
+    let during = moves.load(std::sync::atomic::Ordering::Relaxed) - before;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    mover.await.unwrap();
+    assert!(
+        during >= 20,
+        "the list moved only {during} times during the lookups"
+    );
+    println!("20 lookups found their jobs while the head moved 1,000 jobs {during} times");
+}
