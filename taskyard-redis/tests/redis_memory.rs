@@ -256,9 +256,9 @@ async fn a_full_redis_refuses_enqueues_and_drains_with_a_worker() {
         (stats.ready, stats.scheduled, stats.running, stats.dead),
         (0, 0, 0, 0)
     );
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     assert_eq!(seen.len() as u64, enqueued, "every job ran");
-    for (id, attempts) in seen.iter() {
+    for (id, attempts) in &seen {
         assert_eq!(attempts, &vec![1, 2], "job {id}");
     }
     let (used, max) = memory(&mut conn).await;

@@ -1,4 +1,5 @@
--- common.lua: prepended to every taskyard script.
+-- common.lua: prepended to every taskyard script, after the shebang that declares the
+-- script's flags (`Oom` in scripts.rs: Redis reads flags only on the first line).
 --
 -- KEYS (the same order for every script; all under one hash tag, so one cluster slot):
 --   1 ready      LIST of envelopes, claimed from the head
