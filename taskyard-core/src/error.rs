@@ -78,8 +78,9 @@ pub enum Error {
     /// more jobs, and nothing was written. Workers keep claiming and finishing jobs at
     /// the limit, which frees memory; then enqueues succeed again.
     #[error(
-        "Redis is at its memory limit (maxmemory), so nothing was enqueued: let workers \
-         drain the queues, purge dead jobs, or raise maxmemory, then retry"
+        "Redis is at its memory limit (maxmemory) and took no more jobs; nothing was \
+         written: let workers drain the queues, purge dead jobs, or raise maxmemory, then \
+         retry"
     )]
     MemoryFull,
     /// Something went wrong inside a worker: one of its tasks panicked, or outcomes could
