@@ -111,6 +111,15 @@ pub enum Error {
         /// How long the store waited.
         seconds: f64,
     },
+    /// Redis is at its memory limit (`maxmemory`, with `noeviction`): it refused to take
+    /// more jobs, and nothing was written. Workers keep claiming and finishing jobs at
+    /// the limit, which frees memory; then enqueues succeed again.
+    #[error(
+        "Redis is at its memory limit (maxmemory) and took no more jobs; nothing was \
+         written: let workers drain the queues, purge dead jobs, or raise maxmemory, then \
+         retry"
+    )]
+    MemoryFull,
     /// Something went wrong inside a worker: one of its tasks panicked, or outcomes could
     /// not be recorded before shutdown ended (those jobs run again after their leases).
     #[error("worker failed: {0}")]

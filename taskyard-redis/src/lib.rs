@@ -53,6 +53,13 @@ use crate::scripts::{Scripts, keys, keys_0_1, store_err};
 /// The set of every queue name used, for `stats` across queues.
 const QUEUES_KEY: &str = "taskyard:queues";
 
+/// Adds a queue's name to `QUEUES_KEY` unless it is there. A known queue costs no write,
+/// so pausing it works when Redis is at its memory limit (a plain `SADD` is refused there
+/// even when it would add nothing); a new name at the limit is refused, as Redis refuses
+/// a script's first write that may need memory when it has no flags.
+const REMEMBER: &str = "if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 0 end
+return redis.call('SADD', KEYS[1], ARGV[1])";
+
 /// A store on one Redis (or Valkey) server. Cheap to clone; clones share connections.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -149,7 +156,15 @@ impl RedisStore {
         }
         pipe.query_async::<()>(&mut conn.clone())
             .await
-            .map_err(store_err)?;
+            .map_err(|e| match e.code() {
+                // The scripts declare flags in a shebang, which Redis 7.0 introduced: an
+                // older server refuses to compile them.
+                Some(_) => Error::store(std::io::Error::other(format!(
+                    "Redis could not load taskyard's scripts ({e}); taskyard needs Redis 7.0 \
+                     or later, or Valkey"
+                ))),
+                None => store_err(e),
+            })?;
         let store = RedisStore {
             inner: Arc::new(Inner {
                 client,
@@ -228,10 +243,10 @@ impl RedisStore {
             .insert(queue.as_str().to_string());
         if fresh {
             let mut conn = self.conn();
-            let r: redis::RedisResult<i64> = redis::cmd("SADD")
-                .arg(QUEUES_KEY)
+            let r: redis::RedisResult<i64> = redis::Script::new(REMEMBER)
+                .key(QUEUES_KEY)
                 .arg(queue.as_str())
-                .query_async(&mut conn)
+                .invoke_async(&mut conn)
                 .await;
             if let Err(e) = r {
                 self.inner

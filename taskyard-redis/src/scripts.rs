@@ -53,28 +53,58 @@ impl Scripts {
                 &d.completed_max_age_ms.to_string(),
             );
         let mut sources = Vec::new();
-        let mut s = |body: &str| {
-            let source =
-                format!("{common}\n{body}").replace("@LEASE_EXPIRED@", support::LEASE_EXPIRED);
+        // Redis (7.0 and later, and Valkey) reads a script's flags from a shebang on its
+        // first line only, so the shebang goes in front of common.lua. Declaring flags
+        // also changes how Redis applies `maxmemory`: see `Oom` and docs/redis.md.
+        let mut s = |oom: Oom, body: &str| {
+            let source = format!("{}\n{common}\n{body}", oom.shebang())
+                .replace("@LEASE_EXPIRED@", support::LEASE_EXPIRED);
             let script = Script::new(&source);
             sources.push(source);
             script
         };
+        use Oom::{Drains, Grows, Reads};
         Scripts {
-            enqueue: s(include_str!("scripts/enqueue.lua")),
-            claim: s(include_str!("scripts/claim.lua")),
-            heartbeat: s(include_str!("scripts/heartbeat.lua")),
-            finish: s(include_str!("scripts/finish.lua")),
-            release: s(include_str!("scripts/release.lua")),
-            maintain: s(include_str!("scripts/maintain.lua")),
-            redrive: s(include_str!("scripts/redrive.lua")),
-            purge: s(include_str!("scripts/purge.lua")),
-            find: s(include_str!("scripts/find.lua")),
-            list: s(include_str!("scripts/list.lua")),
-            stats: s(include_str!("scripts/stats.lua")),
-            settings: s(include_str!("scripts/settings.lua")),
-            upgrade: s(include_str!("scripts/upgrade.lua")),
+            enqueue: s(Grows, include_str!("scripts/enqueue.lua")),
+            claim: s(Drains, include_str!("scripts/claim.lua")),
+            heartbeat: s(Drains, include_str!("scripts/heartbeat.lua")),
+            finish: s(Drains, include_str!("scripts/finish.lua")),
+            release: s(Drains, include_str!("scripts/release.lua")),
+            maintain: s(Drains, include_str!("scripts/maintain.lua")),
+            redrive: s(Grows, include_str!("scripts/redrive.lua")),
+            purge: s(Drains, include_str!("scripts/purge.lua")),
+            find: s(Reads, include_str!("scripts/find.lua")),
+            list: s(Reads, include_str!("scripts/list.lua")),
+            stats: s(Reads, include_str!("scripts/stats.lua")),
+            settings: s(Drains, include_str!("scripts/settings.lua")),
+            upgrade: s(Drains, include_str!("scripts/upgrade.lua")),
             sources,
+        }
+    }
+}
+
+/// What a script does to memory, which decides whether it runs when Redis is at its
+/// `maxmemory` (with `noeviction`; Redis refuses the script up front, before it writes
+/// anything, with an `OOM` error that [`store_err`] makes [`Error::MemoryFull`]).
+#[derive(Clone, Copy)]
+enum Oom {
+    /// Adds jobs (enqueue, redrive): refused at the limit, so a full Redis takes no
+    /// more work.
+    Grows,
+    /// Moves, finishes or deletes jobs, or changes a setting (`allow-oom`): runs at the
+    /// limit, so workers drain a full Redis instead of jamming on it. What these add
+    /// while over the limit is bounded by the jobs already stored (docs/redis.md).
+    Drains,
+    /// Reads only (`no-writes`, which implies running at the limit).
+    Reads,
+}
+
+impl Oom {
+    fn shebang(self) -> &'static str {
+        match self {
+            Oom::Grows => "#!lua",
+            Oom::Drains => "#!lua flags=allow-oom",
+            Oom::Reads => "#!lua flags=no-writes",
         }
     }
 }
@@ -140,6 +170,9 @@ pub(crate) fn store_err(e: redis::RedisError) -> Error {
             found: found.unwrap_or("?").into(),
             reads: reads.unwrap_or("?").into(),
         };
+    }
+    if e.code() == Some("OOM") {
+        return Error::MemoryFull;
     }
     if e.code() == Some("TASKYARD_CURSOR") {
         return Error::InvalidOption(format!(

@@ -314,8 +314,17 @@ impl Store for RedisStore {
     }
 
     async fn job(&self, queue: &QueueName, id: &JobId) -> Result<Option<JobInfo>> {
-        let args = vec![id.as_str().as_bytes().to_vec()];
-        let out = array(self.run(&self.inner.scripts.find, queue, args).await?)?;
+        // A ready job is found by walking the ready list, a bounded step per script call
+        // (find.lua), so a lookup on a long queue never holds Redis for long.
+        let mut after = Vec::new();
+        let out = loop {
+            let args = vec![id.as_str().as_bytes().to_vec(), after];
+            let out = array(self.run(&self.inner.scripts.find, queue, args).await?)?;
+            if out.len() != 1 {
+                break out;
+            }
+            after = bytes(out.into_iter().next().unwrap_or(Value::Nil))?.to_vec();
+        };
         let mut it = out.into_iter();
         let (Some(state), Some(env), Some(at), Some(errs)) =
             (it.next(), it.next(), it.next(), it.next())

@@ -1,4 +1,5 @@
--- common.lua: prepended to every taskyard script.
+-- common.lua: prepended to every taskyard script, after the shebang that declares the
+-- script's flags (`Oom` in scripts.rs: Redis reads flags only on the first line).
 --
 -- KEYS (the same order for every script; all under one hash tag, so one cluster slot):
 --   1 ready      LIST of envelopes, claimed from the head
@@ -119,10 +120,11 @@ local function with_attempt(env, id, attempt, p2)
   return string.sub(env, 1, 2) .. id .. '\t' .. attempt .. string.sub(env, p2)
 end
 
-local function kind_of(env)
-  local _, _, _, _, p4 = fields(env)
-  local p5 = string.find(env, '\t', p4 + 1, true)
-  return string.sub(env, p4 + 1, p5 - 1)
+-- A pattern matching the envelopes of one kind: the kind is the sixth field of every
+-- envelope version, and a backoff field always follows it. One `string.find` per
+-- envelope and no string made: a scan by kind examines thousands per call.
+local function kind_pattern(kind)
+  return '^' .. string.rep('[^\t]*\t', 5) .. (string.gsub(kind, '[%.%-]', '%%%0')) .. '\t'
 end
 
 -- One job of a batch is done (or gone): forget the batch once none is left running.
@@ -207,8 +209,11 @@ end
 -- the last step stopped ('' = the start), ARGV[4..] = ids (at most `limit`).
 -- Ids: the given ones that are dead. All: the oldest `limit` (they leave the set, so the
 -- next step starts at the start again). Kind: the matching ones among at most
--- 10 * `limit` examined from the rank the last step stopped at; the ones it takes leave
--- the set, so that rank is where the unexamined ones begin.
+-- 1.25 * `limit` examined from the rank the last step stopped at, their bodies read 250
+-- at a time until `limit` match; the ones it takes leave the set, so that rank is where
+-- the unexamined ones begin. Examining more per step (it was 10 * `limit`) held Redis
+-- for 30 ms per step on a large dead set; 1.25 lets a step of a common kind still take
+-- a full `limit`.
 local function select_dead(limit)
   local mode = ARGV[1]
   local out = {}
@@ -231,14 +236,20 @@ local function select_dead(limit)
     return out, (#out == limit) and '0' or ''
   end
   local start = tonumber(ARGV[3]) or 0
-  local examine = 10 * limit
+  local examine = limit + math.floor(limit / 4)
   local ids = redis.call('ZRANGE', DEAD, start, start + examine - 1)
   if #ids == 0 then return out, '' end
-  local bodies = hmget_all(JOBS, ids)
   local examined = 0
-  for i = 1, #ids do
-    examined = i
-    if bodies[i] and kind_of(bodies[i]) == ARGV[2] then out[#out + 1] = ids[i] end
+  local of_kind = kind_pattern(ARGV[2])
+  for from = 1, #ids, 250 do
+    local to = math.min(from + 249, #ids)
+    local bodies = redis.call('HMGET', JOBS, unpack(ids, from, to))
+    for i = from, to do
+      examined = i
+      local body = bodies[i - from + 1]
+      if body and string.find(body, of_kind) then out[#out + 1] = ids[i] end
+      if #out >= limit then break end
+    end
     if #out >= limit then break end
   end
   if #out < limit and #ids < examine then return out, '' end
