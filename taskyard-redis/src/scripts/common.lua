@@ -14,7 +14,8 @@
 --   9 signal     LIST a worker blocks on (BLPOP) while idle; holds at most one element
 --  10 running    HASH "token|id" -> envelope of every job under lease
 --  11 batches    HASH token -> ids claimed with it ("1,2,3"), "#token" -> how many of
---                them are still running
+--                them are still running, "!token" -> 1 once one of them left running
+--                other than by completing (released, failed)
 --  12 the meta hash of release 0.1's keys: while it exists, the queue holds 0.1 data
 --     that upgrade.lua has yet to move (see check_layout)
 --
@@ -130,8 +131,17 @@ end
 -- One job of a batch is done (or gone): forget the batch once none is left running.
 local function settle(token, n)
   if redis.call('HINCRBY', BATCHES, '#' .. token, -n) <= 0 then
-    redis.call('HDEL', BATCHES, token, '#' .. token)
+    redis.call('HDEL', BATCHES, token, '#' .. token, '!' .. token)
     redis.call('ZREM', LEASES, token)
+  end
+end
+
+-- A job left its batch other than by completing (released, failed; call after settle):
+-- while the batch still runs, mark it ("!token"), so finish checks its completions job
+-- by job from now on (see finish.lua).
+local function left_early(token)
+  if redis.call('HEXISTS', BATCHES, '#' .. token) == 1 then
+    redis.call('HSET', BATCHES, '!' .. token, 1)
   end
 end
 

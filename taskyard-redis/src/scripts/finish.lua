@@ -23,7 +23,14 @@ local at = 2
 local forgotten = {}
 local done_max, done_age
 
--- Completed runs: the hot path, a few variadic calls per batch.
+-- Completed runs: the hot path, a few variadic calls per batch. A token holds each of
+-- its jobs, not the batch: a job released or failed meanwhile is not this run's to
+-- complete, even while others of its batch run. Such an exit marks the batch (`left_early`),
+-- and a marked batch is checked job by job (one HMGET of the envelopes, which a queue
+-- keeping completed jobs reads anyway). In an unmarked batch every job that left ran to
+-- completion, so HDEL's count alone tells: all named jobs were held, or the call names
+-- one twice or one this token never claimed — then each is answered by whether its
+-- token claimed it (recorded, by this call or an earlier one).
 for _ = 1, tonumber(ARGV[1]) do
   local token, k = ARGV[at], tonumber(ARGV[at + 1])
   local names, ids = {}, {}
@@ -32,44 +39,59 @@ for _ = 1, tonumber(ARGV[1]) do
     names[i] = token .. '|' .. ids[i]
   end
   at = at + 2 + k
-  -- Which of these jobs the token still holds: one variadic read. A job released or
-  -- failed meanwhile is not this run's to complete, even while others of its batch run.
-  local envs = hmget_all(RUNNING, names)
-  local held, done_ids = {}, {}
-  for i = 1, k do
-    if envs[i] then
-      res[#res + 1] = 1
-      held[#held + 1] = names[i]
-      done_ids[#done_ids + 1] = i
-    else
-      res[#res + 1] = 0
-    end
+  if not done_max then
+    local _
+    _, _, done_max, done_age = retention()
   end
-  if #held > 0 then
-    if not done_max then
-      local _
-      _, _, done_max, done_age = retention()
-    end
-    if done_max > 0 then
-      local done = {}
-      for _, i in ipairs(done_ids) do
-        local id, before, _, p2 = fields(envs[i])
-        redis.call('HSET', JOBS, id, with_attempt(envs[i], id, before + 1, p2))
-        done[#done + 1] = now
-        done[#done + 1] = id
+  local marked = done_max > 0 or redis.call('HEXISTS', BATCHES, '!' .. token) == 1
+  if marked then
+    local envs = hmget_all(RUNNING, names)
+    local held, done = {}, {}
+    for i = 1, k do
+      if envs[i] then
+        res[#res + 1] = 1
+        held[#held + 1] = names[i]
+        if done_max > 0 then
+          local id, before, _, p2 = fields(envs[i])
+          redis.call('HSET', JOBS, id, with_attempt(envs[i], id, before + 1, p2))
+          done[#done + 1] = now
+          done[#done + 1] = id
+        else
+          forgotten[#forgotten + 1] = ids[i]
+        end
+      else
+        res[#res + 1] = 0
       end
+    end
+    if #done > 0 then
       batched('ZADD', COMPLETED, done)
       trim(COMPLETED, done_max, done_age, now)
-    else
-      for _, i in ipairs(done_ids) do forgotten[#forgotten + 1] = ids[i] end
     end
-    -- Settle by what HDEL removed: an id named twice in one call counts once.
-    local n = 0
-    for i = 1, #held, 1000 do
-      n = n + redis.call('HDEL', RUNNING, unpack(held, i, math.min(i + 999, #held)))
-    end
-    settle(token, n)
+    names = held
   end
+  -- Settle by what HDEL removed: an id named twice in one call counts once.
+  local n = 0
+  for i = 1, #names, 1000 do
+    n = n + redis.call('HDEL', RUNNING, unpack(names, i, math.min(i + 999, #names)))
+  end
+  if not marked then
+    local claimed
+    if n < k then
+      claimed = {}
+      for id in string.gmatch(redis.call('HGET', BATCHES, token) or '', '[^,]+') do
+        claimed[id] = true
+      end
+    end
+    for i = 1, k do
+      if not claimed or claimed[ids[i]] then
+        res[#res + 1] = 1
+        forgotten[#forgotten + 1] = ids[i]
+      else
+        res[#res + 1] = 0
+      end
+    end
+  end
+  if n > 0 then settle(token, n) end
 end
 -- A completed job's error history (from earlier attempts) goes with it; most queues
 -- have no history at all, and then there is nothing to delete.
@@ -85,6 +107,7 @@ while at <= #ARGV do
     res[#res + 1] = 1
     redis.call('HDEL', RUNNING, field)
     settle(token, 1)
+    left_early(token)
     local _, before, max, p2 = fields(env)
     local attempt = before + 1
     env = with_attempt(env, id, attempt, p2)

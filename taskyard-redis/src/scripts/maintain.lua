@@ -32,7 +32,7 @@ for t = 1, #tokens do
     end
     batched('HDEL', RUNNING, names)
   end
-  redis.call('HDEL', BATCHES, token, '#' .. token)
+  redis.call('HDEL', BATCHES, token, '#' .. token, '!' .. token)
   redis.call('ZREM', LEASES, token)
 end
 if #ready > 0 then batched('RPUSH', READY, ready) end

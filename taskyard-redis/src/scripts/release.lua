@@ -13,6 +13,7 @@ for i = 1, #ARGV, 2 do
     redis.call('LPUSH', READY, env)
     redis.call('HDEL', RUNNING, field)
     settle(token, 1)
+    left_early(token)
     released = true
     res[#res + 1] = 1
   else

@@ -86,7 +86,11 @@ if #tokens > 0 then
       batched('HDEL', O_RUNNING, names)
       move_errors(list)
     end
-    if ids then redis.call('HSET', BATCHES, token, ids, '#' .. token, left or #list) end
+    -- Marked as a batch some job may have left early: 0.1 kept no such mark, so finish
+    -- checks these (few) batches job by job.
+    if ids then
+      redis.call('HSET', BATCHES, token, ids, '#' .. token, left or #list, '!' .. token, 1)
+    end
     redis.call('ZADD', LEASES, tokens[t + 1], token)
     redis.call('HDEL', O_BATCHES, token, '#' .. token)
     redis.call('ZREM', O_LEASES, token)

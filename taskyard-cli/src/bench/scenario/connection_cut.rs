@@ -87,7 +87,7 @@ pub(super) async fn run(c: &Ctx) -> Outcome {
     let (lost, unexpected, duplicated) = books(&ids, &runs);
     // A claim whose answer was cut is sent again with its token and answered with the
     // same jobs, so no job should need a second attempt.
-    let later_attempts = runs.iter().filter(|(_, attempt)| *attempt > 1).count();
+    let runs_on_a_later_attempt = runs.iter().filter(|(_, attempt)| *attempt > 1).count();
     let dead = c.stats().await?.dead;
     // The cuts that broke a store call in flight: a script (claim, finish, heartbeat,
     // maintenance) sent and not yet answered. An idle BLPOP cut is not one.
@@ -105,7 +105,7 @@ pub(super) async fn run(c: &Ctx) -> Outcome {
             "cuts_in_flight": in_flight, "cuts_by_pending_command": pending,
             "lost": lost, "unexpected": unexpected, "dead": dead,
             "duplicated": duplicated, "stale_outcomes": stale,
-            "runs_on_a_later_attempt": later_attempts,
+            "runs_on_a_later_attempt": runs_on_a_later_attempt,
         }),
     ))
 }
