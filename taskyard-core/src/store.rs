@@ -305,10 +305,11 @@ pub trait Store: Send + Sync + 'static {
     async fn heartbeat(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>>;
 
     /// Records how runs ended. Returns, per item, whether its job was still held under
-    /// its lease's token (a job released or finished meanwhile is not, even while other
-    /// jobs of the same claim run); a stale item changes nothing. A call retried after
-    /// its answer was lost answers as the first did (on Redis for 60 s after it), so
-    /// `false` means the store refused the outcome, never that it was applied twice.
+    /// its lease's token (a job released or failed meanwhile is not, even while other
+    /// jobs of the same claim run); a stale item changes nothing. A call retried with the
+    /// same outcomes after its answer was lost answers as the first did (a store whose
+    /// calls can lose answers remembers such calls), so `false` means the store refused
+    /// the outcome, never that it applied it before.
     async fn finish(&self, outcomes: &[(Lease, Outcome)]) -> Result<Vec<bool>>;
 
     /// Gives leases back without charging the attempt: the jobs return to the head of

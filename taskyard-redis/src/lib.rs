@@ -88,6 +88,12 @@ struct Inner {
     acked: tokio::sync::Mutex<Vec<MultiplexedConnection>>,
     /// Job ids taken from the server's counter, not handed out yet.
     ids: tokio::sync::Mutex<ids::Block>,
+    /// Finish calls whose answer may have been lost (the connection failed after they
+    /// were sent), by a hash of their arguments: the worker's retry of one runs as a
+    /// replay (see `finish.lua`).
+    unanswered: Mutex<HashSet<u64>>,
+    /// Tests only: the next finish call's answer is dropped after Redis ran it.
+    lose_answer: std::sync::atomic::AtomicBool,
 }
 
 impl RedisStore {
@@ -119,6 +125,15 @@ impl RedisStore {
         let client = redis::Client::open(url)
             .map_err(|e| Error::InvalidOption(format!("invalid Redis URL: {e}")))?;
         Self::from_client(client, &layout.to_string(), Options::default()).await
+    }
+
+    /// For tests of a lost answer: the next finish call runs on Redis, then fails here as
+    /// if the connection had dropped before its answer came.
+    #[doc(hidden)]
+    pub fn lose_next_finish_answer(&self) {
+        self.inner
+            .lose_answer
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Connects to a `rediss://` URL whose server certificate is signed by the CA in
@@ -174,6 +189,8 @@ impl RedisStore {
                 known_queues: Mutex::new(HashSet::new()),
                 acked: tokio::sync::Mutex::new(Vec::new()),
                 ids: tokio::sync::Mutex::new(ids::Block::default()),
+                unanswered: Mutex::new(HashSet::new()),
+                lose_answer: std::sync::atomic::AtomicBool::new(false),
             }),
             replica_ack: options.replica_ack,
         };

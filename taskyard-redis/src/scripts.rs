@@ -188,25 +188,15 @@ pub(crate) fn needs_upgrade(e: &redis::RedisError) -> bool {
     e.code() == Some("TASKYARD_UPGRADE")
 }
 
-/// The key where `finish.lua` keeps one call's answer for a while: `id` names the call
-/// (its first lease token and a hash of its arguments), so a retry finds it.
-pub(crate) fn call_key(queue: &QueueName, id: &str) -> String {
-    format!("taskyard:2:{{{}}}:call:{id}", queue.as_str())
-}
-
-/// Runs one of the scripts on a queue's keys, then `extra` (a key only that script uses).
+/// Runs one of the scripts on a queue's keys.
 pub(crate) async fn invoke(
     script: &Script,
     queue: &QueueName,
-    extra: Option<&str>,
     args: &[Vec<u8>],
     conn: &mut impl redis::aio::ConnectionLike,
 ) -> redis::RedisResult<Value> {
     let mut inv = script.prepare_invoke();
     for k in keys(queue) {
-        inv.key(k);
-    }
-    if let Some(k) = extra {
         inv.key(k);
     }
     for a in args {
@@ -222,22 +212,11 @@ impl RedisStore {
         queue: &QueueName,
         args: Vec<Vec<u8>>,
     ) -> Result<Value> {
-        self.run_keyed(script, queue, None, args).await
-    }
-
-    /// [`RedisStore::run`] with one more key after the queue's.
-    pub(crate) async fn run_keyed(
-        &self,
-        script: &Script,
-        queue: &QueueName,
-        extra: Option<&str>,
-        args: Vec<Vec<u8>>,
-    ) -> Result<Value> {
         let mut conn = self.conn();
-        match invoke(script, queue, extra, &args, &mut conn).await {
+        match invoke(script, queue, &args, &mut conn).await {
             Err(e) if needs_upgrade(&e) => {
                 self.upgrade(queue).await?;
-                invoke(script, queue, extra, &args, &mut conn)
+                invoke(script, queue, &args, &mut conn)
                     .await
                     .map_err(store_err)
             }

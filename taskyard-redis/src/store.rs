@@ -6,6 +6,7 @@
 //! order. The argument layouts are the ones each script's header names.
 
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use redis::{Script, Value};
@@ -16,7 +17,7 @@ use taskyard_core::{
 };
 
 use crate::reply::{array, bytes, flags, info, int};
-use crate::scripts::{call_key, store_err};
+use crate::scripts::store_err;
 use crate::{QUEUES_KEY, RedisStore, envelope};
 
 #[async_trait::async_trait]
@@ -147,7 +148,9 @@ impl Store for RedisStore {
                     None => groups.push((token, vec![i])),
                 }
             }
-            let mut args = Vec::with_capacity(1 + groups.len() * 2 + done.len() + failed.len() * 5);
+            let mut args = Vec::with_capacity(2 + groups.len() * 2 + done.len() + failed.len() * 5);
+            // ARGV[1], the replay flag, is set below: the call's identity is the rest.
+            args.push(Vec::new());
             args.push(groups.len().to_string().into_bytes());
             for (token, members) in &groups {
                 args.push(arg(token));
@@ -173,21 +176,37 @@ impl Store for RedisStore {
                 args.push(number.to_string().into_bytes());
                 args.push(history::clean(error).into_bytes());
             }
-            // The call is named by its content: a retry of this very call (its reply lost)
-            // sends the same arguments and finds the first answer; its first token makes
-            // the name unique across processes.
-            let first = groups
-                .first()
-                .map(|(t, _)| *t)
-                .or_else(|| failed.first().map(|&i| &*outcomes[i].0.token))
-                .unwrap_or_default();
+            // A call whose answer was lost (the connection failed after it was sent) is
+            // retried by the worker with the same outcomes: known here by a hash of its
+            // arguments, it runs as a replay, which counts a run whose job is no longer
+            // held as recorded — the first call did it (finish.lua).
             let mut hasher = std::hash::DefaultHasher::new();
             args.hash(&mut hasher);
-            let call = call_key(&queue, &format!("{first}:{:016x}", hasher.finish()));
-            let recorded = flags(
-                self.run_keyed(&self.inner.scripts.finish, &queue, Some(&call), args)
-                    .await?,
-            )?;
+            let call = hasher.finish();
+            let replay = self
+                .inner
+                .unanswered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&call);
+            args[0] = if replay { b"r".to_vec() } else { Vec::new() };
+            let answer = self.run(&self.inner.scripts.finish, &queue, args).await;
+            let dropped = answer.is_ok() && self.inner.lose_answer.swap(false, Ordering::SeqCst);
+            let recorded = match answer {
+                Ok(v) if !dropped => flags(v)?,
+                Ok(_) => {
+                    self.unanswered(call);
+                    return Err(Error::Store(
+                        "the answer was lost (a test dropped it)".into(),
+                    ));
+                }
+                Err(e) => {
+                    if answer_may_be_lost(&e) {
+                        self.unanswered(call);
+                    }
+                    return Err(e);
+                }
+            };
             let order = groups
                 .iter()
                 .flat_map(|(_, m)| m.iter())
@@ -443,6 +462,34 @@ impl RedisStore {
 
 fn arg(s: &str) -> Vec<u8> {
     s.as_bytes().to_vec()
+}
+
+/// Whether a failed call may have run on Redis with its answer lost on the way back:
+/// the connection failed or timed out once it was sent.
+fn answer_may_be_lost(e: &Error) -> bool {
+    let Error::Store(source) = e else {
+        return false;
+    };
+    source
+        .downcast_ref::<redis::RedisError>()
+        .is_some_and(|re| re.is_io_error() || re.is_timeout() || re.is_connection_dropped())
+}
+
+impl RedisStore {
+    /// Remembers a finish call whose answer may have been lost, so its retry is a replay.
+    fn unanswered(&self, call: u64) {
+        let mut calls = self
+            .inner
+            .unanswered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Bounded: a worker retries a call until it is answered, so only a store that
+        // stays unreachable piles these up.
+        if calls.len() >= 10_000 {
+            calls.clear();
+        }
+        calls.insert(call);
+    }
 }
 
 /// Groups items by queue, keeping each item's index to put results back in order.

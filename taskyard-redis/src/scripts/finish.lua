@@ -1,25 +1,21 @@
 -- finish.lua: records how runs ended.
--- KEYS[13] = this call's key (`call:<first token>:<hash of the ARGV>`): where its answer
--- is kept for CALL_TTL_MS, so a call retried after its reply was lost (a cut connection)
--- answers as the first one did instead of calling the runs it applied stale.
--- ARGV[1] = g, groups of completed runs; per group: token, k, then k ids.
+-- ARGV[1] = 'r' when this call replays one whose answer was lost (the connection failed
+-- after it was sent; the store remembers such calls by their arguments), else ''.
+-- ARGV[2] = g, groups of completed runs; per group: token, k, then k ids.
 -- Then per failed run, 5 ARGV: token, id, code, number, error. code: r = retry after
 -- number ms; a = retry at number (Unix ms); d = dead. A retry whose attempts are spent
 -- goes to dead. A run whose job its token no longer holds (the lease expired, the job
--- was released or already finished) changes nothing.
+-- was released or failed) changes nothing and is answered 0 — except in a replay, where
+-- a run whose job is gone from running was recorded by the first call (the worker sends
+-- one outcome per job) and is answered 1. (If its lease also expired between the two
+-- calls, the worker has lost contact for a lease and already counts those leases lost.)
 -- Returns 1 per run recorded, 0 per stale one: completed runs first, in order.
 check_layout()
-local CALL = KEYS[13]
-local CALL_TTL_MS = 60000
-local answered = redis.call('GET', CALL)
-if answered then
-  local res = {}
-  for i = 1, #answered do res[i] = tonumber(string.sub(answered, i, i)) end
-  return res
-end
+local replay = ARGV[1] == 'r'
+local gone = replay and 1 or 0
 local now = now_ms()
 local res = {}
-local at = 2
+local at = 3
 local forgotten = {}
 local done_max, done_age
 
@@ -31,7 +27,7 @@ local done_max, done_age
 -- completion, so HDEL's count alone tells: all named jobs were held, or the call names
 -- one twice or one this token never claimed — then each is answered by whether its
 -- token claimed it (recorded, by this call or an earlier one).
-for _ = 1, tonumber(ARGV[1]) do
+for _ = 1, tonumber(ARGV[2]) do
   local token, k = ARGV[at], tonumber(ARGV[at + 1])
   local names, ids = {}, {}
   for i = 1, k do
@@ -60,7 +56,7 @@ for _ = 1, tonumber(ARGV[1]) do
           forgotten[#forgotten + 1] = ids[i]
         end
       else
-        res[#res + 1] = 0
+        res[#res + 1] = gone
       end
     end
     if #done > 0 then
@@ -76,7 +72,7 @@ for _ = 1, tonumber(ARGV[1]) do
   end
   if not marked then
     local claimed
-    if n < k then
+    if n < k and not replay then
       claimed = {}
       for id in string.gmatch(redis.call('HGET', BATCHES, token) or '', '[^,]+') do
         claimed[id] = true
@@ -126,7 +122,7 @@ while at <= #ARGV do
       sched[#sched + 1] = id
     end
   else
-    res[#res + 1] = 0
+    res[#res + 1] = gone
   end
   at = at + 5
 end
@@ -143,5 +139,4 @@ if #dead > 0 then
   batched('ZADD', DEAD, dead)
   trim(DEAD, dead_max, dead_age, now)
 end
-redis.call('SET', CALL, table.concat(res), 'PX', CALL_TTL_MS)
 return res
