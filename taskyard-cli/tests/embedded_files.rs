@@ -3,13 +3,11 @@
 //! an error, every spelling of a path (`file:` URLs included) names the same file for
 //! every command, and every command exits with the WAL checkpointed into the one file.
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use taskyard_cli::process::WorkerProcess;
-use taskyard_conformance::TempDir;
+use taskyard_conformance::{TempDir, file_names, files_in};
 
 const BIN: &str = env!("CARGO_BIN_EXE_taskyard");
 
@@ -32,24 +30,6 @@ fn taskyard(store: &str, args: &[&str]) -> Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
-}
-
-/// Every file in `dir`, with its bytes.
-fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect()
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    files(dir).into_keys().collect()
 }
 
 /// The commands that only look, given a job id to show.
@@ -94,7 +74,11 @@ fn read_commands_create_nothing_and_change_nothing() {
             );
         }
     }
-    assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
+    assert!(
+        file_names(dir.path()).is_empty(),
+        "{:?}",
+        file_names(dir.path())
+    );
 
     let path = dir.path().join("taskyard.db");
     let path = path.to_str().unwrap().to_string();
@@ -102,12 +86,12 @@ fn read_commands_create_nothing_and_change_nothing() {
     assert!(enqueued.ok, "{}", enqueued.stderr);
     let id = enqueued.stdout.trim().to_string();
     assert_eq!(
-        names(dir.path()),
+        file_names(dir.path()),
         ["taskyard.db"],
         "the enqueue exited with the WAL checkpointed into the file"
     );
 
-    let before = files(dir.path());
+    let before = files_in(dir.path());
     let spellings = [
         path.clone(),
         format!("file:{path}"),
@@ -121,9 +105,9 @@ fn read_commands_create_nothing_and_change_nothing() {
             let run = taskyard(store, &args);
             assert!(run.ok, "{args:?} on {store}: {}", run.stderr);
             assert!(
-                files(dir.path()) == before,
+                files_in(dir.path()) == before,
                 "{args:?} on {store} changed the directory: {:?}",
-                names(dir.path())
+                file_names(dir.path())
             );
         }
         let show = taskyard(store, &["jobs", "show", &id]);
@@ -169,7 +153,7 @@ fn every_spelling_of_a_path_names_the_same_file_for_every_command() {
         .unwrap();
     assert!(relative.status.success());
     assert!(String::from_utf8_lossy(&relative.stdout).contains("\"ready\":5"));
-    assert_eq!(names(dir.path()), ["taskyard.db"]);
+    assert_eq!(file_names(dir.path()), ["taskyard.db"]);
 
     // Spellings it cannot read are refused, in one line, by every command.
     for bad in [
@@ -189,7 +173,7 @@ fn every_spelling_of_a_path_names_the_same_file_for_every_command() {
         }
     }
     assert_eq!(ready(&path), 5, "the refused commands wrote nothing");
-    assert_eq!(names(dir.path()), ["taskyard.db"]);
+    assert_eq!(file_names(dir.path()), ["taskyard.db"]);
 }
 
 #[test]
@@ -208,7 +192,7 @@ fn write_commands_and_a_stopped_worker_leave_one_file() {
     ] {
         let run = taskyard(&path, &args);
         assert!(run.ok, "{args:?}: {}", run.stderr);
-        assert_eq!(names(dir.path()), ["taskyard.db"], "after {args:?}");
+        assert_eq!(file_names(dir.path()), ["taskyard.db"], "after {args:?}");
     }
 
     // A worker running: commands that only look add no file beside its own.
@@ -219,7 +203,7 @@ fn write_commands_and_a_stopped_worker_leave_one_file() {
         assert!(Instant::now() < deadline, "the worker did not take the job");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let running = names(dir.path());
+    let running = file_names(dir.path());
     assert!(
         running.contains(&"taskyard.db-wal".to_string()),
         "a running worker has its WAL: {running:?}"
@@ -232,7 +216,7 @@ fn write_commands_and_a_stopped_worker_leave_one_file() {
             "{args:?}: {}",
             run.stderr
         );
-        assert_eq!(names(dir.path()), running, "{args:?} beside a worker");
+        assert_eq!(file_names(dir.path()), running, "{args:?} beside a worker");
     }
     let enq = taskyard(&path, &["enqueue", "record", r#"{"ms":0}"#]);
     assert!(enq.ok, "{}", enq.stderr);
@@ -242,7 +226,7 @@ fn write_commands_and_a_stopped_worker_leave_one_file() {
     }
     worker.stop().expect("the worker stopped gracefully");
     assert_eq!(
-        names(dir.path()),
+        file_names(dir.path()),
         ["taskyard.db"],
         "the stopped worker checkpointed the WAL into the file"
     );
@@ -254,7 +238,7 @@ fn a_0_1_store_is_read_as_it_is() {
     let path = dir.path().join("taskyard.db");
     std::fs::copy(taskyard_conformance::fixtures::path("store-0.1.db"), &path).unwrap();
     let path = path.to_str().unwrap().to_string();
-    let before = files(dir.path());
+    let before = files_in(dir.path());
     let stats = taskyard(&path, &["stats", "--json"]);
     assert!(stats.ok, "{}", stats.stderr);
     assert!(stats.stdout.contains("\"queue\""), "{}", stats.stdout);
@@ -263,13 +247,13 @@ fn a_0_1_store_is_read_as_it_is() {
         let _ = taskyard(&path, &args);
     }
     assert!(
-        files(dir.path()) == before,
+        files_in(dir.path()) == before,
         "reading a 0.1 store changed it: {:?}",
-        names(dir.path())
+        file_names(dir.path())
     );
     // A command that writes upgrades it.
     assert!(taskyard(&path, &["queue", "pause", "default"]).ok);
-    assert!(files(dir.path()) != before);
+    assert!(files_in(dir.path()) != before);
 }
 
 /// A store full to its cap (set in the URL) refuses `enqueue` in one line with a failure
@@ -299,7 +283,7 @@ fn a_full_store_refuses_enqueue_in_one_line_and_other_commands_go_on() {
     assert!(taskyard(&capped, &["queue", "pause", "default"]).ok);
     assert!(taskyard(&capped, &["queue", "resume", "default"]).ok);
     assert!(taskyard(&capped, &["jobs", "list", "--state", "ready"]).ok);
-    assert_eq!(names(dir.path()), ["taskyard.db"]);
+    assert_eq!(file_names(dir.path()), ["taskyard.db"]);
 
     let too_small = taskyard(
         &format!("{}?max_size=65536", path.display()),

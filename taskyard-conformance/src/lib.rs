@@ -44,6 +44,24 @@ impl Subject {
     }
 }
 
+/// Every file in `dir`, by name, with its bytes: to show that a command changed nothing
+/// (or which files a store leaves beside its own).
+pub fn files_in(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .expect("read the directory")
+        .map(|e| {
+            let e = e.expect("a directory entry");
+            let bytes = std::fs::read(e.path()).expect("read a file");
+            (e.file_name().to_string_lossy().into_owned(), bytes)
+        })
+        .collect()
+}
+
+/// The names of the files in `dir`, sorted.
+pub fn file_names(dir: &std::path::Path) -> Vec<String> {
+    files_in(dir).into_keys().collect()
+}
+
 /// A queue name no other test uses.
 pub fn unique_queue() -> QueueName {
     static NEXT: AtomicU64 = AtomicU64::new(0);

@@ -239,6 +239,31 @@ pub struct QueueConfig {
     pub completed_max_age_ms: u64,
 }
 
+impl QueueConfig {
+    /// The settings by name, in a fixed order: what a store writes and checks.
+    pub fn settings(&self) -> [(&'static str, u64); 5] {
+        [
+            ("max_len", self.max_len),
+            ("dead_max", self.dead_max),
+            ("dead_max_age_ms", self.dead_max_age_ms),
+            ("completed_max", self.completed_max),
+            ("completed_max_age_ms", self.completed_max_age_ms),
+        ]
+    }
+
+    /// Refuses a setting above `max`, the largest `store` keeps exactly, rather than
+    /// have the store cut it down or round it: `Error::InvalidOption` naming the setting
+    /// and the range.
+    pub fn check_at_most(&self, max: u64, store: &str) -> crate::Result<()> {
+        match self.settings().into_iter().find(|(_, v)| *v > max) {
+            Some((name, value)) => Err(crate::Error::InvalidOption(format!(
+                "queue setting {name} = {value} is out of range: {store} keeps 0 to {max}"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {

@@ -108,21 +108,7 @@ pub(crate) const MAX_EXACT: u64 = 1 << 53;
 
 /// Refuses queue settings the scripts would round (rather than keep them rounded).
 pub(crate) fn check_config(config: &QueueConfig) -> Result<()> {
-    for (name, value) in [
-        ("max_len", config.max_len),
-        ("dead_max", config.dead_max),
-        ("dead_max_age_ms", config.dead_max_age_ms),
-        ("completed_max", config.completed_max),
-        ("completed_max_age_ms", config.completed_max_age_ms),
-    ] {
-        if value > MAX_EXACT {
-            return Err(Error::InvalidOption(format!(
-                "queue setting {name} = {value} is out of range: the Redis store keeps 0 to \
-                 {MAX_EXACT} exactly"
-            )));
-        }
-    }
-    Ok(())
+    config.check_at_most(MAX_EXACT, "the Redis store (exactly)")
 }
 
 /// Refuses a `WAIT` timeout Redis would read as "forever" (under 1 ms).

@@ -408,13 +408,7 @@ impl Store for RedisStore {
         crate::options::check_config(config)?;
         self.remember(queue).await?;
         let mut args = vec![arg("set")];
-        for (name, value) in [
-            ("max_len", config.max_len),
-            ("dead_max", config.dead_max),
-            ("dead_max_age_ms", config.dead_max_age_ms),
-            ("completed_max", config.completed_max),
-            ("completed_max_age_ms", config.completed_max_age_ms),
-        ] {
+        for (name, value) in config.settings() {
             args.push(arg(name));
             args.push(value.to_string().into_bytes());
         }

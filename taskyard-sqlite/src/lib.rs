@@ -400,25 +400,6 @@ impl SqliteStore {
 /// The largest number the file keeps: SQLite's integers are 64-bit signed.
 const MAX_SETTING: u64 = i64::MAX as u64;
 
-/// Refuses queue settings the file cannot hold, rather than store them cut down.
-fn check_config(config: &QueueConfig) -> Result<()> {
-    for (name, value) in [
-        ("max_len", config.max_len),
-        ("dead_max", config.dead_max),
-        ("dead_max_age_ms", config.dead_max_age_ms),
-        ("completed_max", config.completed_max),
-        ("completed_max_age_ms", config.completed_max_age_ms),
-    ] {
-        if value > MAX_SETTING {
-            return Err(Error::InvalidOption(format!(
-                "queue setting {name} = {value} is out of range: the file store keeps 0 to \
-                 {MAX_SETTING}"
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// A lease in milliseconds, or the error of one the file cannot hold.
 fn lease_ms(lease: Duration) -> Result<u64> {
     u64::try_from(lease.as_millis())
@@ -624,7 +605,7 @@ impl Store for SqliteStore {
     }
 
     async fn configure(&self, queue: &QueueName, config: &QueueConfig) -> Result<()> {
-        check_config(config)?;
+        config.check_at_most(MAX_SETTING, "the file store")?;
         let (queue, config) = (queue.clone(), *config);
         self.writer()?
             .call(move |tx| ops::configure(tx, &queue, &config))

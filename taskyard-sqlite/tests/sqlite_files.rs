@@ -2,11 +2,9 @@
 //! and sees a live writer's commits, a foreign or missing file is refused read-only too,
 //! and a store closed after a worker's shutdown is one file again.
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
-use taskyard_conformance::TempDir;
+use taskyard_conformance::{TempDir, file_names, files_in};
 use taskyard_core::{
     Client, EnqueueOptions, Error, JobContext, JobState, NewJob, QueueName, RetryPolicy, Store,
     Worker,
@@ -23,23 +21,6 @@ fn job(n: usize) -> NewJob {
     .unwrap()
 }
 
-fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect()
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    files(dir).into_keys().collect()
-}
-
 #[tokio::test]
 async fn a_read_only_store_never_writes_and_sees_a_live_writers_commits() {
     let dir = TempDir::new();
@@ -51,13 +32,13 @@ async fn a_read_only_store_never_writes_and_sees_a_live_writers_commits() {
         missing.to_string().contains("no taskyard store at"),
         "{missing}"
     );
-    assert!(names(dir.path()).is_empty());
+    assert!(file_names(dir.path()).is_empty());
 
     let writer = SqliteStore::open(&path).await.unwrap();
     writer.enqueue(&q, (0..3).map(job).collect()).await.unwrap();
     drop(writer);
-    assert_eq!(names(dir.path()), ["taskyard.db"], "closed: one file");
-    let before = files(dir.path());
+    assert_eq!(file_names(dir.path()), ["taskyard.db"], "closed: one file");
+    let before = files_in(dir.path());
 
     let reader = SqliteStore::open_read_only(&path).await.unwrap();
     assert!(reader.is_read_only());
@@ -72,7 +53,11 @@ async fn a_read_only_store_never_writes_and_sees_a_live_writers_commits() {
             "{refused:?}"
         );
     }
-    assert!(files(dir.path()) == before, "{:?}", names(dir.path()));
+    assert!(
+        files_in(dir.path()) == before,
+        "{:?}",
+        file_names(dir.path())
+    );
 
     // A writer opens the file while the reader is open: the reader sees its commits
     // through its WAL, and adds no file of its own.
@@ -87,7 +72,7 @@ async fn a_read_only_store_never_writes_and_sees_a_live_writers_commits() {
     drop(writer);
     assert_eq!(reader.stats(&q).await.unwrap().ready, 5);
     drop(reader);
-    assert_eq!(names(dir.path()), ["taskyard.db"]);
+    assert_eq!(file_names(dir.path()), ["taskyard.db"]);
 }
 
 #[tokio::test]
@@ -102,10 +87,14 @@ async fn a_foreign_file_is_refused_read_only_and_left_unchanged() {
         )
         .unwrap();
     }
-    let before = files(dir.path());
+    let before = files_in(dir.path());
     let refused = SqliteStore::open_read_only(&path).await.err().unwrap();
     assert!(matches!(refused, Error::NotAStore { .. }), "{refused}");
-    assert!(files(dir.path()) == before, "{:?}", names(dir.path()));
+    assert!(
+        files_in(dir.path()) == before,
+        "{:?}",
+        file_names(dir.path())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,13 +123,13 @@ async fn a_store_closed_after_its_workers_shutdown_is_one_file() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(
-        names(dir.path()).contains(&"taskyard.db-wal".to_string()),
+        file_names(dir.path()).contains(&"taskyard.db-wal".to_string()),
         "in use, the store has its WAL: {:?}",
-        names(dir.path())
+        file_names(dir.path())
     );
     running.shutdown().await.unwrap();
     drop((client, store));
-    assert_eq!(names(dir.path()), ["taskyard.db"]);
+    assert_eq!(file_names(dir.path()), ["taskyard.db"]);
     let again = SqliteStore::open_read_only(&path).await.unwrap();
     assert_eq!(
         again.stats(&q).await.unwrap().ready,

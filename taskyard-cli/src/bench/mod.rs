@@ -244,20 +244,7 @@ async fn pickup(
     struct Timed {
         t: f64,
     }
-    let samples = Arc::new(Mutex::new(Vec::new()));
-    let s2 = samples.clone();
-    let worker = Worker::builder(store.shared())
-        .queue(queue.as_str())
-        .concurrency(args.concurrency)
-        .handle_raw("noop", move |_ctx, payload| {
-            let now = unix_ms_f64();
-            let res = serde_json::from_slice::<Timed>(&payload)
-                .map(|p| s2.lock().unwrap_or_else(|e| e.into_inner()).push(now - p.t))
-                .map_err(JobError::permanent);
-            async move { res }
-        })
-        .build()?;
-    let running = worker.spawn();
+    let (running, samples) = timing_worker(store, queue, args, |p: &Timed| p.t)?;
     let client = Client::new(store.shared());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let total = (args.latency_rate as f64 * args.latency_secs).round() as usize;
@@ -295,6 +282,37 @@ async fn pickup(
     Ok((percentile(&s, 0.5), percentile(&s, 0.99), s[s.len() - 1]))
 }
 
+/// Milliseconds, one per job, filled in by a worker's handlers.
+type Samples = Arc<Mutex<Vec<f64>>>;
+
+/// A worker running the bench's `noop` jobs that records, per job, how many ms after the
+/// time `at` reads from its payload (its enqueue or due time) its handler started.
+fn timing_worker<T: serde::de::DeserializeOwned + 'static>(
+    store: &AnyStore,
+    queue: &QueueName,
+    args: &BenchArgs,
+    at: fn(&T) -> f64,
+) -> Result<(taskyard::WorkerHandle, Samples), Box<dyn std::error::Error>> {
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let s2 = samples.clone();
+    let worker = Worker::builder(store.shared())
+        .queue(queue.as_str())
+        .concurrency(args.concurrency)
+        .handle_raw("noop", move |_ctx, payload| {
+            let now = unix_ms_f64();
+            let res = serde_json::from_slice::<T>(&payload)
+                .map(|p| {
+                    s2.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(now - at(&p))
+                })
+                .map_err(JobError::permanent);
+            async move { res }
+        })
+        .build()?;
+    Ok((worker.spawn(), samples))
+}
+
 /// The `p` quantile of sorted samples (nearest rank).
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1]
@@ -315,24 +333,7 @@ async fn lateness(
     }
     /// No job falls due before all of them are added.
     const LEAD_MS: u64 = 1000;
-    let samples = Arc::new(Mutex::new(Vec::new()));
-    let s2 = samples.clone();
-    let worker = Worker::builder(store.shared())
-        .queue(queue.as_str())
-        .concurrency(args.concurrency)
-        .handle_raw("noop", move |_ctx, payload| {
-            let now = unix_ms_f64();
-            let res = serde_json::from_slice::<Due>(&payload)
-                .map(|p| {
-                    s2.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(now - p.due as f64)
-                })
-                .map_err(JobError::permanent);
-            async move { res }
-        })
-        .build()?;
-    let running = worker.spawn();
+    let (running, samples) = timing_worker(store, queue, args, |p: &Due| p.due as f64)?;
     let client = Client::new(store.shared());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let start = unix_ms_f64() as u64;
