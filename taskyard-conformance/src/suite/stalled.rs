@@ -1,6 +1,6 @@
 //! A wrapper store whose calls can be made to go wrong on the way, as over a network:
 //! heartbeats that vanish (a stall: the fencing test of a lost lease) or fail (a
-//! partition), and answers lost after the store applied the call (a connection cut
+//! partition), and a claim's answer lost after the store applied it (a connection cut
 //! between the call and its reply).
 
 use std::sync::Arc;
@@ -21,8 +21,6 @@ pub(super) struct Faults {
     pub(super) failing: Arc<AtomicBool>,
     /// The next claim that takes jobs reaches the store but its answer is lost.
     pub(super) lose_claim: Arc<AtomicBool>,
-    /// The next finish reaches the store but its answer is lost.
-    pub(super) lose_finish: Arc<AtomicBool>,
 }
 
 /// A store with [`Faults`] on the way to it.
@@ -76,11 +74,7 @@ impl Store for Faulty {
         self.inner.heartbeat(leases, lease).await
     }
     async fn finish(&self, outcomes: &[(Lease, Outcome)]) -> taskyard_core::Result<Vec<bool>> {
-        let answer = self.inner.finish(outcomes).await?;
-        if self.faults.lose_finish.swap(false, Ordering::SeqCst) {
-            return Err(lost());
-        }
-        Ok(answer)
+        self.inner.finish(outcomes).await
     }
     async fn release(&self, leases: &[Lease]) -> taskyard_core::Result<Vec<bool>> {
         self.inner.release(leases).await
