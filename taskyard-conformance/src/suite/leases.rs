@@ -352,12 +352,12 @@ pub async fn a_claim_whose_jobs_all_finished_holds_no_lease(s: Subject) {
 }
 
 /// A completion or failure names its job, not only its claim: once a job was released
-/// (or finished), its token no longer holds it, even while another job of the same claim
+/// (or failed), its token no longer holds it, even while another job of the same claim
 /// still runs, and the outcome changes nothing.
 pub async fn an_outcome_for_a_released_job_is_refused_while_its_claim_runs_on(s: Subject) {
     let q = unique_queue();
-    enqueue(&s.store, &q, (0..2).map(new_job).collect()).await;
-    let jobs = claim(&s.store, &q, 2, LEASE, "w").await;
+    enqueue(&s.store, &q, (0..3).map(new_job).collect()).await;
+    let jobs = claim(&s.store, &q, 3, LEASE, "w").await;
     let (a, b) = (jobs[0].lease.clone(), jobs[1].lease.clone());
     assert_eq!(a.token, b.token, "one claim, one token");
     assert_eq!(
@@ -392,7 +392,7 @@ pub async fn an_outcome_for_a_released_job_is_refused_while_its_claim_runs_on(s:
         );
     }
     let st = stats(&s.store, &q).await;
-    assert_eq!((st.ready, st.running, st.dead), (1, 1, 0));
+    assert_eq!((st.ready, st.running, st.dead), (1, 2, 0));
     let info = s.store.job(&q, &a.id).await.unwrap().expect("the job");
     assert_eq!(info.state, JobState::Ready);
     assert_eq!(
@@ -402,6 +402,34 @@ pub async fn an_outcome_for_a_released_job_is_refused_while_its_claim_runs_on(s:
     assert!(
         info.errors.is_empty(),
         "a refused failure leaves no error behind"
+    );
+    // A job of the batch that failed is not its token's either: a completion of it
+    // afterwards changes nothing.
+    let c = jobs[2].lease.clone();
+    let failed = Outcome::Retry {
+        delay_ms: 60_000,
+        error: "busy".into(),
+    };
+    assert_eq!(
+        s.store.finish(&[(c.clone(), failed)]).await.unwrap(),
+        vec![true]
+    );
+    assert_eq!(
+        s.store
+            .finish(&[(c.clone(), Outcome::Completed)])
+            .await
+            .unwrap(),
+        vec![false],
+        "a completion of a job that failed was recorded"
+    );
+    assert_eq!(
+        s.store
+            .job(&q, &c.id)
+            .await
+            .unwrap()
+            .expect("the job")
+            .state,
+        JobState::Scheduled
     );
     // The batch's other job is still its own: its completion counts.
     assert_eq!(
