@@ -32,6 +32,14 @@ fn taskyard(store: &str, args: &[&str]) -> Run {
     }
 }
 
+/// Polls until the worker has taken every ready job, failing past `deadline`.
+fn taken(path: &str, deadline: Instant) {
+    while ready(path) > 0 {
+        assert!(Instant::now() < deadline, "the worker did not take the job");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The commands that only look, given a job id to show.
 fn reads(id: &str) -> Vec<Vec<String>> {
     [
@@ -199,10 +207,7 @@ fn write_commands_and_a_stopped_worker_leave_one_file() {
     let mut worker = WorkerProcess::start(BIN, &path, logs.path(), "w", &["--concurrency", "4"])
         .expect("start a worker");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while ready(&path) > 0 {
-        assert!(Instant::now() < deadline, "the worker did not take the job");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    taken(&path, deadline);
     let running = file_names(dir.path());
     assert!(
         running.contains(&"taskyard.db-wal".to_string()),
@@ -220,10 +225,7 @@ fn write_commands_and_a_stopped_worker_leave_one_file() {
     }
     let enq = taskyard(&path, &["enqueue", "record", r#"{"ms":0}"#]);
     assert!(enq.ok, "{}", enq.stderr);
-    while ready(&path) > 0 {
-        assert!(Instant::now() < deadline, "the worker did not take the job");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    taken(&path, deadline);
     worker.stop().expect("the worker stopped gracefully");
     assert_eq!(
         file_names(dir.path()),
