@@ -197,9 +197,8 @@ pub(crate) async fn enqueue(client: Client, args: EnqueueArgs) -> Res {
         &opts,
         RetryPolicy::default(),
     )?;
-    let ids = client.enqueue_raw(&queue, vec![job]).await?;
-    for id in ids {
-        println!("{id}");
+    for done in client.enqueue_raw(&queue, vec![job]).await? {
+        println!("{}", crate::jsonl::answer(&done));
     }
     Ok(())
 }

@@ -109,6 +109,16 @@ pub(crate) async fn enqueue(
     Ok(())
 }
 
+/// What `enqueue` prints for one job: its id, and for a duplicate the holder's id
+/// followed by a tab and `duplicate`, so scripts still read the id as the first field.
+pub(crate) fn answer(done: &taskyard::Enqueued) -> String {
+    if done.duplicate {
+        format!("{}\tduplicate", done.id)
+    } else {
+        done.id.to_string()
+    }
+}
+
 /// Writes one batch and prints its ids; returns how many.
 async fn flush(
     client: &Client,
@@ -133,9 +143,9 @@ async fn flush(
             format!("{e} ({this}; {written} jobs before it were)")
         })?;
     let mut out = std::io::stdout().lock();
-    for id in ids {
+    for done in ids {
         use std::io::Write;
-        writeln!(out, "{id}")?;
+        writeln!(out, "{}", answer(&done))?;
     }
     Ok(n)
 }

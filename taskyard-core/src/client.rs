@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crate::store::support::STEP;
 use crate::{
-    Cursor, DeadFilter, EnqueueOptions, IntoStore, Job, JobId, JobInfo, JobState, NewJob, Page,
-    QueueConfig, QueueName, QueueStats, Result, Store,
+    Cursor, EnqueueOptions, Enqueued, IntoStore, Job, JobFilter, JobId, JobInfo, JobState, NewJob,
+    Page, QueueConfig, QueueName, QueueStats, Result, Skipped, Step, Store,
 };
 
 /// The producer and admin side of taskyard: enqueue jobs, inspect queues, redrive the
@@ -52,12 +52,19 @@ impl Client {
         self.enqueue_with(job, EnqueueOptions::default()).await
     }
 
-    /// Enqueues one job with options.
+    /// Enqueues one job with options. A duplicate of a job holding its unique key answers
+    /// with the holder's id; [`Client::enqueue_report`] tells the two apart.
     pub async fn enqueue_with<J: Job>(&self, job: &J, opts: EnqueueOptions) -> Result<JobId> {
+        Ok(self.enqueue_report(job, opts).await?.id)
+    }
+
+    /// Enqueues one job with options and says whether it was a duplicate (see
+    /// [`Store::enqueue_report`]).
+    pub async fn enqueue_report<J: Job>(&self, job: &J, opts: EnqueueOptions) -> Result<Enqueued> {
         let queue = queue_of(&opts)?;
         let new = NewJob::from_job(job, &opts)?;
-        let mut ids = self.store.enqueue(&queue, vec![new]).await?;
-        ids.pop()
+        let mut done = self.store.enqueue_report(&queue, vec![new]).await?;
+        done.pop()
             .ok_or_else(|| crate::Error::Corrupt("enqueue returned no id".into()))
     }
 
@@ -73,15 +80,18 @@ impl Client {
             .into_iter()
             .map(|job| NewJob::from_job(&job, &opts))
             .collect::<Result<Vec<_>>>()?;
-        self.enqueue_raw(&queue, batch).await
+        let done = self.enqueue_raw(&queue, batch).await?;
+        Ok(done.into_iter().map(|e| e.id).collect())
     }
 
-    /// Enqueues already encoded jobs, of any kinds, in one store call.
-    pub async fn enqueue_raw(&self, queue: &QueueName, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
+    /// Enqueues already encoded jobs, of any kinds, in one store call; says of each
+    /// whether it was a duplicate (in a batch, the first of several jobs with one unique
+    /// key wins and the others answer with its id).
+    pub async fn enqueue_raw(&self, queue: &QueueName, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        self.store.enqueue(queue, jobs).await
+        self.store.enqueue_report(queue, jobs).await
     }
 
     /// The queues that have been used.
@@ -120,39 +130,73 @@ impl Client {
     ///
     /// Works in bounded steps (at most [`STEP`] jobs each, a millisecond apart), so a
     /// redrive of a large dead set never holds the store for long.
-    pub async fn redrive(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64> {
-        self.walk(queue, filter, Walk::Redrive).await
+    pub async fn redrive(&self, queue: &QueueName, filter: &JobFilter) -> Result<u64> {
+        Ok(self.walk(queue, filter, Walk::Redrive).await?.done)
     }
 
     /// Deletes dead jobs, in bounded steps as [`Client::redrive`]. Returns how many.
-    pub async fn purge(&self, queue: &QueueName, filter: &DeadFilter) -> Result<u64> {
-        self.walk(queue, filter, Walk::Purge).await
+    pub async fn purge(&self, queue: &QueueName, filter: &JobFilter) -> Result<u64> {
+        Ok(self.walk(queue, filter, Walk::Purge).await?.done)
     }
 
-    /// Runs a bulk operation on the dead set to its end, step by step.
-    async fn walk(&self, queue: &QueueName, filter: &DeadFilter, walk: Walk) -> Result<u64> {
+    /// Makes scheduled jobs ready at once (a delayed job, a retry waiting out its
+    /// backoff), in bounded steps as [`Client::redrive`]. Named jobs that are not
+    /// scheduled come back in `skipped`, with where they are.
+    pub async fn run_now(&self, queue: &QueueName, filter: &JobFilter) -> Result<Bulk> {
+        self.walk(queue, filter, Walk::RunNow).await
+    }
+
+    /// Deletes ready and scheduled jobs, in bounded steps as [`Client::redrive`], freeing
+    /// their unique keys. Named jobs in another state come back in `skipped` (a running
+    /// job is not stopped; dead jobs are purged with [`Client::purge`]).
+    pub async fn delete(&self, queue: &QueueName, filter: &JobFilter) -> Result<Bulk> {
+        self.walk(queue, filter, Walk::Delete).await
+    }
+
+    /// Deletes a whole queue: its jobs in every state, unique keys, settings and name, in
+    /// bounded steps. Workers still running its jobs have their outcomes refused. Returns
+    /// how many jobs went.
+    pub async fn delete_queue(&self, queue: &QueueName) -> Result<u64> {
+        let mut total = 0;
+        let mut after = Cursor::start();
+        loop {
+            let step = self.store.delete_queue(queue, &after).await?;
+            total += step.done;
+            match step.next {
+                Some(next) => after = next,
+                None => return Ok(total),
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Runs a bulk operation to its end, step by step.
+    async fn walk(&self, queue: &QueueName, filter: &JobFilter, walk: Walk) -> Result<Bulk> {
         // Ids go in chunks of STEP, each once: a job must never be moved twice.
-        let filters: Vec<DeadFilter> = match filter {
-            DeadFilter::Ids(ids) => {
+        let filters: Vec<JobFilter> = match filter {
+            JobFilter::Ids(ids) => {
                 let mut unique = ids.clone();
                 unique.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
                 unique.dedup();
                 unique
                     .chunks(STEP)
-                    .map(|c| DeadFilter::Ids(c.to_vec()))
+                    .map(|c| JobFilter::Ids(c.to_vec()))
                     .collect()
             }
             other => vec![other.clone()],
         };
-        let mut total = 0;
+        let mut total = Bulk::default();
         for filter in &filters {
             let mut after = Cursor::start();
             loop {
-                let step = match walk {
+                let step: Step = match walk {
                     Walk::Redrive => self.store.redrive(queue, filter, &after).await?,
                     Walk::Purge => self.store.purge(queue, filter, &after).await?,
+                    Walk::RunNow => self.store.run_now(queue, filter, &after).await?,
+                    Walk::Delete => self.store.delete(queue, filter, &after).await?,
                 };
-                total += step.done;
+                total.done += step.done;
+                total.skipped.extend(step.skipped);
                 match step.next {
                     Some(next) => after = next,
                     None => break,
@@ -185,11 +229,22 @@ impl Client {
     }
 }
 
-/// The bulk operations on the dead set.
+/// What a bulk operation did, walked to its end.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Bulk {
+    /// Jobs acted on.
+    pub done: u64,
+    /// Jobs named by id that were not acted on, with why.
+    pub skipped: Vec<Skipped>,
+}
+
+/// The bulk operations, walked step by step.
 #[derive(Clone, Copy)]
 enum Walk {
     Redrive,
     Purge,
+    RunNow,
+    Delete,
 }
 
 fn queue_of(opts: &EnqueueOptions) -> Result<QueueName> {

@@ -42,6 +42,141 @@ pub fn validate_timeout(timeout: Duration) -> Result<u64> {
     Ok(timeout.as_millis() as u64)
 }
 
+/// The lowest priority: runs after every other job of its queue.
+pub const PRIORITY_MIN: u8 = 0;
+
+/// The highest priority: runs before every other job of its queue.
+pub const PRIORITY_MAX: u8 = 100;
+
+/// The priority of a job enqueued without one: the middle of the range, so producers
+/// that never heard of priorities keep working beside "urgent" (above 50) and "bulk"
+/// (below 50) jobs. See docs/semantics.md, "Priorities".
+pub const DEFAULT_PRIORITY: u8 = 50;
+
+/// The longest unique key accepted, in bytes.
+pub const MAX_UNIQUE_KEY_BYTES: usize = 256;
+
+/// The longest period a unique key may be held for ([`UniqueMode::Period`]): 30 days.
+pub const MAX_UNIQUE_PERIOD: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How long a unique key keeps a second job of the same key out of its queue.
+/// See docs/semantics.md, "Unique jobs".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase", tag = "mode", content = "period_ms")]
+pub enum UniqueMode {
+    /// While the job waits (scheduled or ready): the key is free once a worker claims it
+    /// (Sidekiq's "until executing").
+    Queued,
+    /// Until the job is finished: completed, dead, deleted or its queue deleted. Retries
+    /// keep the key (Sidekiq's "until executed", BullMQ's deduplication).
+    Finished,
+    /// For this long after the job was enqueued, whatever becomes of it: a throttle.
+    #[serde(serialize_with = "millis")]
+    Period(Duration),
+    /// While the job is scheduled, a duplicate replaces its payload and due time (the
+    /// latest wins); once it is due, the key is free.
+    Debounce,
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+impl UniqueMode {
+    /// The mode's name, as the CLI and `--jsonl` spell it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            UniqueMode::Queued => "queued",
+            UniqueMode::Finished => "finished",
+            UniqueMode::Period(_) => "period",
+            UniqueMode::Debounce => "debounce",
+        }
+    }
+
+    /// A mode by name; `period` needs `period` (and only it takes one).
+    pub fn parse(name: &str, period: Option<Duration>) -> Result<Self> {
+        let mode = match (name, period) {
+            ("queued", None) => UniqueMode::Queued,
+            ("finished", None) => UniqueMode::Finished,
+            ("debounce", None) => UniqueMode::Debounce,
+            ("period", Some(p)) => UniqueMode::Period(p),
+            ("period", None) => {
+                return Err(Error::InvalidOption(
+                    "unique mode period needs a period (e.g. 60s)".into(),
+                ));
+            }
+            ("queued" | "finished" | "debounce", Some(_)) => {
+                return Err(Error::InvalidOption(format!(
+                    "unique mode {name} takes no period (only mode period does)"
+                )));
+            }
+            _ => {
+                return Err(Error::InvalidOption(format!(
+                    "unknown unique mode {name:?} (one of queued, finished, period, debounce)"
+                )));
+            }
+        };
+        Ok(mode)
+    }
+}
+
+/// A job's unique key and how long it holds it, scoped to the job's queue.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Unique {
+    /// The key: 1 to [`MAX_UNIQUE_KEY_BYTES`] bytes, no control characters.
+    pub key: String,
+    /// How long it holds the key.
+    #[serde(flatten)]
+    pub mode: UniqueMode,
+}
+
+impl Unique {
+    /// Checks a key and a mode.
+    pub fn new(key: impl Into<String>, mode: UniqueMode) -> Result<Self> {
+        let key = key.into();
+        if key.is_empty() {
+            return Err(Error::InvalidOption("unique key is empty".into()));
+        }
+        if key.len() > MAX_UNIQUE_KEY_BYTES {
+            return Err(Error::InvalidOption(format!(
+                "unique key of {} bytes is over the limit of {MAX_UNIQUE_KEY_BYTES} bytes: \
+                 use a hash of what makes the job unique",
+                key.len()
+            )));
+        }
+        if key.chars().any(char::is_control) {
+            return Err(Error::InvalidOption(format!(
+                "unique key {key:?} has control characters"
+            )));
+        }
+        if let UniqueMode::Period(p) = mode {
+            if p < Duration::from_millis(1) {
+                return Err(Error::InvalidOption(format!(
+                    "unique period {p:?} is below 1 ms: give a period (e.g. 60s)"
+                )));
+            }
+            if p > MAX_UNIQUE_PERIOD {
+                return Err(Error::InvalidOption(format!(
+                    "unique period {p:?} is above the longest allowed, 30 days"
+                )));
+            }
+        }
+        Ok(Unique { key, mode })
+    }
+}
+
+/// Checks a priority: [`PRIORITY_MIN`] to [`PRIORITY_MAX`].
+pub fn validate_priority(priority: i64) -> Result<u8> {
+    if (PRIORITY_MIN as i64..=PRIORITY_MAX as i64).contains(&priority) {
+        Ok(priority as u8)
+    } else {
+        Err(Error::InvalidOption(format!(
+            "priority {priority} is out of range: {PRIORITY_MIN} (last) to {PRIORITY_MAX} \
+             (first), {DEFAULT_PRIORITY} when not given"
+        )))
+    }
+}
+
 /// A unit of work: a serde type with a stable kind name.
 ///
 /// The kind names the handler a worker runs for it; keep it stable across deploys, since
@@ -254,6 +389,8 @@ pub struct EnqueueOptions {
     pub(crate) max_attempts: Option<u32>,
     pub(crate) retry: Option<RetryPolicy>,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) priority: Option<i64>,
+    pub(crate) unique: Option<(String, UniqueMode)>,
 }
 
 impl EnqueueOptions {
@@ -294,6 +431,22 @@ impl EnqueueOptions {
         self.timeout = Some(timeout);
         self
     }
+
+    /// Its priority within its queue, [`PRIORITY_MIN`] to [`PRIORITY_MAX`]: higher runs
+    /// first, first in first out within a priority; [`DEFAULT_PRIORITY`] when not given.
+    /// Checked when the job is built.
+    pub fn priority(mut self, priority: i64) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
+    /// A unique key, scoped to the job's queue: while `mode` holds it, enqueuing another
+    /// job with the key adds nothing and answers with the holder's id (see
+    /// [`Enqueued`](crate::Enqueued)). Checked when the job is built.
+    pub fn unique(mut self, key: impl Into<String>, mode: UniqueMode) -> Self {
+        self.unique = Some((key.into(), mode));
+        self
+    }
 }
 
 /// When a new job becomes ready.
@@ -321,6 +474,8 @@ pub struct NewJob {
     max_attempts: u32,
     backoff: Option<Backoff>,
     timeout_ms: Option<u64>,
+    priority: u8,
+    unique: Option<Unique>,
 }
 
 /// Backoff bounds carried by a job that has its own retry policy.
@@ -355,6 +510,14 @@ impl NewJob {
                 cap_ms: p.cap.as_millis() as u64,
             }),
             timeout_ms: opts.timeout.map(validate_timeout).transpose()?,
+            priority: match opts.priority {
+                Some(p) => validate_priority(p)?,
+                None => DEFAULT_PRIORITY,
+            },
+            unique: match &opts.unique {
+                Some((key, mode)) => Some(Unique::new(key.clone(), *mode)?),
+                None => None,
+            },
         };
         job.validate()?;
         Ok(job)
@@ -414,6 +577,16 @@ impl NewJob {
         self.timeout_ms.map(Duration::from_millis)
     }
 
+    /// Its priority ([`DEFAULT_PRIORITY`] unless it was given one).
+    pub fn priority(&self) -> u8 {
+        self.priority
+    }
+
+    /// Its unique key and mode, if it has one.
+    pub fn unique(&self) -> Option<&Unique> {
+        self.unique.as_ref()
+    }
+
     /// Encodes a typed job with its kind's policy.
     pub fn from_job<J: Job>(job: &J, opts: &EnqueueOptions) -> Result<Self> {
         let payload = serde_json::to_vec(job)?;
@@ -456,6 +629,21 @@ pub struct JobInfo {
     pub at_ms: Option<u64>,
     /// The errors of its failed attempts, oldest first.
     pub errors: Vec<AttemptError>,
+    /// Its priority ([`DEFAULT_PRIORITY`] unless it was given one).
+    pub priority: u8,
+    /// Its unique key and mode, if it has one.
+    pub unique: Option<Unique>,
+}
+
+/// What came of enqueuing one job.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Enqueued {
+    /// The job's id: the new job's, or, for a duplicate, the id of the job that holds its
+    /// unique key.
+    pub id: JobId,
+    /// Whether the job was a duplicate of one holding its unique key: nothing was added
+    /// (a debounced duplicate replaced the holder's payload and due time instead).
+    pub duplicate: bool,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -495,6 +683,45 @@ mod tests {
         let err =
             NewJob::new("k", big, &EnqueueOptions::default(), RetryPolicy::default()).unwrap_err();
         assert!(matches!(err, Error::PayloadTooLarge { .. }));
+    }
+
+    #[test]
+    fn priorities_and_unique_keys_are_checked() {
+        let job = |o: EnqueueOptions| NewJob::new("k", b"{}".to_vec(), &o, RetryPolicy::default());
+        let d = EnqueueOptions::default;
+        assert_eq!(job(d()).unwrap().priority(), DEFAULT_PRIORITY);
+        assert_eq!(job(d().priority(0)).unwrap().priority(), 0);
+        assert_eq!(job(d().priority(100)).unwrap().priority(), 100);
+        for bad in [-1, 101, i64::MAX] {
+            let err = job(d().priority(bad)).unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidOption(m) if m.contains("priority")),
+                "{bad}"
+            );
+        }
+        let u = job(d().unique("user:7", UniqueMode::Finished)).unwrap();
+        assert_eq!(u.unique().unwrap().key, "user:7");
+        let long = "k".repeat(MAX_UNIQUE_KEY_BYTES + 1);
+        for (key, mode) in [
+            ("", UniqueMode::Queued),
+            (long.as_str(), UniqueMode::Queued),
+            ("a\tb", UniqueMode::Queued),
+            ("a\nb", UniqueMode::Queued),
+            ("a", UniqueMode::Period(Duration::ZERO)),
+            (
+                "a",
+                UniqueMode::Period(MAX_UNIQUE_PERIOD + Duration::from_millis(1)),
+            ),
+        ] {
+            assert!(job(d().unique(key, mode)).is_err(), "{key:?} {mode:?}");
+        }
+        assert!(UniqueMode::parse("forever", None).is_err());
+        assert!(UniqueMode::parse("period", None).is_err());
+        assert!(UniqueMode::parse("queued", Some(Duration::from_secs(1))).is_err());
+        assert_eq!(
+            UniqueMode::parse("period", Some(Duration::from_secs(1))).unwrap(),
+            UniqueMode::Period(Duration::from_secs(1))
+        );
     }
 
     #[test]

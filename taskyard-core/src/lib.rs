@@ -12,16 +12,16 @@ mod retry;
 pub mod store;
 mod worker;
 
-pub use client::Client;
+pub use client::{Bulk, Client};
 pub use error::{Error, Result};
 pub use job::{
-    AttemptError, Backoff, Due, EnqueueOptions, Job, JobId, JobInfo, JobState, MAX_PAYLOAD_BYTES,
-    NewJob, QueueName,
+    AttemptError, Backoff, DEFAULT_PRIORITY, Due, EnqueueOptions, Enqueued, Job, JobId, JobInfo,
+    JobState, MAX_PAYLOAD_BYTES, NewJob, PRIORITY_MAX, PRIORITY_MIN, QueueName, Unique, UniqueMode,
 };
 pub use retry::RetryPolicy;
 pub use store::{
-    Claim, ClaimedJob, Cursor, DeadFilter, Lease, LeaseToken, Maintenance, Outcome, Page,
-    QueueConfig, QueueStats, Step, Store,
+    Claim, ClaimedJob, Cursor, DeadFilter, JobFilter, Lease, LeaseToken, Maintenance, Outcome,
+    Page, QueueConfig, QueueStats, Skip, Skipped, Step, Store,
 };
 pub use worker::{
     Counters, IntoStore, JobContext, JobError, QueueOrder, StopReason, Worker, WorkerBuilder,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::{JobId, JobInfo, JobState, NewJob, QueueName, Result};
+use crate::{Enqueued, JobId, JobInfo, JobState, NewJob, QueueName, Result};
 
 /// The token of one claim call, shared by the jobs it claimed: minted here, in the core,
 /// so every store gets tokens of one format and only judges whether a token still holds.
@@ -134,16 +134,45 @@ pub enum Outcome {
     },
 }
 
-/// Which dead jobs a redrive or purge applies to.
+/// Which jobs a bulk operation applies to, among those of the state it acts on (dead
+/// for a redrive or purge; scheduled for run-now; ready and scheduled for a delete).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum DeadFilter {
+pub enum JobFilter {
     /// These jobs.
     Ids(Vec<JobId>),
-    /// Every dead job of this kind.
+    /// Every job of this kind.
     Kind(String),
-    /// Every dead job.
+    /// Every job.
     All,
+}
+
+/// The name release 0.1 gave [`JobFilter`], when it applied to dead jobs only.
+pub type DeadFilter = JobFilter;
+
+/// Why a bulk step passed over a job it was asked to act on.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "why", content = "detail")]
+#[non_exhaustive]
+pub enum Skip {
+    /// No job of the queue has this id (never enqueued, or gone: deleted, purged, or
+    /// completed without retention).
+    NotFound,
+    /// The job is in a state the operation does not act on (running, completed, already
+    /// ready for a run-now, ...).
+    InState(JobState),
+    /// A redrive left the dead job dead: another job holds its unique key.
+    KeyHeld(JobId),
+}
+
+/// A job a bulk step was asked about and did not act on.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Skipped {
+    /// The job.
+    pub id: JobId,
+    /// Why.
+    #[serde(flatten)]
+    pub why: Skip,
 }
 
 /// Where a walk over a set of jobs resumes: each page or step of the admin API returns
@@ -193,13 +222,16 @@ pub struct Page {
     pub next: Option<Cursor>,
 }
 
-/// One bounded step of a bulk operation (redrive, purge).
+/// One bounded step of a bulk operation (redrive, purge, run-now, delete).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Step {
     /// Jobs the step acted on.
     pub done: u64,
     /// Where the next step resumes; `None` when nothing is left.
     pub next: Option<Cursor>,
+    /// Jobs named by id the step did not act on, and jobs a redrive left dead because
+    /// another job holds their unique key.
+    pub skipped: Vec<Skipped>,
 }
 
 /// Counts per state of one queue, and its settings.
@@ -300,10 +332,25 @@ pub trait Store: Send + Sync + 'static {
     // The worker protocol.
 
     /// Adds jobs to a queue atomically: all are written, or (on `QueueFull`) none.
-    /// Returns their ids in input order.
-    async fn enqueue(&self, queue: &QueueName, jobs: Vec<NewJob>) -> Result<Vec<JobId>>;
+    /// Answers in input order with each job's id and whether it was a duplicate: a job
+    /// whose unique key another job holds (one queued before, or an earlier one of the
+    /// same batch) is not added, and answers with the holder's id — except that a
+    /// debounced duplicate of a scheduled holder replaces the holder's payload and due
+    /// time. Only new jobs count toward the max length.
+    async fn enqueue_report(&self, queue: &QueueName, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>>;
 
-    /// Claims up to `max` ready jobs, oldest first: counts an attempt on each and leases
+    /// [`Store::enqueue_report`], answering with the ids alone.
+    async fn enqueue(&self, queue: &QueueName, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
+        Ok(self
+            .enqueue_report(queue, jobs)
+            .await?
+            .into_iter()
+            .map(|e| e.id)
+            .collect())
+    }
+
+    /// Claims up to `max` ready jobs, highest priority first and oldest first within a
+    /// priority: counts an attempt on each and leases
     /// them for `lease` under `token` (minted for this call). Due scheduled jobs are
     /// promoted first. A paused queue yields nothing.
     ///
@@ -389,13 +436,31 @@ pub trait Store: Send + Sync + 'static {
 
     /// One step of a redrive: moves at most [`support::STEP`] dead jobs matching `filter`
     /// (from `after` on) back to ready with a fresh count of attempts (their error
-    /// history is kept), examining a bounded number of them. `DeadFilter::Ids` carries at
+    /// history is kept), examining a bounded number of them. `JobFilter::Ids` carries at
     /// most `STEP` ids. [`Client::redrive`](crate::Client::redrive) walks the whole set.
-    async fn redrive(&self, queue: &QueueName, filter: &DeadFilter, after: &Cursor)
-    -> Result<Step>;
+    /// A dead job with a unique key (other than a period) takes its key again; while
+    /// another job holds the key it stays dead and is reported as skipped.
+    async fn redrive(&self, queue: &QueueName, filter: &JobFilter, after: &Cursor) -> Result<Step>;
 
     /// One step of a purge: deletes dead jobs, as [`Store::redrive`] moves them.
-    async fn purge(&self, queue: &QueueName, filter: &DeadFilter, after: &Cursor) -> Result<Step>;
+    async fn purge(&self, queue: &QueueName, filter: &JobFilter, after: &Cursor) -> Result<Step>;
+
+    /// One step of a run-now: makes scheduled jobs matching `filter` ready at once, in
+    /// bounded steps as [`Store::redrive`]; they keep their priority and attempts. Named
+    /// jobs that are not scheduled are reported as skipped, with their state.
+    async fn run_now(&self, queue: &QueueName, filter: &JobFilter, after: &Cursor) -> Result<Step>;
+
+    /// One step of a delete: removes ready and scheduled jobs matching `filter`, in
+    /// bounded steps as [`Store::redrive`], freeing their unique keys. Never proportional
+    /// to the backlog for one job. Named jobs in another state are reported as skipped
+    /// (a running job is not stopped; a dead one is purged, not deleted).
+    async fn delete(&self, queue: &QueueName, filter: &JobFilter, after: &Cursor) -> Result<Step>;
+
+    /// One step of deleting a whole queue: its jobs in every state, their unique keys,
+    /// its settings and its name; `next` is `None` once nothing of it is left. Outcomes
+    /// of jobs that were running are refused afterwards (their leases are gone). An
+    /// enqueue afterwards starts the queue afresh.
+    async fn delete_queue(&self, queue: &QueueName, after: &Cursor) -> Result<Step>;
 
     /// Pauses (no claims) or resumes a queue. Enqueues still succeed while paused.
     async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<()>;

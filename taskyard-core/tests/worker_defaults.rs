@@ -11,9 +11,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use taskyard_core::{
-    Claim, ClaimedJob, Cursor, DeadFilter, JobContext, JobError, JobId, JobInfo, JobState, Lease,
-    LeaseToken, Maintenance, NewJob, Outcome, Page, QueueConfig, QueueName, QueueStats, Result,
-    Step, Store, Worker,
+    Claim, ClaimedJob, Cursor, Enqueued, JobContext, JobError, JobFilter, JobId, JobInfo, JobState,
+    Lease, LeaseToken, Maintenance, NewJob, Outcome, Page, QueueConfig, QueueName, QueueStats,
+    Result, Step, Store, Worker,
 };
 use tokio::time::Instant;
 
@@ -71,7 +71,7 @@ struct Shared(Arc<Scripted>);
 
 #[async_trait]
 impl Store for Shared {
-    async fn enqueue(&self, _: &QueueName, _: Vec<NewJob>) -> Result<Vec<JobId>> {
+    async fn enqueue_report(&self, _: &QueueName, _: Vec<NewJob>) -> Result<Vec<Enqueued>> {
         Ok(Vec::new())
     }
     async fn claim(
@@ -150,10 +150,19 @@ impl Store for Shared {
     async fn job(&self, _: &QueueName, _: &JobId) -> Result<Option<JobInfo>> {
         Ok(None)
     }
-    async fn redrive(&self, _: &QueueName, _: &DeadFilter, _: &Cursor) -> Result<Step> {
+    async fn redrive(&self, _: &QueueName, _: &JobFilter, _: &Cursor) -> Result<Step> {
         Ok(Step::default())
     }
-    async fn purge(&self, _: &QueueName, _: &DeadFilter, _: &Cursor) -> Result<Step> {
+    async fn purge(&self, _: &QueueName, _: &JobFilter, _: &Cursor) -> Result<Step> {
+        Ok(Step::default())
+    }
+    async fn run_now(&self, _: &QueueName, _: &JobFilter, _: &Cursor) -> Result<Step> {
+        Ok(Step::default())
+    }
+    async fn delete(&self, _: &QueueName, _: &JobFilter, _: &Cursor) -> Result<Step> {
+        Ok(Step::default())
+    }
+    async fn delete_queue(&self, _: &QueueName, _: &Cursor) -> Result<Step> {
         Ok(Step::default())
     }
     async fn set_paused(&self, _: &QueueName, _: bool) -> Result<()> {

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use taskyard_core::{
-    Claim, Client, Cursor, DeadFilter, Error, Job, JobContext, JobError, JobId, JobInfo, JobState,
-    Lease, LeaseToken, Maintenance, NewJob, Outcome, Page, QueueConfig, QueueName, QueueStats,
-    Result, Step, StopReason, Store, Worker,
+    Claim, Client, Cursor, Enqueued, Error, Job, JobContext, JobError, JobFilter, JobId, JobInfo,
+    JobState, Lease, LeaseToken, Maintenance, NewJob, Outcome, Page, QueueConfig, QueueName,
+    QueueStats, Result, Step, StopReason, Store, Worker,
 };
 use taskyard_sqlite::SqliteStore;
 use tokio::sync::mpsc;
@@ -123,8 +123,8 @@ struct Faulty {
 
 #[taskyard_core::async_trait]
 impl Store for Faulty {
-    async fn enqueue(&self, queue: &QueueName, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
-        self.inner.enqueue(queue, jobs).await
+    async fn enqueue_report(&self, queue: &QueueName, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
+        self.inner.enqueue_report(queue, jobs).await
     }
     async fn claim(
         &self,
@@ -178,11 +178,20 @@ impl Store for Faulty {
     async fn job(&self, queue: &QueueName, id: &JobId) -> Result<Option<JobInfo>> {
         self.inner.job(queue, id).await
     }
-    async fn redrive(&self, q: &QueueName, filter: &DeadFilter, after: &Cursor) -> Result<Step> {
+    async fn redrive(&self, q: &QueueName, filter: &JobFilter, after: &Cursor) -> Result<Step> {
         self.inner.redrive(q, filter, after).await
     }
-    async fn purge(&self, q: &QueueName, filter: &DeadFilter, after: &Cursor) -> Result<Step> {
+    async fn purge(&self, q: &QueueName, filter: &JobFilter, after: &Cursor) -> Result<Step> {
         self.inner.purge(q, filter, after).await
+    }
+    async fn run_now(&self, q: &QueueName, filter: &JobFilter, after: &Cursor) -> Result<Step> {
+        self.inner.run_now(q, filter, after).await
+    }
+    async fn delete(&self, q: &QueueName, filter: &JobFilter, after: &Cursor) -> Result<Step> {
+        self.inner.delete(q, filter, after).await
+    }
+    async fn delete_queue(&self, q: &QueueName, after: &Cursor) -> Result<Step> {
+        Store::delete_queue(&self.inner, q, after).await
     }
     async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<()> {
         self.inner.set_paused(queue, paused).await

@@ -12,8 +12,9 @@ use std::time::Duration;
 use redis::{Script, Value};
 use taskyard_core::store::support::history;
 use taskyard_core::{
-    Claim, ClaimedJob, Cursor, DeadFilter, Due, Error, JobId, JobInfo, JobState, Lease, LeaseToken,
-    Maintenance, NewJob, Outcome, Page, QueueConfig, QueueName, QueueStats, Result, Step, Store,
+    Claim, ClaimedJob, Cursor, Due, Enqueued, Error, JobFilter, JobId, JobInfo, JobState, Lease,
+    LeaseToken, Maintenance, NewJob, Outcome, Page, QueueConfig, QueueName, QueueStats, Result,
+    Step, Store,
 };
 
 use crate::reply::{array, bytes, flags, info, int};
@@ -22,39 +23,50 @@ use crate::{QUEUES_KEY, RedisStore, envelope};
 
 #[async_trait::async_trait]
 impl Store for RedisStore {
-    async fn enqueue(&self, queue: &QueueName, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
-        if jobs.is_empty() {
-            return Ok(Vec::new());
+    async fn enqueue_report(&self, queue: &QueueName, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
+        let ids: Vec<JobId> = async {
+            let _: &Option<Error> = &None;
+            if jobs.is_empty() {
+                return Ok(Vec::new());
+            }
+            self.remember(queue).await?;
+            let n = jobs.len();
+            let first = self.ids(n as u64).await?;
+            let mut args = Vec::with_capacity(2 + 2 * n);
+            args.push(n.to_string().into_bytes());
+            args.push(first.to_string().into_bytes());
+            for job in &jobs {
+                args.push(match job.due() {
+                    Due::Now => Vec::new(),
+                    Due::After(ms) => format!("+{ms}").into_bytes(),
+                    Due::At(ms) => format!("@{ms}").into_bytes(),
+                });
+                args.push(envelope::tail(job));
+            }
+            let out = match self.replica_ack {
+                None => self.run(&self.inner.scripts.enqueue, queue, args).await?,
+                Some(ack) => self.enqueue_acked(queue, args, ack).await?,
+            };
+            let out = array(out)?;
+            if int(out.first().unwrap_or(&Value::Nil))? == 0 {
+                return Err(Error::QueueFull {
+                    queue: queue.to_string(),
+                    len: out.get(1).map(int).transpose()?.unwrap_or(0) as u64,
+                    max_len: out.get(2).map(int).transpose()?.unwrap_or(0) as u64,
+                });
+            }
+            let first = int(out.get(1).unwrap_or(&Value::Nil))?;
+            Ok((0..n as i64)
+                .map(|i| JobId::new((first + i).to_string()))
+                .collect())
         }
-        self.remember(queue).await?;
-        let n = jobs.len();
-        let first = self.ids(n as u64).await?;
-        let mut args = Vec::with_capacity(2 + 2 * n);
-        args.push(n.to_string().into_bytes());
-        args.push(first.to_string().into_bytes());
-        for job in &jobs {
-            args.push(match job.due() {
-                Due::Now => Vec::new(),
-                Due::After(ms) => format!("+{ms}").into_bytes(),
-                Due::At(ms) => format!("@{ms}").into_bytes(),
-            });
-            args.push(envelope::tail(job));
-        }
-        let out = match self.replica_ack {
-            None => self.run(&self.inner.scripts.enqueue, queue, args).await?,
-            Some(ack) => self.enqueue_acked(queue, args, ack).await?,
-        };
-        let out = array(out)?;
-        if int(out.first().unwrap_or(&Value::Nil))? == 0 {
-            return Err(Error::QueueFull {
-                queue: queue.to_string(),
-                len: out.get(1).map(int).transpose()?.unwrap_or(0) as u64,
-                max_len: out.get(2).map(int).transpose()?.unwrap_or(0) as u64,
-            });
-        }
-        let first = int(out.get(1).unwrap_or(&Value::Nil))?;
-        Ok((0..n as i64)
-            .map(|i| JobId::new((first + i).to_string()))
+        .await?;
+        Ok(ids
+            .into_iter()
+            .map(|id| Enqueued {
+                id,
+                duplicate: false,
+            })
             .collect())
     }
 
@@ -354,19 +366,42 @@ impl Store for RedisStore {
         info(queue, state, env, at, errs).map(Some)
     }
 
-    async fn redrive(
-        &self,
-        queue: &QueueName,
-        filter: &DeadFilter,
-        after: &Cursor,
-    ) -> Result<Step> {
+    async fn redrive(&self, queue: &QueueName, filter: &JobFilter, after: &Cursor) -> Result<Step> {
         self.dead_step(&self.inner.scripts.redrive, queue, filter, after)
             .await
     }
 
-    async fn purge(&self, queue: &QueueName, filter: &DeadFilter, after: &Cursor) -> Result<Step> {
+    async fn purge(&self, queue: &QueueName, filter: &JobFilter, after: &Cursor) -> Result<Step> {
         self.dead_step(&self.inner.scripts.purge, queue, filter, after)
             .await
+    }
+
+    async fn run_now(
+        &self,
+        _queue: &QueueName,
+        _filter: &JobFilter,
+        _after: &Cursor,
+    ) -> Result<Step> {
+        Err(taskyard_core::Error::InvalidOption(
+            "run-now: not yet".into(),
+        ))
+    }
+
+    async fn delete(
+        &self,
+        _queue: &QueueName,
+        _filter: &JobFilter,
+        _after: &Cursor,
+    ) -> Result<Step> {
+        Err(taskyard_core::Error::InvalidOption(
+            "delete: not yet".into(),
+        ))
+    }
+
+    async fn delete_queue(&self, _queue: &QueueName, _after: &Cursor) -> Result<Step> {
+        Err(taskyard_core::Error::InvalidOption(
+            "delete queue: not yet".into(),
+        ))
     }
 
     async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<()> {
@@ -424,13 +459,13 @@ impl RedisStore {
         &self,
         script: &Script,
         queue: &QueueName,
-        filter: &DeadFilter,
+        filter: &JobFilter,
         after: &Cursor,
     ) -> Result<Step> {
         let mut args = match filter {
-            DeadFilter::Ids(_) => vec![arg("ids"), Vec::new()],
-            DeadFilter::Kind(kind) => vec![arg("kind"), arg(kind)],
-            DeadFilter::All => vec![arg("all"), Vec::new()],
+            JobFilter::Ids(_) => vec![arg("ids"), Vec::new()],
+            JobFilter::Kind(kind) => vec![arg("kind"), arg(kind)],
+            JobFilter::All => vec![arg("all"), Vec::new()],
             other => {
                 return Err(Error::InvalidOption(format!(
                     "this store cannot select dead jobs by {other:?}"
@@ -438,7 +473,7 @@ impl RedisStore {
             }
         };
         args.push(arg(after.as_str()));
-        if let DeadFilter::Ids(ids) = filter {
+        if let JobFilter::Ids(ids) = filter {
             args.extend(ids.iter().map(|id| arg(id.as_str())));
         }
         let mut out = array(self.run(script, queue, args).await?)?.into_iter();
@@ -450,6 +485,7 @@ impl RedisStore {
         Ok(Step {
             done,
             next: (!next.is_empty()).then(|| Cursor::new(next)),
+            skipped: Vec::new(),
         })
     }
 }

@@ -45,8 +45,8 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 use taskyard_core::{
-    Claim, Cursor, DeadFilter, Error, JobId, JobInfo, JobState, Lease, LeaseToken, Maintenance,
-    NewJob, Outcome, Page, QueueConfig, QueueName, QueueStats, Result, Step, Store,
+    Claim, Cursor, Enqueued, Error, JobFilter, JobId, JobInfo, JobState, Lease, LeaseToken,
+    Maintenance, NewJob, Outcome, Page, QueueConfig, QueueName, QueueStats, Result, Step, Store,
 };
 use tokio::sync::Notify;
 
@@ -447,20 +447,31 @@ fn read_only<T>(inner: &Inner, f: &dyn Fn(&Connection) -> Result<T>) -> Result<T
 
 #[taskyard_core::async_trait]
 impl Store for SqliteStore {
-    async fn enqueue(&self, queue: &QueueName, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
-        if jobs.is_empty() {
-            return Ok(Vec::new());
+    async fn enqueue_report(&self, queue: &QueueName, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
+        let ids: Vec<JobId> = async {
+            let _: &Option<Error> = &None;
+            if jobs.is_empty() {
+                return Ok(Vec::new());
+            }
+            let queue = queue.clone();
+            let room = self.inner.room.clone();
+            self.writer()?
+                .call(move |tx| {
+                    let before = room::Pages::read(tx.conn)?;
+                    let ids = ops::enqueue(tx, &queue, &jobs)?;
+                    room.check_enqueue(tx.conn, before)?;
+                    Ok(ids)
+                })
+                .await
         }
-        let queue = queue.clone();
-        let room = self.inner.room.clone();
-        self.writer()?
-            .call(move |tx| {
-                let before = room::Pages::read(tx.conn)?;
-                let ids = ops::enqueue(tx, &queue, &jobs)?;
-                room.check_enqueue(tx.conn, before)?;
-                Ok(ids)
+        .await?;
+        Ok(ids
+            .into_iter()
+            .map(|id| Enqueued {
+                id,
+                duplicate: false,
             })
-            .await
+            .collect())
     }
 
     async fn claim(
@@ -579,17 +590,40 @@ impl Store for SqliteStore {
         self.read(move |conn| read::find(conn, &id)).await
     }
 
-    async fn redrive(
-        &self,
-        queue: &QueueName,
-        filter: &DeadFilter,
-        after: &Cursor,
-    ) -> Result<Step> {
+    async fn redrive(&self, queue: &QueueName, filter: &JobFilter, after: &Cursor) -> Result<Step> {
         self.dead_step(queue, filter, after, true).await
     }
 
-    async fn purge(&self, queue: &QueueName, filter: &DeadFilter, after: &Cursor) -> Result<Step> {
+    async fn purge(&self, queue: &QueueName, filter: &JobFilter, after: &Cursor) -> Result<Step> {
         self.dead_step(queue, filter, after, false).await
+    }
+
+    async fn run_now(
+        &self,
+        _queue: &QueueName,
+        _filter: &JobFilter,
+        _after: &Cursor,
+    ) -> Result<Step> {
+        Err(taskyard_core::Error::InvalidOption(
+            "run-now: not yet".into(),
+        ))
+    }
+
+    async fn delete(
+        &self,
+        _queue: &QueueName,
+        _filter: &JobFilter,
+        _after: &Cursor,
+    ) -> Result<Step> {
+        Err(taskyard_core::Error::InvalidOption(
+            "delete: not yet".into(),
+        ))
+    }
+
+    async fn delete_queue(&self, _queue: &QueueName, _after: &Cursor) -> Result<Step> {
+        Err(taskyard_core::Error::InvalidOption(
+            "delete queue: not yet".into(),
+        ))
     }
 
     async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<()> {
@@ -619,7 +653,7 @@ impl SqliteStore {
     async fn dead_step(
         &self,
         queue: &QueueName,
-        filter: &DeadFilter,
+        filter: &JobFilter,
         after: &Cursor,
         redrive: bool,
     ) -> Result<Step> {

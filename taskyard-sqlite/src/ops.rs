@@ -640,6 +640,7 @@ pub(crate) fn dead_step(
     Ok(Step {
         done: ids.len() as u64,
         next,
+        skipped: Vec::new(),
     })
 }
 

@@ -152,6 +152,8 @@ fn info(name: &QueueName, r: &Row<'_>) -> rusqlite::Result<JobInfo> {
         errors: errors
             .map(|e| history::parse(e.as_bytes()))
             .unwrap_or_default(),
+        priority: taskyard_core::DEFAULT_PRIORITY,
+        unique: None,
     })
 }
 

@@ -7,14 +7,17 @@
 //! Times here are real: leases of a fraction of a second, and every wait is a condition
 //! with a deadline.
 
+pub mod actions;
 pub mod admin;
 pub(crate) mod common;
 pub mod enqueue;
 pub mod leases;
 pub(crate) mod logs;
+pub mod priorities;
 pub mod retries;
 pub(crate) mod stalled;
 pub mod timeouts;
+pub mod unique;
 pub mod waiting;
 pub mod worker;
 

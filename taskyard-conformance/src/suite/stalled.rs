@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use taskyard_core::{
-    DeadFilter, JobId, JobState, Lease, LeaseToken, NewJob, Outcome, QueueConfig, QueueName, Store,
+    JobFilter, JobId, JobState, Lease, LeaseToken, NewJob, Outcome, QueueConfig, QueueName, Store,
 };
 
 /// A store whose calls go wrong on the way while a flag is set; everything else goes
@@ -35,12 +35,12 @@ fn lost() -> taskyard_core::Error {
 
 #[async_trait::async_trait]
 impl Store for Faulty {
-    async fn enqueue(
+    async fn enqueue_report(
         &self,
         queue: &QueueName,
         jobs: Vec<NewJob>,
-    ) -> taskyard_core::Result<Vec<JobId>> {
-        self.inner.enqueue(queue, jobs).await
+    ) -> taskyard_core::Result<Vec<taskyard_core::Enqueued>> {
+        self.inner.enqueue_report(queue, jobs).await
     }
     async fn claim(
         &self,
@@ -113,7 +113,7 @@ impl Store for Faulty {
     async fn redrive(
         &self,
         queue: &QueueName,
-        filter: &DeadFilter,
+        filter: &JobFilter,
         after: &taskyard_core::Cursor,
     ) -> taskyard_core::Result<taskyard_core::Step> {
         self.inner.redrive(queue, filter, after).await
@@ -121,10 +121,33 @@ impl Store for Faulty {
     async fn purge(
         &self,
         queue: &QueueName,
-        filter: &DeadFilter,
+        filter: &JobFilter,
         after: &taskyard_core::Cursor,
     ) -> taskyard_core::Result<taskyard_core::Step> {
         self.inner.purge(queue, filter, after).await
+    }
+    async fn run_now(
+        &self,
+        queue: &QueueName,
+        filter: &JobFilter,
+        after: &taskyard_core::Cursor,
+    ) -> taskyard_core::Result<taskyard_core::Step> {
+        self.inner.run_now(queue, filter, after).await
+    }
+    async fn delete(
+        &self,
+        queue: &QueueName,
+        filter: &JobFilter,
+        after: &taskyard_core::Cursor,
+    ) -> taskyard_core::Result<taskyard_core::Step> {
+        self.inner.delete(queue, filter, after).await
+    }
+    async fn delete_queue(
+        &self,
+        queue: &QueueName,
+        after: &taskyard_core::Cursor,
+    ) -> taskyard_core::Result<taskyard_core::Step> {
+        self.inner.delete_queue(queue, after).await
     }
     async fn set_paused(&self, queue: &QueueName, paused: bool) -> taskyard_core::Result<()> {
         self.inner.set_paused(queue, paused).await

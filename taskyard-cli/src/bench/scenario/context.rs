@@ -60,7 +60,8 @@ impl Ctx {
                     )
                 })
                 .collect::<taskyard::Result<Vec<_>>>()?;
-            ids.extend(self.client().enqueue_raw(&self.queue, batch).await?);
+            let done = self.client().enqueue_raw(&self.queue, batch).await?;
+            ids.extend(done.into_iter().map(|e| e.id));
             left -= k;
         }
         Ok(ids)
