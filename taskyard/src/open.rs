@@ -124,12 +124,10 @@ impl AnyStore {
 
     /// Deletes a queue and every job in it, whatever their state; there is no undo.
     pub async fn delete_queue(&self, queue: &QueueName) -> Result<()> {
-        match self {
-            #[cfg(feature = "sqlite")]
-            AnyStore::Sqlite(s) => s.delete_queue(queue).await,
-            #[cfg(feature = "redis")]
-            AnyStore::Redis(s) => s.delete_queue(queue).await,
-        }
+        taskyard_core::Client::new(self.clone().into_store())
+            .delete_queue(queue)
+            .await
+            .map(drop)
     }
 }
 
