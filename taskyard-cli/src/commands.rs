@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use taskyard::{
-    Client, Cursor, DeadFilter, EnqueueOptions, Error, JobId, JobInfo, JobState, NewJob, Page,
-    QueueName, RetryPolicy,
+    Bulk, Client, Cursor, EnqueueOptions, Error, JobFilter, JobId, JobInfo, JobState, NewJob, Page,
+    QueueName, RetryPolicy, Skip, UniqueMode,
 };
 
 use crate::QueueArg;
@@ -34,12 +34,32 @@ pub(crate) struct EnqueueArgs {
     // than clap's "unexpected argument".
     #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     timeout: Option<Duration>,
+    /// Priority within the queue, 0 (last) to 100 (first); 50 when not given.
+    #[arg(long, allow_hyphen_values = true)]
+    priority: Option<i64>,
+    /// A unique key, scoped to the queue: while a job with this key holds it, another
+    /// enqueue adds nothing and prints the holder's id followed by `duplicate`.
+    #[arg(long, value_name = "KEY")]
+    unique: Option<String>,
+    /// How long the key is held: queued (until a worker takes the job), finished (until
+    /// it completes or dies), period (for --unique-period after enqueue) or debounce
+    /// (while it is scheduled; a duplicate replaces its payload and due time).
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "finished",
+        requires = "unique"
+    )]
+    unique_mode: String,
+    /// The period of --unique-mode period: 500ms, 30s, 5m, up to 30 days.
+    #[arg(long, value_parser = parse_duration, requires = "unique", allow_hyphen_values = true)]
+    unique_period: Option<Duration>,
     /// Enqueue one job per JSON line of this file (`-`: standard input), in bulk; prints
     /// the ids in input order. See `taskyard enqueue --help` and the README.
     #[arg(
         long,
         value_name = "FILE",
-        conflicts_with_all = ["kind", "delay", "max_attempts", "timeout"]
+        conflicts_with_all = ["kind", "delay", "max_attempts", "timeout", "priority", "unique"]
     )]
     jsonl: Option<String>,
 }
@@ -83,6 +103,11 @@ pub(crate) enum JobsCommand {
         #[command(flatten)]
         queue: QueueArg,
     },
+    /// Make scheduled jobs (delayed, or waiting out a retry's backoff) ready at once.
+    RunNow(Select),
+    /// Delete ready and scheduled jobs (running jobs are left to finish; dead jobs are
+    /// purged with `dead purge`).
+    Delete(Select),
 }
 
 #[derive(Subcommand)]
@@ -99,19 +124,20 @@ pub(crate) enum DeadCommand {
         json: bool,
     },
     /// Move dead jobs back to ready with fresh attempts.
-    Redrive(DeadSelect),
+    Redrive(Select),
     /// Delete dead jobs.
-    Purge(DeadSelect),
+    Purge(Select),
 }
 
+/// Which jobs a bulk command acts on, among those of the state it applies to.
 #[derive(Args)]
-pub(crate) struct DeadSelect {
+pub(crate) struct Select {
     /// These job ids.
     ids: Vec<String>,
-    /// Every dead job of this kind.
+    /// Every job of this kind.
     #[arg(long, conflicts_with = "ids")]
     kind: Option<String>,
-    /// Every dead job.
+    /// Every job.
     #[arg(long, conflicts_with_all = ["ids", "kind"])]
     all: bool,
     #[command(flatten)]
@@ -130,6 +156,15 @@ pub(crate) enum QueueCommand {
         /// The queue.
         queue: String,
     },
+    /// Delete a queue with everything in it: jobs in every state, unique keys,
+    /// settings. Workers running its jobs have their outcomes refused.
+    Delete {
+        /// The queue.
+        queue: String,
+        /// Really delete: without it, the command only says what it would delete.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Show or change a queue's settings.
     Config {
         /// The queue.
@@ -146,6 +181,13 @@ pub(crate) enum QueueCommand {
     },
 }
 
+impl JobsCommand {
+    /// Whether the command only looks, so the store is opened read-only.
+    pub(crate) fn only_reads(&self) -> bool {
+        matches!(self, JobsCommand::List { .. } | JobsCommand::Show { .. })
+    }
+}
+
 impl DeadCommand {
     /// Whether the command only looks, so the store is opened read-only.
     pub(crate) fn only_reads(&self) -> bool {
@@ -154,7 +196,8 @@ impl DeadCommand {
 }
 
 impl QueueCommand {
-    /// Whether the command only looks (`queue config` without a setting to change).
+    /// Whether the command only looks (`queue config` without a setting to change,
+    /// `queue delete` without `--yes`).
     pub(crate) fn only_reads(&self) -> bool {
         matches!(
             self,
@@ -163,7 +206,7 @@ impl QueueCommand {
                 dead_max: None,
                 completed_max: None,
                 ..
-            }
+            } | QueueCommand::Delete { yes: false, .. }
         )
     }
 }
@@ -190,6 +233,15 @@ pub(crate) async fn enqueue(client: Client, args: EnqueueArgs) -> Res {
     }
     if let Some(t) = args.timeout {
         opts = opts.timeout(t);
+    }
+    if let Some(p) = args.priority {
+        opts = opts.priority(p);
+    }
+    if let Some(key) = args.unique {
+        opts = opts.unique(
+            key,
+            UniqueMode::parse(&args.unique_mode, args.unique_period)?,
+        );
     }
     let job = NewJob::new(
         &kind,
@@ -294,6 +346,24 @@ pub(crate) async fn jobs(client: Client, cmd: JobsCommand) -> Res {
             let page = client.list(&q, state, &Cursor::new(after), limit).await?;
             print_page(&page, json)
         }
+        JobsCommand::RunNow(sel) => {
+            let (q, filter) = select(sel, "scheduled jobs")?;
+            check_named(&client, &q, &filter, &[JobState::Scheduled]).await?;
+            let done = client.run_now(&q, &filter).await?;
+            report(&done, "made ready")
+        }
+        JobsCommand::Delete(sel) => {
+            let (q, filter) = select(sel, "ready or scheduled jobs")?;
+            check_named(
+                &client,
+                &q,
+                &filter,
+                &[JobState::Ready, JobState::Scheduled],
+            )
+            .await?;
+            let done = client.delete(&q, &filter).await?;
+            report(&done, "deleted")
+        }
         JobsCommand::Show { id, queue } => {
             let q = QueueName::new(queue.queue)?;
             match client.job(&q, &JobId::new(id.clone())).await? {
@@ -317,13 +387,13 @@ pub(crate) async fn dead(client: Client, cmd: DeadCommand) -> Res {
             print_page(&page, json)
         }
         DeadCommand::Redrive(sel) => {
-            let (q, filter) = select(sel)?;
+            let (q, filter) = select(sel, "dead jobs")?;
             let n = client.redrive(&q, &filter).await?;
             println!("redrove {n} jobs");
             Ok(())
         }
         DeadCommand::Purge(sel) => {
-            let (q, filter) = select(sel)?;
+            let (q, filter) = select(sel, "dead jobs")?;
             let n = client.purge(&q, &filter).await?;
             println!("purged {n} jobs");
             Ok(())
@@ -331,18 +401,76 @@ pub(crate) async fn dead(client: Client, cmd: DeadCommand) -> Res {
     }
 }
 
-fn select(sel: DeadSelect) -> Result<(QueueName, DeadFilter), Box<dyn std::error::Error>> {
+fn select(sel: Select, which: &str) -> Result<(QueueName, JobFilter), Box<dyn std::error::Error>> {
     let q = QueueName::new(sel.queue.queue)?;
     let filter = if sel.all {
-        DeadFilter::All
+        JobFilter::All
     } else if let Some(kind) = sel.kind {
-        DeadFilter::Kind(kind)
+        JobFilter::Kind(kind)
     } else if !sel.ids.is_empty() {
-        DeadFilter::Ids(sel.ids.into_iter().map(JobId::new).collect())
+        JobFilter::Ids(sel.ids.into_iter().map(JobId::new).collect())
     } else {
-        return Err("say which dead jobs: ids, --kind KIND or --all".into());
+        return Err(format!("say which {which}: ids, --kind KIND or --all").into());
     };
     Ok((q, filter))
+}
+
+/// Refuses a command naming a job it cannot act on — unknown, or in another state —
+/// before anything is changed, naming each such job.
+async fn check_named(
+    client: &Client,
+    q: &QueueName,
+    filter: &JobFilter,
+    states: &[JobState],
+) -> Res {
+    let JobFilter::Ids(ids) = filter else {
+        return Ok(());
+    };
+    let mut wrong = Vec::new();
+    for id in ids {
+        match client.job(q, id).await? {
+            None => wrong.push(format!("job {id}: no such job in queue {q}")),
+            Some(job) if !states.contains(&job.state) => {
+                wrong.push(format!("job {id}: {}", state_words(job.state)))
+            }
+            Some(_) => {}
+        }
+    }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} (nothing was changed)", wrong.join("; ")).into())
+    }
+}
+
+fn state_words(state: JobState) -> &'static str {
+    match state {
+        JobState::Completed => "already finished (completed)",
+        JobState::Dead => "already finished (dead): use dead redrive or dead purge",
+        JobState::Running => "running: a worker has it",
+        JobState::Ready => "already ready",
+        JobState::Scheduled => "scheduled",
+        _ => "in another state",
+    }
+}
+
+/// Prints what a bulk command did; jobs it passed over (a race with a worker after the
+/// check) make the command fail, each on its own line.
+fn report(done: &Bulk, verb: &str) -> Res {
+    println!("{verb} {} jobs", done.done);
+    if done.skipped.is_empty() {
+        return Ok(());
+    }
+    for s in &done.skipped {
+        let why = match &s.why {
+            Skip::NotFound => "no such job".to_string(),
+            Skip::InState(state) => state_words(*state).to_string(),
+            Skip::KeyHeld(holder) => format!("its unique key is held by job {holder}"),
+            other => format!("{other:?}"),
+        };
+        eprintln!("job {}: {why}", s.id);
+    }
+    Err(format!("{} jobs were not {verb}", done.skipped.len()).into())
 }
 
 pub(crate) async fn queue(client: Client, cmd: QueueCommand) -> Res {
@@ -354,6 +482,21 @@ pub(crate) async fn queue(client: Client, cmd: QueueCommand) -> Res {
         QueueCommand::Resume { queue } => {
             client.resume(&QueueName::new(queue.clone())?).await?;
             println!("resumed {queue}");
+        }
+        QueueCommand::Delete { queue, yes } => {
+            let q = QueueName::new(queue)?;
+            let st = client.stats(&q).await?;
+            let jobs = st.ready + st.scheduled + st.running + st.completed + st.dead;
+            if !yes {
+                return Err(format!(
+                    "queue {q} holds {jobs} jobs ({} ready, {} scheduled, {} running, {} \
+                     completed, {} dead): add --yes to delete it and all of them",
+                    st.ready, st.scheduled, st.running, st.completed, st.dead
+                )
+                .into());
+            }
+            let n = client.delete_queue(&q).await?;
+            println!("deleted queue {q} and its {n} jobs");
         }
         QueueCommand::Config {
             queue,

@@ -2,8 +2,11 @@
 //!
 //! Each line is an object: `kind` (required), `payload` (any JSON, default `{}`), and
 //! optionally `queue` (default `--queue`), `delay_ms`, `run_at_ms` (Unix ms),
-//! `max_attempts` and `timeout_ms` (how long one run may take). Unknown fields are refused, so a typo is not silently dropped; blank
-//! lines are skipped.
+//! `max_attempts`, `timeout_ms` (how long one run may take), `priority` (0 to 100),
+//! `unique` (a key), `unique_mode` (queued, finished — the default —, period, debounce)
+//! and `unique_period_ms`. Unknown fields are refused, so a typo is not silently
+//! dropped; blank lines are skipped. A duplicate prints the holder's id, a tab and
+//! `duplicate`.
 //!
 //! Lines go to the store in batches: up to 1,000 consecutive lines of one queue, one
 //! atomic store call each. A line that does not parse (or names a bad kind, queue or
@@ -13,7 +16,7 @@
 use std::io::BufRead;
 use std::time::{Duration, UNIX_EPOCH};
 
-use taskyard::{Client, EnqueueOptions, Error, NewJob, QueueName, RetryPolicy};
+use taskyard::{Client, EnqueueOptions, Error, NewJob, QueueName, RetryPolicy, UniqueMode};
 
 const BATCH: usize = 1000;
 
@@ -35,6 +38,15 @@ struct Line {
     /// the field (serde's does not).
     #[serde(default)]
     timeout_ms: Option<serde_json::Value>,
+    /// Any JSON value, for the same reason.
+    #[serde(default)]
+    priority: Option<serde_json::Value>,
+    #[serde(default)]
+    unique: Option<String>,
+    #[serde(default)]
+    unique_mode: Option<String>,
+    #[serde(default)]
+    unique_period_ms: Option<u64>,
 }
 
 fn parse(text: &str, default_queue: &str) -> Result<(QueueName, NewJob), Error> {
@@ -62,6 +74,32 @@ fn parse(text: &str, default_queue: &str) -> Result<(QueueName, NewJob), Error> 
             ))
         })?;
         opts = opts.timeout(Duration::from_millis(ms));
+    }
+    if let Some(value) = line.priority {
+        let p = value.as_i64().ok_or_else(|| {
+            Error::InvalidOption(format!(
+                "priority must be a whole number (0 to 100), not {value}"
+            ))
+        })?;
+        opts = opts.priority(p);
+    }
+    match (line.unique, line.unique_mode) {
+        (Some(key), mode) => {
+            let period = line.unique_period_ms.map(Duration::from_millis);
+            let mode = UniqueMode::parse(mode.as_deref().unwrap_or("finished"), period)?;
+            opts = opts.unique(key, mode);
+        }
+        (None, Some(_)) => {
+            return Err(Error::InvalidOption(
+                "unique_mode needs a unique key".into(),
+            ));
+        }
+        (None, None) if line.unique_period_ms.is_some() => {
+            return Err(Error::InvalidOption(
+                "unique_period_ms needs a unique key".into(),
+            ));
+        }
+        (None, None) => {}
     }
     let payload = serde_json::to_vec(&line.payload.unwrap_or_else(|| serde_json::json!({})))?;
     let job = NewJob::new(&line.kind, payload, &opts, RetryPolicy::default())?;

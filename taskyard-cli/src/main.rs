@@ -110,7 +110,10 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Enqueue(args) => commands::enqueue(open::client(url, Yes).await?, args).await,
         Command::Stats(args) => commands::stats(open::client(url, ReadOnly).await?, args).await,
-        Command::Jobs(cmd) => commands::jobs(open::client(url, ReadOnly).await?, cmd).await,
+        Command::Jobs(cmd) => {
+            let access = if cmd.only_reads() { ReadOnly } else { No };
+            commands::jobs(open::client(url, access).await?, cmd).await
+        }
         Command::Dead(cmd) => {
             let access = if cmd.only_reads() { ReadOnly } else { No };
             commands::dead(open::client(url, access).await?, cmd).await

@@ -194,3 +194,20 @@ fn connections_cut_mid_batch_lose_nothing() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs a redis:// store"));
 }
+
+#[test]
+fn unique_keys_hold_while_producers_race_and_workers_are_killed() {
+    both(|store| {
+        let v = scenario(store, "unique");
+        let f = &v["figures"];
+        assert_eq!(v["ok"], true, "{v}");
+        assert!(f["kills"].as_u64().unwrap() >= 2, "{v}");
+        assert_eq!(f["lost"], 0, "{v}");
+        assert_eq!(f["unexpected"], 0, "{v}");
+        assert_eq!(f["overlaps"], 0, "{v}");
+        assert_eq!(f["wrong_holder"], 0, "{v}");
+        // The race was real: producers hit held keys, and keys ran several jobs in turn.
+        assert!(f["duplicates"].as_u64().unwrap() > 0, "{v}");
+        assert!(f["keys_with_several_jobs"].as_u64().unwrap() > 0, "{v}");
+    });
+}

@@ -8,7 +8,10 @@
 //! - `poison`: kills its own process (abort), every attempt;
 //! - `record`: sleeps `{"ms": N}` if given, then appends `job_id attempt` as one line to
 //!   the `--record` file, written before the job is reported complete; then sleeps
-//!   `{"after_ms": M}` if given (a run recorded and not yet reported, for a kill to find).
+//!   `{"after_ms": M}` if given (a run recorded and not yet reported, for a kill to find);
+//! - `span`: appends `start KEY id attempt unix_us` to the `--record` file, sleeps
+//!   `{"ms": N}`, appends `end KEY id attempt unix_us` and succeeds: the run's span, for
+//!   the `unique` scenario to check that two jobs of one `{"key": KEY}` never overlap.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -49,6 +52,8 @@ struct Params {
     fail: u32,
     #[serde(default)]
     after_ms: u64,
+    #[serde(default)]
+    key: String,
 }
 
 fn params(payload: &[u8]) -> Params {
@@ -145,6 +150,31 @@ pub(crate) fn test_handlers(
             std::process::abort();
             #[allow(unreachable_code)]
             Ok::<(), JobError>(())
+        })
+        .handle_raw("span", {
+            let record = record.clone();
+            move |ctx: JobContext, payload| {
+                let Params { ms, key, .. } = params(&payload);
+                let record = record.clone();
+                async move {
+                    let Some(file) = record else {
+                        return Err(JobError::permanent("span jobs need --record FILE"));
+                    };
+                    let mark = |what: &str| {
+                        let us = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_micros());
+                        let line = format!("{what} {key} {} {} {us}\n", ctx.id(), ctx.attempt());
+                        file.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .write_all(line.as_bytes())
+                            .map_err(JobError::retry)
+                    };
+                    mark("start")?;
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    mark("end")
+                }
+            }
         })
         .handle_raw("record", move |ctx: JobContext, payload| {
             let Params { ms, after_ms, .. } = params(&payload);

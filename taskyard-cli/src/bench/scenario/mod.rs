@@ -20,6 +20,7 @@ mod kill_under_load;
 mod long_jobs;
 mod poison;
 mod poison_process;
+mod unique;
 mod zombie;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -35,7 +36,7 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 type Outcome = Res<(bool, &'static str, serde_json::Value)>;
 
 /// The scenarios, by name.
-pub(crate) const NAMES: [&str; 9] = [
+pub(crate) const NAMES: [&str; 10] = [
     "long-jobs",
     "concurrency",
     "add-worker",
@@ -45,6 +46,7 @@ pub(crate) const NAMES: [&str; 9] = [
     "zombie",
     "poison-process",
     "connection-cut",
+    "unique",
 ];
 
 /// What a scenario prints.
@@ -89,6 +91,7 @@ pub(crate) async fn run(url: Option<String>, name: &str, quick: bool, json: bool
         "kill-under-load" => kill_under_load::run(&ctx).await,
         "zombie" => zombie::run(&ctx).await,
         "poison-process" => poison_process::run(&ctx).await,
+        "unique" => unique::run(&ctx).await,
         _ => connection_cut::run(&ctx).await,
     };
     let _ = store.delete_queue(&queue).await;
