@@ -13,6 +13,9 @@
 #   --stores S          redis, embedded or both (default both)
 #   --latency-rate R    jobs/s in the pickup-latency phase, 0 to skip (default 1000)
 #   --latency-secs S    seconds of that phase (default 5)
+#   --new-args "ARGS"   extra bench arguments for NEW only: with OLD = NEW, the cost of an
+#                       option, e.g. --new-args --priorities HEAD HEAD (mixed priorities
+#                       against plain jobs) or --new-args --unique-keys
 #   --results FILE      where the raw JSON lines go (default: a new file under the work dir)
 #   --json              print the summary as one JSON object instead of the table
 #
@@ -39,6 +42,7 @@ stores=both
 latency_rate=1000
 latency_secs=5
 results=''
+new_args=''
 json=no
 positional=()
 while [ $# -gt 0 ]; do
@@ -48,6 +52,7 @@ while [ $# -gt 0 ]; do
     --latency-rate) latency_rate=${2:?}; shift 2 ;;
     --latency-secs) latency_secs=${2:?}; shift 2 ;;
     --results) results=${2:?}; shift 2 ;;
+    --new-args) new_args=${2:?}; shift 2 ;;
     --json) json=yes; shift ;;
     -h|--help) usage ;;
     -*) die "unknown option $1" ;;
@@ -169,7 +174,11 @@ run_one() {
   # has it.
   local delayed_flags=()
   [[ "$("$bin" bench --help)" == *--delayed-jobs* ]] && delayed_flags=(--delayed-jobs 0)
-  line=$("$bin" bench --store "$url" --jobs "$jobs" --concurrency 100 "${latency_flags[@]}" "${delayed_flags[@]}" --json | tail -n 1)
+  local extra=()
+  # Split on spaces on purpose: several flags may be given in one string.
+  # shellcheck disable=SC2206
+  [ "$side" = new ] && [ -n "$new_args" ] && extra=($new_args)
+  line=$("$bin" bench --store "$url" --jobs "$jobs" --concurrency 100 "${latency_flags[@]}" "${delayed_flags[@]}" "${extra[@]}" --json | tail -n 1)
   [ "$store" = embedded ] && rm -f "$run_dir"/embedded.db*
   [ "$side" = warmup ] && return
   printf '{"side":"%s","rev":"%s","round":%d,"target":"%s","bench":%s}\n' \

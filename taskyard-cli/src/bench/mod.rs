@@ -51,6 +51,14 @@ pub(crate) struct BenchArgs {
     /// Seconds over which the delayed jobs fall due.
     #[arg(long, default_value_t = 5.0)]
     delayed_secs: f64,
+    /// Give the jobs mixed priorities (job i gets i × 37 mod 101: every level of 0–100,
+    /// almost all but the default), to measure what priorities cost.
+    #[arg(long)]
+    priorities: bool,
+    /// Give every job a unique key of its own (mode finished), to measure what unique
+    /// keys cost.
+    #[arg(long)]
+    unique_keys: bool,
     /// Runtime threads for the producer and worker (0: one per core).
     #[arg(long, default_value_t = 1)]
     pub(crate) threads: usize,
@@ -93,6 +101,8 @@ struct Report {
     late_max_ms: f64,
     late_min_ms: f64,
     threads: usize,
+    priorities: bool,
+    unique_keys: bool,
 }
 
 fn unix_ms_f64() -> f64 {
@@ -174,7 +184,16 @@ async fn measure(
     while n < args.jobs {
         let end = (n + args.batch).min(args.jobs);
         let batch = (n..end)
-            .map(|i| NewJob::new("noop", payload(i, None), &opts, policy))
+            .map(|i| {
+                let mut opts = opts.clone();
+                if args.priorities {
+                    opts = opts.priority((i * 37 % 101) as i64);
+                }
+                if args.unique_keys {
+                    opts = opts.unique(format!("k{i}"), taskyard::UniqueMode::Finished);
+                }
+                NewJob::new("noop", payload(i, None), &opts, policy)
+            })
             .collect::<taskyard::Result<Vec<_>>>()?;
         client.enqueue_raw(queue, batch).await?;
         n = end;
@@ -230,6 +249,8 @@ async fn measure(
         late_max_ms: round(late[late.len() - 1]),
         late_min_ms: round(late[0]),
         threads: args.threads,
+        priorities: args.priorities,
+        unique_keys: args.unique_keys,
     })
 }
 
