@@ -725,6 +725,19 @@ mod tests {
     }
 
     #[test]
+    fn unique_keys_show_as_key_mode_and_period() {
+        let json = |mode| serde_json::to_value(Unique::new("k", mode).unwrap()).unwrap();
+        assert_eq!(
+            json(UniqueMode::Finished),
+            serde_json::json!({"key": "k", "mode": "finished"})
+        );
+        assert_eq!(
+            json(UniqueMode::Period(Duration::from_secs(60))),
+            serde_json::json!({"key": "k", "mode": "period", "period_ms": 60000})
+        );
+    }
+
+    #[test]
     fn timeouts_are_checked() {
         let job = |d| {
             NewJob::new(
