@@ -48,7 +48,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use taskyard_core::{Error, QueueName, Result};
 
 use crate::options::{Options, options_of};
-use crate::scripts::{Scripts, keys, keys_0_1, store_err};
+use crate::scripts::{Scripts, store_err};
 
 /// The set of every queue name used, for `stats` across queues.
 const QUEUES_KEY: &str = "taskyard:queues";
@@ -227,23 +227,13 @@ impl RedisStore {
             .ok_or_else(|| Error::Corrupt("INFO memory has no used_memory".into()))
     }
 
-    /// Deletes a queue and every job in it, whatever their state. For tests and
-    /// benchmarks; there is no undo.
-    pub async fn delete_queue(&self, queue: &QueueName) -> Result<()> {
-        let mut conn = self.conn();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for k in keys(queue).into_iter().chain(keys_0_1(queue)) {
-            pipe.del(k).ignore();
-        }
-        pipe.srem(QUEUES_KEY, queue.as_str()).ignore();
-        pipe.query_async::<()>(&mut conn).await.map_err(store_err)?;
+    /// Forgets that this process added a queue's name, so its next use adds it again.
+    fn forget_queue(&self, queue: &QueueName) {
         self.inner
             .known_queues
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(queue.as_str());
-        Ok(())
     }
 
     fn conn(&self) -> ConnectionManager {
