@@ -25,12 +25,20 @@ local uniq = del and redis.call('EXISTS', UNIQUE) == 1
 local errors = del and redis.call('EXISTS', ERRORS) == 1
 local done = 0
 local out = {0, ''}
+local histories = {}
 
 -- Deletes a job whose envelope left its place: its history and its key go with it.
 local function gone(id, env)
   if uniq and env then free_key(env, id, 'qfd') end
-  if errors then redis.call('HDEL', ERRORS, id) end
+  if errors then histories[#histories + 1] = id end
   done = done + 1
+end
+
+-- The reply, once the histories of deleted jobs are gone too.
+local function reply()
+  if #histories > 0 then batched('HDEL', ERRORS, histories) end
+  out[1] = done
+  return out
 end
 
 -- Acts on jobs of a keyed set (scheduled or prio): their bodies leave `jobs`.
@@ -150,8 +158,7 @@ if mode == 'ids' then
       end
     end
   end
-  out[1] = done
-  return out
+  return reply()
 end
 
 -- By kind or all.
@@ -213,5 +220,4 @@ elseif phase == 'w' then
 else
   return error({err = 'TASKYARD_CURSOR ' .. cursor})
 end
-out[1] = done
-return out
+return reply()
