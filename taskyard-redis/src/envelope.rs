@@ -158,7 +158,7 @@ pub(crate) fn parse(raw: Bytes) -> Result<Envelope> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use taskyard_core::{EnqueueOptions, RetryPolicy};
+    use taskyard_core::{EnqueueOptions, RetryPolicy, UniqueMode};
 
     #[test]
     fn tail_and_parse_round_trip() {
@@ -211,6 +211,53 @@ mod tests {
         .unwrap();
         assert_eq!(env.timeout, Some(std::time::Duration::from_millis(20)));
         assert!(parse(Bytes::from_static(b"2\t7\t0\t1\t3\tk\t\ttimeout=x\n{}")).is_err());
+    }
+
+    #[test]
+    fn priority_and_unique_key_are_optional_fields_the_key_last() {
+        let plain = NewJob::new(
+            "k",
+            b"{}".to_vec(),
+            &EnqueueOptions::default(),
+            RetryPolicy::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            tail(&plain),
+            b"25\tk\t\n{}",
+            "the default priority writes nothing"
+        );
+        let period = UniqueMode::Period(Duration::from_millis(600));
+        let opts = EnqueueOptions::default()
+            .priority(90)
+            .unique("user:7 = ü:x", period);
+        let job = NewJob::new("k", b"{}".to_vec(), &opts, RetryPolicy::default()).unwrap();
+        let tail = tail(&job);
+        assert!(
+            tail.starts_with("25\tk\t\tpriority=90\tunique=p600:user:7 = ü:x\n".as_bytes()),
+            "{:?}",
+            String::from_utf8_lossy(&tail)
+        );
+        let mut raw = b"2\t9\t0\t1\t".to_vec();
+        raw.extend(tail);
+        let env = parse(Bytes::from(raw)).unwrap();
+        assert_eq!(env.priority, 90);
+        assert_eq!(
+            env.unique,
+            Some(Unique {
+                key: "user:7 = ü:x".into(),
+                mode: period
+            })
+        );
+        for mode in [
+            UniqueMode::Queued,
+            UniqueMode::Finished,
+            UniqueMode::Debounce,
+        ] {
+            assert_eq!(mode_of(&mode_code(mode)), Some(mode));
+        }
+        assert!(parse(Bytes::from_static(b"2\t7\t0\t1\t3\tk\t\tunique=x:k\n{}")).is_err());
+        assert!(parse(Bytes::from_static(b"2\t7\t0\t1\t3\tk\t\tpriority=500\n{}")).is_err());
     }
 
     #[test]

@@ -236,6 +236,21 @@ impl RedisStore {
             .remove(queue.as_str());
     }
 
+    /// Adds a queue's name again after a script found the queue new (its reply says so):
+    /// another process may have deleted it since this one added the name.
+    async fn remember_again(&self, queue: &QueueName, reply: &redis::Value) -> Result<()> {
+        let fresh = match reply {
+            redis::Value::Array(v) => v.first(),
+            other => Some(other),
+        }
+        .is_some_and(|v| reply::int(v).ok() == Some(2));
+        if fresh {
+            self.forget_queue(queue);
+            self.remember(queue).await?;
+        }
+        Ok(())
+    }
+
     fn conn(&self) -> ConnectionManager {
         self.inner.conn.clone()
     }

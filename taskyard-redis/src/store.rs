@@ -64,6 +64,7 @@ impl Store for RedisStore {
             None => self.run(&self.inner.scripts.enqueue, queue, args).await?,
             Some(ack) => self.enqueue_acked(queue, args, ack).await?,
         };
+        self.remember_again(queue, &out).await?;
         let mut out = array(out)?.into_iter();
         let written = out.next().unwrap_or(Value::Nil);
         let second = out.next().unwrap_or(Value::Nil);
@@ -421,9 +422,10 @@ impl Store for RedisStore {
     async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<()> {
         self.remember(queue).await?;
         let op = if paused { "pause" } else { "resume" };
-        self.run(&self.inner.scripts.settings, queue, vec![arg(op)])
-            .await
-            .map(drop)
+        let out = self
+            .run(&self.inner.scripts.settings, queue, vec![arg(op)])
+            .await?;
+        self.remember_again(queue, &out).await
     }
 
     async fn config(&self, queue: &QueueName) -> Result<QueueConfig> {
@@ -461,9 +463,8 @@ impl Store for RedisStore {
             args.push(arg(name));
             args.push(value.to_string().into_bytes());
         }
-        self.run(&self.inner.scripts.settings, queue, args)
-            .await
-            .map(drop)
+        let out = self.run(&self.inner.scripts.settings, queue, args).await?;
+        self.remember_again(queue, &out).await
     }
 }
 

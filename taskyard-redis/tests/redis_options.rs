@@ -232,3 +232,20 @@ async fn listings_and_claims_go_across_priorities_and_past_tombstones() {
         .unwrap();
     assert_eq!(step.done, 0);
 }
+
+/// A queue another process deleted is named again by this one's next enqueue, although
+/// this process remembers having named it.
+#[tokio::test]
+async fn a_queue_deleted_elsewhere_is_named_again_when_used() {
+    let server = RedisServer::start();
+    let here = RedisStore::connect(&server.url()).await.unwrap();
+    let there = RedisStore::connect(&server.url()).await.unwrap();
+    let q = QueueName::new("again").unwrap();
+    let d = EnqueueOptions::default();
+    here.enqueue(&q, vec![job(1, &d)]).await.unwrap();
+    assert_eq!(Client::new(there).delete_queue(&q).await.unwrap(), 1);
+    assert!(!here.queues().await.unwrap().contains(&q));
+    here.enqueue(&q, vec![job(2, &d)]).await.unwrap();
+    assert!(here.queues().await.unwrap().contains(&q));
+    assert_eq!(here.stats(&q).await.unwrap().ready, 1);
+}

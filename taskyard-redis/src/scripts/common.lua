@@ -62,10 +62,12 @@ local ENVELOPE = '2'
 -- Every script calls this first: a queue in another layout is refused before anything
 -- is read or written, with "TASKYARD_VERSION layout <found> <reads>". A queue with no
 -- layout yet is new (or holds only 0.1 data, which must be upgraded first). `mark`: also
--- record this layout (the scripts that can create a queue).
+-- record this layout (the scripts that can create a queue), and answer true when the
+-- queue is new, so the caller adds its name to the set of queues again (a queue deleted
+-- by another process is one its cache of names still holds).
 local function check_layout(mark)
   local v = redis.call('HGET', META, 'layout')
-  if v == LAYOUT then return end
+  if v == LAYOUT then return false end
   if v then
     return error({err = 'TASKYARD_VERSION layout ' .. v .. ' ' .. LAYOUT})
   end
@@ -73,6 +75,7 @@ local function check_layout(mark)
     return error({err = 'TASKYARD_UPGRADE queue holds data of taskyard 0.1 to upgrade'})
   end
   if mark then redis.call('HSET', META, 'layout', LAYOUT) end
+  return mark
 end
 
 -- Store time: every deadline and due time comes from here, never from a client.

@@ -5,12 +5,13 @@
 --   tail = "max_attempts\tkind\tbackoff[\tname=value...]\npayload";
 --   and only in a batch where some job has a priority or a unique key, three more:
 --   priority ("" for the default), unique mode ("" none, q, f, d, p<period ms>), key.
--- Returns {1, first_id, then per duplicate: its index (1-based), the holder's id}, or
--- {0, len, max_len} when the queue's max length would be passed (nothing written).
+-- Returns {1, first_id, then per duplicate: its index (1-based), the holder's id} (2
+-- instead of 1 when the queue is new: see check_layout), or {0, len, max_len} when the
+-- queue's max length would be passed (nothing written).
 -- A duplicate (its key held: see `holder`) adds nothing and keeps its id unused; in a
 -- batch the first job of a key wins. A debounced duplicate of a scheduled debounced
 -- holder gives the holder its envelope (payload, options) and due time instead.
-check_layout(true)
+local written = check_layout(true) and 2 or 1
 local now = now_ms()
 local n = tonumber(ARGV[1])
 local first = tonumber(ARGV[2])
@@ -57,7 +58,7 @@ if stride == 2 then
     batched('HSET', JOBS, hs)
   end
   signal()
-  return {1, first}
+  return {written, first}
 end
 
 -- A batch with options. First who is a duplicate (nothing written yet, so a full queue
@@ -177,6 +178,6 @@ if #hs > 0 then batched('HSET', JOBS, hs) end
 if #us > 0 then batched('HSET', UNIQUE, us) end
 if #uexp > 0 then batched('ZADD', UEXP, uexp) end
 signal()
-local out = {1, first}
+local out = {written, first}
 for i = 1, #dups do out[#out + 1] = dups[i] end
 return out
