@@ -39,7 +39,7 @@ if state == 'ready' then
       local last = pos < above and math.min(above, pos + want) - 1 or rank + want - 1
       local ids = redis.call('ZRANGE', PRIO, rank, last)
       if #ids == 0 then break end
-      local bodies = redis.call('HMGET', JOBS, unpack(ids))
+      local bodies = hmget_all(JOBS, ids)
       for i = 1, #ids do
         if bodies[i] then
           add(bodies[i], '')
