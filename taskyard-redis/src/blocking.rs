@@ -49,7 +49,7 @@ impl RedisStore {
         .map_err(store_err)?;
         // A refused enqueue (queue full) wrote nothing: there is nothing to wait for.
         let written =
-            matches!(&out, Value::Array(v) if v.first().is_some_and(|f| int(f).ok() == Some(1)));
+            matches!(&out, Value::Array(v) if v.first().is_some_and(|f| int(f).ok() >= Some(1)));
         if written {
             let confirmed: i64 = redis::cmd("WAIT")
                 .arg(ack.replicas)

@@ -12,12 +12,20 @@
 //! untouched. Release 0.1 wrote the same fields without the version (`upgrade.lua` adds
 //! it). An envelope of a version this build does not know is refused, never guessed at.
 //!
-//! Optional fields written so far: `timeout=MS`, a job's own execution timeout (only the
-//! worker reads it; no script acts on it). A job without one carries no field, so it
-//! costs no byte.
+//! Optional fields written so far, each only when the job has it, so a job without
+//! options costs no byte for them:
+//!
+//! - `timeout=MS`: a job's own execution timeout (only the worker reads it);
+//! - `priority=P`: a priority other than the default (50); the scripts route a job back
+//!   to ready by it (`head_priority` in common.lua);
+//! - `unique=M:KEY`: a unique key, M its mode (`q` queued, `f` finished, `d` debounce,
+//!   `p<ms>` period). Always the last field: the key may hold any character but a
+//!   control one (so no tab or newline), `:` included; the mode never holds `:`.
 
 use bytes::Bytes;
-use taskyard_core::{Backoff, Error, JobId, NewJob, Result};
+use std::time::Duration;
+
+use taskyard_core::{Backoff, DEFAULT_PRIORITY, Error, JobId, NewJob, Result, Unique, UniqueMode};
 
 /// The envelope version this build writes and reads.
 pub(crate) const VERSION: &str = "2";
@@ -31,8 +39,29 @@ pub(crate) struct Envelope {
     pub(crate) max_attempts: u32,
     pub(crate) kind: std::sync::Arc<str>,
     pub(crate) backoff: Option<Backoff>,
-    pub(crate) timeout: Option<std::time::Duration>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) priority: u8,
+    pub(crate) unique: Option<Unique>,
     pub(crate) payload: Bytes,
+}
+
+/// A unique mode as the envelope and the enqueue script spell it.
+pub(crate) fn mode_code(mode: UniqueMode) -> String {
+    match mode {
+        UniqueMode::Queued => "q".into(),
+        UniqueMode::Finished => "f".into(),
+        UniqueMode::Debounce => "d".into(),
+        UniqueMode::Period(p) => format!("p{}", p.as_millis()),
+    }
+}
+
+fn mode_of(code: &str) -> Option<UniqueMode> {
+    Some(match code {
+        "q" => UniqueMode::Queued,
+        "f" => UniqueMode::Finished,
+        "d" => UniqueMode::Debounce,
+        p => UniqueMode::Period(Duration::from_millis(p.strip_prefix('p')?.parse().ok()?)),
+    })
 }
 
 /// The part of a new job's envelope the client writes; the script puts the version, id,
@@ -43,13 +72,19 @@ pub(crate) fn tail(job: &NewJob) -> Vec<u8> {
         None => String::new(),
     };
     let (kind, payload) = (job.kind(), job.payload());
-    let timeout = match job.timeout() {
-        Some(t) => format!("\ttimeout={}", t.as_millis()),
-        None => String::new(),
-    };
+    let mut options = String::new();
+    if let Some(t) = job.timeout() {
+        options.push_str(&format!("\ttimeout={}", t.as_millis()));
+    }
+    if job.priority() != DEFAULT_PRIORITY {
+        options.push_str(&format!("\tpriority={}", job.priority()));
+    }
+    if let Some(u) = job.unique() {
+        options.push_str(&format!("\tunique={}:{}", mode_code(u.mode), u.key));
+    }
     let mut out = Vec::with_capacity(kind.len() + payload.len() + 16);
     out.extend_from_slice(
-        format!("{}\t{kind}\t{backoff}{timeout}\n", job.max_attempts()).as_bytes(),
+        format!("{}\t{kind}\t{backoff}{options}\n", job.max_attempts()).as_bytes(),
     );
     out.extend_from_slice(payload);
     out
@@ -91,12 +126,19 @@ pub(crate) fn parse(raw: Bytes) -> Result<Envelope> {
     };
     // Optional fields follow as `name=value`; one this build does not know (a newer
     // release's) is carried by the scripts, not read here.
-    let mut timeout = None;
+    let (mut timeout, mut priority, mut unique) = (None, DEFAULT_PRIORITY, None);
     for field in f {
         if let Some(ms) = field.strip_prefix("timeout=") {
-            timeout = Some(std::time::Duration::from_millis(
-                ms.parse().map_err(|_| bad())?,
-            ));
+            timeout = Some(Duration::from_millis(ms.parse().map_err(|_| bad())?));
+        } else if let Some(p) = field.strip_prefix("priority=") {
+            priority = p.parse().map_err(|_| bad())?;
+        } else if let Some(u) = field.strip_prefix("unique=") {
+            let (mode, key) = u.split_once(':').ok_or_else(bad)?;
+            let mode = mode_of(mode).ok_or_else(bad)?;
+            unique = Some(Unique {
+                key: key.to_string(),
+                mode,
+            });
         }
     }
     Ok(Envelope {
@@ -107,6 +149,8 @@ pub(crate) fn parse(raw: Bytes) -> Result<Envelope> {
         kind,
         backoff,
         timeout,
+        priority,
+        unique,
         payload: raw.slice(nl + 1..),
     })
 }
@@ -114,7 +158,7 @@ pub(crate) fn parse(raw: Bytes) -> Result<Envelope> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use taskyard_core::{EnqueueOptions, RetryPolicy};
+    use taskyard_core::{EnqueueOptions, RetryPolicy, UniqueMode};
 
     #[test]
     fn tail_and_parse_round_trip() {
@@ -167,6 +211,53 @@ mod tests {
         .unwrap();
         assert_eq!(env.timeout, Some(std::time::Duration::from_millis(20)));
         assert!(parse(Bytes::from_static(b"2\t7\t0\t1\t3\tk\t\ttimeout=x\n{}")).is_err());
+    }
+
+    #[test]
+    fn priority_and_unique_key_are_optional_fields_the_key_last() {
+        let plain = NewJob::new(
+            "k",
+            b"{}".to_vec(),
+            &EnqueueOptions::default(),
+            RetryPolicy::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            tail(&plain),
+            b"25\tk\t\n{}",
+            "the default priority writes nothing"
+        );
+        let period = UniqueMode::Period(Duration::from_millis(600));
+        let opts = EnqueueOptions::default()
+            .priority(90)
+            .unique("user:7 = ü:x", period);
+        let job = NewJob::new("k", b"{}".to_vec(), &opts, RetryPolicy::default()).unwrap();
+        let tail = tail(&job);
+        assert!(
+            tail.starts_with("25\tk\t\tpriority=90\tunique=p600:user:7 = ü:x\n".as_bytes()),
+            "{:?}",
+            String::from_utf8_lossy(&tail)
+        );
+        let mut raw = b"2\t9\t0\t1\t".to_vec();
+        raw.extend(tail);
+        let env = parse(Bytes::from(raw)).unwrap();
+        assert_eq!(env.priority, 90);
+        assert_eq!(
+            env.unique,
+            Some(Unique {
+                key: "user:7 = ü:x".into(),
+                mode: period
+            })
+        );
+        for mode in [
+            UniqueMode::Queued,
+            UniqueMode::Finished,
+            UniqueMode::Debounce,
+        ] {
+            assert_eq!(mode_of(&mode_code(mode)), Some(mode));
+        }
+        assert!(parse(Bytes::from_static(b"2\t7\t0\t1\t3\tk\t\tunique=x:k\n{}")).is_err());
+        assert!(parse(Bytes::from_static(b"2\t7\t0\t1\t3\tk\t\tpriority=500\n{}")).is_err());
     }
 
     #[test]

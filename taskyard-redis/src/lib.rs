@@ -6,6 +6,9 @@
 //! `taskyard:2:{queue}:…`, so a queue's scripts run in one cluster slot.
 //!
 //! - A ready job is one list entry (see `envelope.rs`): about its own bytes in memory.
+//!   A job with a priority other than the default waits in a sorted set instead, and a
+//!   unique key is a hash field: a queue pays for an option only when it uses it (see the
+//!   key layout in `scripts/common.lua`).
 //! - Deadlines and due times use Redis `TIME` inside the scripts.
 //! - Idle workers block on `BLPOP` of the queue's signal list on a dedicated connection,
 //!   never on the shared multiplexed one.
@@ -48,7 +51,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use taskyard_core::{Error, QueueName, Result};
 
 use crate::options::{Options, options_of};
-use crate::scripts::{Scripts, keys, keys_0_1, store_err};
+use crate::scripts::{Scripts, store_err};
 
 /// The set of every queue name used, for `stats` across queues.
 const QUEUES_KEY: &str = "taskyard:queues";
@@ -227,22 +230,27 @@ impl RedisStore {
             .ok_or_else(|| Error::Corrupt("INFO memory has no used_memory".into()))
     }
 
-    /// Deletes a queue and every job in it, whatever their state. For tests and
-    /// benchmarks; there is no undo.
-    pub async fn delete_queue(&self, queue: &QueueName) -> Result<()> {
-        let mut conn = self.conn();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for k in keys(queue).into_iter().chain(keys_0_1(queue)) {
-            pipe.del(k).ignore();
-        }
-        pipe.srem(QUEUES_KEY, queue.as_str()).ignore();
-        pipe.query_async::<()>(&mut conn).await.map_err(store_err)?;
+    /// Forgets that this process added a queue's name, so its next use adds it again.
+    fn forget_queue(&self, queue: &QueueName) {
         self.inner
             .known_queues
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(queue.as_str());
+    }
+
+    /// Adds a queue's name again after a script found the queue new (its reply says so):
+    /// another process may have deleted it since this one added the name.
+    async fn remember_again(&self, queue: &QueueName, reply: &redis::Value) -> Result<()> {
+        let fresh = match reply {
+            redis::Value::Array(v) => v.first(),
+            other => Some(other),
+        }
+        .is_some_and(|v| reply::int(v).ok() == Some(2));
+        if fresh {
+            self.forget_queue(queue);
+            self.remember(queue).await?;
+        }
         Ok(())
     }
 

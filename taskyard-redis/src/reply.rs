@@ -80,7 +80,7 @@ pub(crate) fn info(
         enqueued_at_ms: env.enqueued_at_ms,
         at_ms,
         errors,
-        priority: taskyard_core::DEFAULT_PRIORITY,
-        unique: None,
+        priority: env.priority,
+        unique: env.unique,
     })
 }

@@ -23,6 +23,8 @@ pub(crate) struct Scripts {
     pub(crate) maintain: Script,
     pub(crate) redrive: Script,
     pub(crate) purge: Script,
+    pub(crate) act: Script,
+    pub(crate) drop: Script,
     pub(crate) find: Script,
     pub(crate) list: Script,
     pub(crate) stats: Script,
@@ -73,6 +75,8 @@ impl Scripts {
             maintain: s(Drains, include_str!("scripts/maintain.lua")),
             redrive: s(Grows, include_str!("scripts/redrive.lua")),
             purge: s(Drains, include_str!("scripts/purge.lua")),
+            act: s(Drains, include_str!("scripts/act.lua")),
+            drop: s(Drains, include_str!("scripts/drop.lua")),
             find: s(Reads, include_str!("scripts/find.lua")),
             list: s(Reads, include_str!("scripts/list.lua")),
             stats: s(Reads, include_str!("scripts/stats.lua")),
@@ -124,20 +128,23 @@ const KEY_NAMES: [&str; 11] = [
     "batches",
 ];
 
+/// The keys of the options (priorities, unique keys, deletes): a queue that uses none
+/// has none of them.
+const OPTION_KEY_NAMES: [&str; 4] = ["prio", "unique", "uexp", "deleted"];
+
 /// The keys of one queue, in the order every script expects (see `common.lua`): this
-/// layout's eleven, then release 0.1's meta key, whose presence means 0.1 data is left to
-/// upgrade.
+/// layout's eleven, release 0.1's meta key, whose presence means 0.1 data is left to
+/// upgrade, then the four keys of the options.
 ///
 /// Layout 2 moved the keys from 0.1's `taskyard:{q}:…` to `taskyard:2:{q}:…`, so a 0.1
 /// process still running finds an empty queue instead of misreading new data. Later
 /// layouts keep these keys and are told apart by `layout` in the meta hash.
 pub(crate) fn keys(queue: &QueueName) -> Vec<String> {
     let q = queue.as_str();
-    let mut keys: Vec<String> = KEY_NAMES
-        .iter()
-        .map(|name| format!("taskyard:2:{{{q}}}:{name}"))
-        .collect();
+    let name = |name: &&str| format!("taskyard:2:{{{q}}}:{name}");
+    let mut keys: Vec<String> = KEY_NAMES.iter().map(name).collect();
     keys.push(format!("taskyard:{{{q}}}:meta"));
+    keys.extend(OPTION_KEY_NAMES.iter().map(name));
     keys
 }
 
@@ -246,5 +253,25 @@ impl RedisStore {
         }
         tracing::info!(queue = %queue, steps, "upgraded the queue from taskyard 0.1's layout");
         Ok(())
+    }
+
+    /// Deletes every key of a queue, this layout's and release 0.1's (`drop.lua`), and
+    /// its name. Returns how many jobs it held.
+    pub(crate) async fn drop_queue(&self, queue: &QueueName) -> Result<u64> {
+        let mut inv = self.inner.scripts.drop.prepare_invoke();
+        for k in keys(queue).into_iter().chain(keys_0_1(queue)) {
+            inv.key(k);
+        }
+        let mut conn = self.conn();
+        let held: i64 = inv.invoke_async(&mut conn).await.map_err(store_err)?;
+        // The set of names is not under the queue's hash tag: a command of its own.
+        let _: i64 = redis::cmd("SREM")
+            .arg(crate::QUEUES_KEY)
+            .arg(queue.as_str())
+            .query_async(&mut conn)
+            .await
+            .map_err(store_err)?;
+        self.forget_queue(queue);
+        Ok(held.max(0) as u64)
     }
 }

@@ -12,9 +12,9 @@ use std::time::Duration;
 use redis::{Script, Value};
 use taskyard_core::store::support::history;
 use taskyard_core::{
-    Claim, ClaimedJob, Cursor, Due, Enqueued, Error, JobFilter, JobId, JobInfo, JobState, Lease,
-    LeaseToken, Maintenance, NewJob, Outcome, Page, QueueConfig, QueueName, QueueStats, Result,
-    Step, Store,
+    Claim, ClaimedJob, Cursor, DEFAULT_PRIORITY, Due, Enqueued, Error, JobFilter, JobId, JobInfo,
+    JobState, Lease, LeaseToken, Maintenance, NewJob, Outcome, Page, QueueConfig, QueueName,
+    QueueStats, Result, Skip, Skipped, Step, Store,
 };
 
 use crate::reply::{array, bytes, flags, info, int};
@@ -24,50 +24,76 @@ use crate::{QUEUES_KEY, RedisStore, envelope};
 #[async_trait::async_trait]
 impl Store for RedisStore {
     async fn enqueue_report(&self, queue: &QueueName, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
-        let ids: Vec<JobId> = async {
-            let _: &Option<Error> = &None;
-            if jobs.is_empty() {
-                return Ok(Vec::new());
-            }
-            self.remember(queue).await?;
-            let n = jobs.len();
-            let first = self.ids(n as u64).await?;
-            let mut args = Vec::with_capacity(2 + 2 * n);
-            args.push(n.to_string().into_bytes());
-            args.push(first.to_string().into_bytes());
-            for job in &jobs {
-                args.push(match job.due() {
-                    Due::Now => Vec::new(),
-                    Due::After(ms) => format!("+{ms}").into_bytes(),
-                    Due::At(ms) => format!("@{ms}").into_bytes(),
-                });
-                args.push(envelope::tail(job));
-            }
-            let out = match self.replica_ack {
-                None => self.run(&self.inner.scripts.enqueue, queue, args).await?,
-                Some(ack) => self.enqueue_acked(queue, args, ack).await?,
-            };
-            let out = array(out)?;
-            if int(out.first().unwrap_or(&Value::Nil))? == 0 {
-                return Err(Error::QueueFull {
-                    queue: queue.to_string(),
-                    len: out.get(1).map(int).transpose()?.unwrap_or(0) as u64,
-                    max_len: out.get(2).map(int).transpose()?.unwrap_or(0) as u64,
-                });
-            }
-            let first = int(out.get(1).unwrap_or(&Value::Nil))?;
-            Ok((0..n as i64)
-                .map(|i| JobId::new((first + i).to_string()))
-                .collect())
+        if jobs.is_empty() {
+            return Ok(Vec::new());
         }
-        .await?;
-        Ok(ids
-            .into_iter()
-            .map(|id| Enqueued {
-                id,
+        self.remember(queue).await?;
+        let n = jobs.len();
+        let first = self.ids(n as u64).await?;
+        // A batch with no option keeps the plain layout, two arguments per job; one with
+        // a priority or a unique key anywhere gives each job three more (enqueue.lua).
+        let options = jobs
+            .iter()
+            .any(|j| j.priority() != DEFAULT_PRIORITY || j.unique().is_some());
+        let mut args = Vec::with_capacity(2 + if options { 5 } else { 2 } * n);
+        args.push(n.to_string().into_bytes());
+        args.push(first.to_string().into_bytes());
+        for job in &jobs {
+            args.push(match job.due() {
+                Due::Now => Vec::new(),
+                Due::After(ms) => format!("+{ms}").into_bytes(),
+                Due::At(ms) => format!("@{ms}").into_bytes(),
+            });
+            args.push(envelope::tail(job));
+            if options {
+                args.push(if job.priority() == DEFAULT_PRIORITY {
+                    Vec::new()
+                } else {
+                    job.priority().to_string().into_bytes()
+                });
+                match job.unique() {
+                    Some(u) => {
+                        args.push(envelope::mode_code(u.mode).into_bytes());
+                        args.push(arg(&u.key));
+                    }
+                    None => args.extend([Vec::new(), Vec::new()]),
+                }
+            }
+        }
+        let out = match self.replica_ack {
+            None => self.run(&self.inner.scripts.enqueue, queue, args).await?,
+            Some(ack) => self.enqueue_acked(queue, args, ack).await?,
+        };
+        self.remember_again(queue, &out).await?;
+        let mut out = array(out)?.into_iter();
+        let written = out.next().unwrap_or(Value::Nil);
+        let second = out.next().unwrap_or(Value::Nil);
+        if int(&written)? == 0 {
+            return Err(Error::QueueFull {
+                queue: queue.to_string(),
+                len: int(&second).unwrap_or(0) as u64,
+                max_len: out.next().map(|v| int(&v)).transpose()?.unwrap_or(0) as u64,
+            });
+        }
+        let first = int(&second)?;
+        let mut answers: Vec<Enqueued> = (0..n as i64)
+            .map(|i| Enqueued {
+                id: JobId::new((first + i).to_string()),
                 duplicate: false,
             })
-            .collect())
+            .collect();
+        // Then per duplicate: its 1-based index and its holder's id.
+        while let (Some(index), Some(holder)) = (out.next(), out.next()) {
+            let index = int(&index)? as usize;
+            let answer = answers
+                .get_mut(index.wrapping_sub(1))
+                .ok_or_else(|| Error::Corrupt(format!("enqueue named job {index} of {n}")))?;
+            *answer = Enqueued {
+                id: JobId::new(String::from_utf8_lossy(&bytes(holder)?).into_owned()),
+                duplicate: true,
+            };
+        }
+        Ok(answers)
     }
 
     async fn claim(
@@ -376,40 +402,30 @@ impl Store for RedisStore {
             .await
     }
 
-    async fn run_now(
-        &self,
-        _queue: &QueueName,
-        _filter: &JobFilter,
-        _after: &Cursor,
-    ) -> Result<Step> {
-        Err(taskyard_core::Error::InvalidOption(
-            "run-now: not yet".into(),
-        ))
+    async fn run_now(&self, queue: &QueueName, filter: &JobFilter, after: &Cursor) -> Result<Step> {
+        self.act("run", queue, filter, after).await
     }
 
-    async fn delete(
-        &self,
-        _queue: &QueueName,
-        _filter: &JobFilter,
-        _after: &Cursor,
-    ) -> Result<Step> {
-        Err(taskyard_core::Error::InvalidOption(
-            "delete: not yet".into(),
-        ))
+    async fn delete(&self, queue: &QueueName, filter: &JobFilter, after: &Cursor) -> Result<Step> {
+        self.act("delete", queue, filter, after).await
     }
 
-    async fn delete_queue(&self, _queue: &QueueName, _after: &Cursor) -> Result<Step> {
-        Err(taskyard_core::Error::InvalidOption(
-            "delete queue: not yet".into(),
-        ))
+    async fn delete_queue(&self, queue: &QueueName, _after: &Cursor) -> Result<Step> {
+        // One call: UNLINK frees a queue of any size off Redis's main thread.
+        Ok(Step {
+            done: self.drop_queue(queue).await?,
+            next: None,
+            skipped: Vec::new(),
+        })
     }
 
     async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<()> {
         self.remember(queue).await?;
         let op = if paused { "pause" } else { "resume" };
-        self.run(&self.inner.scripts.settings, queue, vec![arg(op)])
-            .await
-            .map(drop)
+        let out = self
+            .run(&self.inner.scripts.settings, queue, vec![arg(op)])
+            .await?;
+        self.remember_again(queue, &out).await
     }
 
     async fn config(&self, queue: &QueueName) -> Result<QueueConfig> {
@@ -447,14 +463,13 @@ impl Store for RedisStore {
             args.push(arg(name));
             args.push(value.to_string().into_bytes());
         }
-        self.run(&self.inner.scripts.settings, queue, args)
-            .await
-            .map(drop)
+        let out = self.run(&self.inner.scripts.settings, queue, args).await?;
+        self.remember_again(queue, &out).await
     }
 }
 
 impl RedisStore {
-    /// One step of a redrive or purge (see `select_dead` in `common.lua`).
+    /// One step of a redrive or purge (see `select_in` in `common.lua`).
     async fn dead_step(
         &self,
         script: &Script,
@@ -462,32 +477,84 @@ impl RedisStore {
         filter: &JobFilter,
         after: &Cursor,
     ) -> Result<Step> {
-        let mut args = match filter {
-            JobFilter::Ids(_) => vec![arg("ids"), Vec::new()],
-            JobFilter::Kind(kind) => vec![arg("kind"), arg(kind)],
-            JobFilter::All => vec![arg("all"), Vec::new()],
-            other => {
-                return Err(Error::InvalidOption(format!(
-                    "this store cannot select dead jobs by {other:?}"
-                )));
-            }
-        };
-        args.push(arg(after.as_str()));
-        if let JobFilter::Ids(ids) = filter {
-            args.extend(ids.iter().map(|id| arg(id.as_str())));
-        }
+        let mut args = filter_args(filter)?;
+        args.insert(2, arg(after.as_str()));
         let mut out = array(self.run(script, queue, args).await?)?.into_iter();
-        let done = int(&out.next().unwrap_or(Value::Nil))? as u64;
-        let next = match out.next() {
-            Some(v) => String::from_utf8_lossy(&bytes(v)?).into_owned(),
-            None => String::new(),
-        };
-        Ok(Step {
-            done,
-            next: (!next.is_empty()).then(|| Cursor::new(next)),
-            skipped: Vec::new(),
-        })
+        let mut step = step_of(&mut out)?;
+        // Then per job a redrive left dead: its id and the holder of its key.
+        while let (Some(id), Some(holder)) = (out.next(), out.next()) {
+            step.skipped.push(Skipped {
+                id: JobId::new(text(id)?),
+                why: Skip::KeyHeld(JobId::new(text(holder)?)),
+            });
+        }
+        Ok(step)
     }
+
+    /// One step of a run-now (`op` "run") or a delete ("delete"): `act.lua`.
+    async fn act(
+        &self,
+        op: &str,
+        queue: &QueueName,
+        filter: &JobFilter,
+        after: &Cursor,
+    ) -> Result<Step> {
+        let mut args = filter_args(filter)?;
+        args.insert(0, arg(op));
+        args.insert(3, arg(after.as_str()));
+        let mut out = array(self.run(&self.inner.scripts.act, queue, args).await?)?.into_iter();
+        let mut step = step_of(&mut out)?;
+        // Then per named job not acted on: its id and its state ('' = no such job).
+        while let (Some(id), Some(state)) = (out.next(), out.next()) {
+            let state = text(state)?;
+            step.skipped.push(Skipped {
+                id: JobId::new(text(id)?),
+                why: if state.is_empty() {
+                    Skip::NotFound
+                } else {
+                    Skip::InState(state.parse()?)
+                },
+            });
+        }
+        Ok(step)
+    }
+}
+
+/// A filter as the scripts take it: mode, kind, then (after the cursor the caller puts
+/// in) the ids.
+fn filter_args(filter: &JobFilter) -> Result<Vec<Vec<u8>>> {
+    Ok(match filter {
+        JobFilter::Ids(ids) => {
+            let mut args = vec![arg("ids"), Vec::new()];
+            args.extend(ids.iter().map(|id| arg(id.as_str())));
+            args
+        }
+        JobFilter::Kind(kind) => vec![arg("kind"), arg(kind)],
+        JobFilter::All => vec![arg("all"), Vec::new()],
+        other => {
+            return Err(Error::InvalidOption(format!(
+                "this store cannot select jobs by {other:?}"
+            )));
+        }
+    })
+}
+
+/// A step's first two replies: how many jobs it acted on, where the next resumes.
+fn step_of(out: &mut impl Iterator<Item = Value>) -> Result<Step> {
+    let done = int(&out.next().unwrap_or(Value::Nil))? as u64;
+    let next = match out.next() {
+        Some(v) => text(v)?,
+        None => String::new(),
+    };
+    Ok(Step {
+        done,
+        next: (!next.is_empty()).then(|| Cursor::new(next)),
+        skipped: Vec::new(),
+    })
+}
+
+fn text(v: Value) -> Result<String> {
+    Ok(String::from_utf8_lossy(&bytes(v)?).into_owned())
 }
 
 fn arg(s: &str) -> Vec<u8> {

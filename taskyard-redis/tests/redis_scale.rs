@@ -1,5 +1,5 @@
 //! Operator paths on a queue of a million jobs: no script call of a lookup, listing,
-//! stats, redrive or purge holds Redis for 10 ms or more (what `SLOWLOG` at
+//! stats, redrive, purge, run-now or delete holds Redis for 10 ms or more (what `SLOWLOG` at
 //! `slowlog-log-slower-than 10000` would record), however long the backlog and the dead
 //! set. Prints each operation's calls, slowest call and end-to-end time (the figures in
 //! docs/redis.md, "Operator paths"). Takes about 10 s in a debug build (5–9 s of it
@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use taskyard_conformance::RedisServer;
 use taskyard_core::{
-    Cursor, DeadFilter, EnqueueOptions, JobId, JobState, LeaseToken, NewJob, Outcome, QueueConfig,
-    QueueName, RetryPolicy, Step, Store,
+    Cursor, DeadFilter, EnqueueOptions, JobFilter, JobId, JobState, LeaseToken, NewJob, Outcome,
+    QueueConfig, QueueName, RetryPolicy, Step, Store,
 };
 use taskyard_redis::RedisStore;
 
@@ -328,7 +328,53 @@ async fn operator_paths_on_a_million_jobs_stay_under_10_ms_per_call() {
     .await;
     assert_eq!(gone, 50_000);
     let s = store.stats(&q).await.unwrap();
-    assert_eq!((s.ready, s.dead), (READY + 3 * DEAD_PER_KIND - 50_000, 0));
+    let ready = READY + 3 * DEAD_PER_KIND - 50_000;
+    assert_eq!((s.ready, s.dead), (ready, 0));
+
+    // Operator actions on ready and scheduled jobs. One ready job near the tail of the
+    // list: a walk of it, deleted by a tombstone.
+    let one = JobFilter::Ids(vec![last_ready.clone()]);
+    let gone = measure_walk(
+        c,
+        r,
+        "delete: a ready job near the tail of 1M",
+        async |at| store.delete(&q, &one, at).await.unwrap(),
+    )
+    .await;
+    assert_eq!(gone, 1);
+    assert!(store.job(&q, &last_ready).await.unwrap().is_none());
+    // 20,000 scheduled jobs of two kinds; run-now of one kind, then a delete of that
+    // kind, which walks the scheduled set and all of the ready list.
+    let later = EnqueueOptions::default().delay(Duration::from_secs(3600));
+    for b in 0..2 {
+        let batch: Vec<_> = (0..10_000)
+            .map(|i| {
+                let payload = format!(r#"{{"n":{}}}"#, n + b * 10_000 + i).into_bytes();
+                let kind = KINDS[1 + (i % 2) as usize];
+                NewJob::new(kind, payload, &later, RetryPolicy::default()).unwrap()
+            })
+            .collect();
+        store.enqueue(&q, batch).await.unwrap();
+    }
+    let (kind_b, kind_c) = (JobFilter::Kind("b".into()), JobFilter::Kind("c".into()));
+    let moved = measure_walk(c, r, "run-now kind b (10k of 20k scheduled)", async |at| {
+        store.run_now(&q, &kind_b, at).await.unwrap()
+    })
+    .await;
+    assert_eq!(moved, 10_000);
+    let gone = measure_walk(c, r, "delete kind b (10k ready of 1M)", async |at| {
+        store.delete(&q, &kind_b, at).await.unwrap()
+    })
+    .await;
+    assert_eq!(gone, 10_000);
+    // Kind c: 10,000 scheduled, and the 25,000 redriven ones at the tail of ready.
+    let gone = measure_walk(c, r, "delete kind c (10k sched., 25k ready)", async |at| {
+        store.delete(&q, &kind_c, at).await.unwrap()
+    })
+    .await;
+    assert_eq!(gone, 10_000 + DEAD_PER_KIND);
+    let s = store.stats(&q).await.unwrap();
+    assert_eq!((s.ready, s.scheduled), (ready - 1 - DEAD_PER_KIND, 0));
     println!("\nsummary:\n{}", report.join("\n"));
     println!("whole test {:.1} s", began.elapsed().as_secs_f64());
 }

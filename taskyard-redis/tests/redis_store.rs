@@ -93,7 +93,7 @@ async fn ids_are_unique_across_queues_and_never_start_again() {
         .purge(&a, &DeadFilter::All)
         .await
         .unwrap();
-    store.delete_queue(&a).await.unwrap();
+    Client::new(store.clone()).delete_queue(&a).await.unwrap();
     assert_eq!(ids(&store.enqueue(&a, jobs(1)).await.unwrap()), ["5"]);
     // Another process takes a block of its own: no id is handed out twice.
     let other = RedisStore::connect(&server.url()).await.unwrap();

@@ -1,4 +1,6 @@
--- claim.lua: claims up to ARGV[1] ready jobs, oldest first, after promoting due ones.
+-- claim.lua: claims up to ARGV[1] ready jobs, highest priority first and oldest first
+-- within one, after promoting due ones: jobs in prio above the default priority, then
+-- the ready list, then prio's lower ones.
 -- ARGV[1] = max, ARGV[2] = lease ms, ARGV[3] = token (unique to this claim call, no '|'
 -- or ',').
 -- The batch gets one lease (token -> now + lease); each job one running field
@@ -30,7 +32,82 @@ if redis.call('HEXISTS', BATCHES, '#' .. ARGV[3]) == 1 then
   return {now, nxt, held}
 end
 if redis.call('HEXISTS', META, 'paused') == 1 then return {now, nxt, {}} end
-local envs = redis.call('LPOP', READY, tonumber(ARGV[1]))
+local max = tonumber(ARGV[1])
+
+-- The ready list's head, without tombstones: where there are some, popped in chunks, a
+-- tombstone dropped (and forgotten), jobs popped past `n` pushed back. Bounded: at most
+-- 10,000 tombstones are dropped per call; a claim then takes fewer and the next goes on.
+local function pop_ready(n)
+  if redis.call('EXISTS', DELETED) == 0 then return redis.call('LPOP', READY, n) or {} end
+  local out, dropped = {}, 0
+  while #out < n and dropped < 10000 do
+    local want = math.max(n - #out, 100)
+    local envs = redis.call('LPOP', READY, want)
+    if not envs then break end
+    local ids = {}
+    for i = 1, #envs do ids[i] = id_of(envs[i]) end
+    local gone = tombstones(ids) or {}
+    local back, forget = {}, {}
+    for i = 1, #envs do
+      if gone[ids[i]] then
+        forget[#forget + 1] = ids[i]
+      elseif #out < n then
+        out[#out + 1] = envs[i]
+      else
+        -- LPUSH puts each in front of the one before: reversed, they keep their order.
+        table.insert(back, 1, envs[i])
+      end
+    end
+    if #forget > 0 then batched('SREM', DELETED, forget) end
+    if #back > 0 then batched('LPUSH', READY, back) end
+    dropped = dropped + #forget
+    if #envs < want then break end
+  end
+  return out
+end
+
+-- Up to `max` ready jobs in claim order, off their places.
+local function take()
+  local ranked = redis.call('ZRANGE', PRIO, 0, max - 1, 'WITHSCORES')
+  local above, below = {}, {}
+  for i = 1, #ranked, 2 do
+    if tonumber(ranked[i + 1]) < ABOVE_DEFAULT then
+      above[#above + 1] = ranked[i]
+    else
+      below[#below + 1] = ranked[i]
+    end
+  end
+  local listed = {}
+  if #above < max then listed = pop_ready(max - #above) end
+  local ids = above
+  for i = 1, math.min(#below, max - #above - #listed) do ids[#ids + 1] = below[i] end
+  local out = {}
+  if #ids > 0 then
+    local bodies = hmget_all(JOBS, ids)
+    batched('ZREM', PRIO, ids)
+    batched('HDEL', JOBS, ids)
+    for i = 1, #above do
+      if bodies[i] then out[#out + 1] = bodies[i] end
+    end
+    for i = 1, #listed do out[#out + 1] = listed[i] end
+    for i = #above + 1, #ids do
+      if bodies[i] then out[#out + 1] = bodies[i] end
+    end
+    return out
+  end
+  return listed
+end
+
+-- A queue using no option has none of prio, deleted and unique: one check, then the
+-- plain path as it always was.
+local options = redis.call('EXISTS', PRIO, DELETED, UNIQUE) > 0
+local envs
+if options then
+  envs = take()
+  if #envs == 0 then envs = nil end
+else
+  envs = redis.call('LPOP', READY, max)
+end
 if not envs then return {now, nxt, {}} end
 local token = ARGV[3]
 local prefix = token .. '|'
@@ -45,7 +122,14 @@ for i = 1, #envs do
   names[2 * i] = env
 end
 batched('HSET', RUNNING, names)
+-- A queued or debounced job's key is free once a worker has it.
+if options and redis.call('EXISTS', UNIQUE) == 1 then
+  for i = 1, #envs do free_key(envs[i], ids[i], 'qd') end
+end
 redis.call('HSET', BATCHES, token, table.concat(ids, ','), '#' .. token, #envs)
 redis.call('ZADD', LEASES, now + tonumber(ARGV[2]), token)
-if #envs == tonumber(ARGV[1]) and redis.call('LLEN', READY) > 0 then signal() end
+if #envs == max and (redis.call('LLEN', READY) > 0 or (options and
+    redis.call('EXISTS', PRIO) == 1)) then
+  signal()
+end
 return {now, nxt, envs}

@@ -18,6 +18,18 @@
 --                other than by completing (released, failed)
 --  12 the meta hash of release 0.1's keys: while it exists, the queue holds 0.1 data
 --     that upgrade.lua has yet to move (see check_layout)
+--  13 prio       ZSET id -> score of every ready job with a priority other than the
+--                default (its envelope is in jobs): higher priority first, first in
+--                first out within one (see prio_score)
+--  14 unique     HASH unique key -> its holder, "id" (queued, finished), "id|d"
+--                (debounce: held only while that job is scheduled) or "id|end ms"
+--                (period)
+--  15 uexp       ZSET period-mode key -> when its period ends, for maintain to drop
+--                ended keys in bounded steps
+--  16 deleted    SET ids of ready jobs deleted while their envelope still sits in the
+--                ready list (tombstones): claims drop such envelopes, counts leave them out
+-- A queue that uses no option has none of 13-16, so its scripts check for them with one
+-- EXISTS per call and then run as before, per job nothing more.
 --
 -- Why leases per claim, not per job: a worker claims a batch, heartbeats all of it and
 -- finishes most of it together, so one sorted-set entry per batch carries the deadline
@@ -30,12 +42,17 @@
 -- character (then a tab), so every field after it starts at a known place; every script
 -- reads envelopes through `fields` below. Optional fields are carried through
 -- untouched by every script that does not use them (a script rewrites only the attempt
--- field). `attempt` counts the attempts made; while
+-- field). Those written so far: `timeout=ms`; `priority=p`, only when p is not the
+-- default (50); `unique=<mode>:<key>` with mode q (queued), f (finished), d (debounce)
+-- or p<period ms>, always the last field since the key may hold any character but a
+-- control one. Scripts read them from the envelope's head alone (before its first
+-- newline; see head_priority, head_unique). `attempt` counts the attempts made; while
 -- a job runs it still holds the count before the current attempt (claim does not
 -- rewrite the envelope), so a running job is on attempt + 1.
 local READY, SCHEDULED, JOBS, LEASES = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local DEAD, COMPLETED, ERRORS, META, SIGNAL = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local RUNNING, BATCHES, OLD_META = KEYS[10], KEYS[11], KEYS[12]
+local PRIO, UNIQUE, UEXP, DELETED = KEYS[13], KEYS[14], KEYS[15], KEYS[16]
 
 -- The layout of a queue's keys this build reads and writes, kept in META as `layout`.
 local LAYOUT = '2'
@@ -45,10 +62,12 @@ local ENVELOPE = '2'
 -- Every script calls this first: a queue in another layout is refused before anything
 -- is read or written, with "TASKYARD_VERSION layout <found> <reads>". A queue with no
 -- layout yet is new (or holds only 0.1 data, which must be upgraded first). `mark`: also
--- record this layout (the scripts that can create a queue).
+-- record this layout (the scripts that can create a queue), and answer true when the
+-- queue is new, so the caller adds its name to the set of queues again (a queue deleted
+-- by another process is one its cache of names still holds).
 local function check_layout(mark)
   local v = redis.call('HGET', META, 'layout')
-  if v == LAYOUT then return end
+  if v == LAYOUT then return false end
   if v then
     return error({err = 'TASKYARD_VERSION layout ' .. v .. ' ' .. LAYOUT})
   end
@@ -56,6 +75,7 @@ local function check_layout(mark)
     return error({err = 'TASKYARD_UPGRADE queue holds data of taskyard 0.1 to upgrade'})
   end
   if mark then redis.call('HSET', META, 'layout', LAYOUT) end
+  return mark
 end
 
 -- Store time: every deadline and due time comes from here, never from a client.
@@ -128,6 +148,176 @@ local function kind_pattern(kind)
   return '^' .. string.rep('[^\t]*\t', 5) .. (string.gsub(kind, '[%.%-]', '%%%0')) .. '\t'
 end
 
+-- The id of an envelope, read as `fields` reads it but without the rest.
+local function id_of(env)
+  return string.sub(env, 3, string.find(env, '\t', 3, true) - 1)
+end
+
+-- Priorities. A ready job of the default priority is an entry of the ready list, as
+-- before priorities existed; any other is a member of PRIO scored
+-- (100 - priority) * BAND + MID + seq, seq counting up per queue (META `pseq`): higher
+-- priorities first, first in first out within one. A released job goes just below the
+-- lowest score of its priority, so MID leaves room for 2^39 of them. Scores stay below
+-- 2^53, exact in a double.
+local DEFAULT_PRIORITY = 50
+local BAND = 1099511627776
+local MID = 549755813888
+-- Scores below this are priorities above the default: claimed before the ready list.
+local ABOVE_DEFAULT = (100 - DEFAULT_PRIORITY) * BAND
+
+-- An envelope's priority, from its head (an anchored match: no copy, no payload read).
+local function head_priority(env)
+  return tonumber(string.match(env, '^[^\n]*\tpriority=(%d+)')) or DEFAULT_PRIORITY
+end
+
+-- An envelope's unique mode (q, f, d or p<ms>) and key, or nil.
+local function head_unique(env)
+  return string.match(env, '^[^\n]*\tunique=([^:\t\n]*):([^\t\n]*)')
+end
+
+-- Puts jobs at the tail of ready, each at its priority; returns how many.
+local function to_ready(envs)
+  local list, zs, hs = {}, {}, {}
+  for i = 1, #envs do
+    local env = envs[i]
+    local p = head_priority(env)
+    if p == DEFAULT_PRIORITY then
+      list[#list + 1] = env
+    else
+      local id = id_of(env)
+      zs[#zs + 1] = (100 - p) * BAND + MID
+      zs[#zs + 1] = id
+      hs[#hs + 1] = id
+      hs[#hs + 1] = env
+    end
+  end
+  if #list > 0 then batched('RPUSH', READY, list) end
+  if #zs > 0 then
+    local seq = redis.call('HINCRBY', META, 'pseq', #zs / 2) - #zs / 2
+    for i = 1, #zs, 2 do
+      seq = seq + 1
+      zs[i] = zs[i] + seq
+    end
+    batched('ZADD', PRIO, zs)
+    batched('HSET', JOBS, hs)
+  end
+  return #envs
+end
+
+-- Puts one job at the head of ready, at its priority (a release).
+local function to_ready_head(env)
+  local p = head_priority(env)
+  if p == DEFAULT_PRIORITY then
+    redis.call('LPUSH', READY, env)
+    return
+  end
+  local id = id_of(env)
+  local low = (100 - p) * BAND
+  -- '%.0f': Lua's own number format keeps 14 digits, fewer than a score has.
+  local first = redis.call('ZRANGEBYSCORE', PRIO, low, string.format('(%.0f', low + BAND),
+    'WITHSCORES', 'LIMIT', 0, 1)
+  redis.call('ZADD', PRIO, first[2] and tonumber(first[2]) - 1 or low + MID, id)
+  redis.call('HSET', JOBS, id, env)
+end
+
+-- Unique keys. The holder a UNIQUE value names while it still holds the key, or nil:
+-- a period ends at its time; a debounced job holds its key only while it is scheduled.
+-- The second value says the holder is a debounced (scheduled) job.
+local function holder(v, now)
+  if not v then return nil end
+  local bar = string.find(v, '|', 1, true)
+  if not bar then return v end
+  local id, tag = string.sub(v, 1, bar - 1), string.sub(v, bar + 1)
+  if tag == 'd' then
+    if redis.call('ZSCORE', SCHEDULED, id) then return id, true end
+    return nil
+  end
+  if tonumber(tag) > now then return id end
+  return nil
+end
+
+-- What UNIQUE keeps for job `id` holding a key in `mode` (q, f, d or p<ms>).
+local function holding(id, mode, now)
+  local c = string.sub(mode, 1, 1)
+  if c == 'd' then return id .. '|d' end
+  if c == 'p' then return id .. '|' .. (now + tonumber(string.sub(mode, 2))) end
+  return id
+end
+
+-- Gives job `id`'s key back if its mode is one of `modes` (mode letters) and the job
+-- still holds it (a key is never taken from another job). Period keys are never given
+-- back early: callers leave p out of `modes`.
+local function free_key(env, id, modes)
+  local mode, key = head_unique(env)
+  if mode and string.find(modes, string.sub(mode, 1, 1), 1, true) then
+    local v = redis.call('HGET', UNIQUE, key)
+    if v and string.match(v, '^[^|]*') == id then redis.call('HDEL', UNIQUE, key) end
+  end
+end
+
+-- Walks of the ready list, WALK_STEP entries per call. The list has no index by id (it
+-- would cost every queued job bytes), so a lookup or a bulk action by id or kind reads
+-- it in chunks, and no call holds Redis for long however long the list is. Between
+-- calls the list moves: claims pop its head, releases push to it. A walk's cursor
+-- ("position:anchor id:restarts") names the last entry read (the anchor); the next call
+-- finds it again among the WALK_STEP entries around its old place and goes on after it.
+-- Where it is not there the list moved by more than a step: if the anchor was claimed,
+-- so was everything before it and the walk goes on from the head, which is exact; if a
+-- large release pushed it back, the walk starts over (a restart; after MAX_RESTARTS the
+-- walk gives up with TASKYARD_BUSY rather than go on forever).
+local WALK_STEP, MAX_RESTARTS = 2000, 8
+
+-- Where a walk resumes: the position of its next entry, and its restarts so far.
+local function walk_from(cursor)
+  if cursor == '' then return 0, 0 end
+  local p1 = string.find(cursor, ':', 1, true)
+  local p2 = p1 and string.find(cursor, ':', p1 + 1, true)
+  local pos = p2 and tonumber(string.sub(cursor, 1, p1 - 1))
+  local restarts = p2 and tonumber(string.sub(cursor, p2 + 1))
+  if not pos or not restarts or pos < 1 then
+    return error({err = 'TASKYARD_CURSOR ' .. cursor})
+  end
+  local anchor = string.sub(cursor, p1 + 1, p2 - 1)
+  local at = redis.call('LINDEX', READY, pos - 1)
+  if at and is_job(at, anchor) then return pos, restarts end
+  -- Where the anchor is now: within a step of where it was, or gone.
+  local from = math.max(0, pos - 1 - WALK_STEP)
+  local near = redis.call('LRANGE', READY, from, pos - 1 + WALK_STEP)
+  for i = #near, 1, -1 do
+    if is_job(near[i], anchor) then return from + i, restarts end
+  end
+  if restarts >= MAX_RESTARTS then
+    return error({err = 'TASKYARD_BUSY the ready list moved too much during a walk of it; ' ..
+      'try again'})
+  end
+  return 0, restarts + 1
+end
+
+-- The next chunk of a walk, and the cursor after it ('' at the end of the list).
+local function walk_chunk(pos, restarts)
+  local chunk = redis.call('LRANGE', READY, pos, pos + WALK_STEP - 1)
+  if #chunk < WALK_STEP then return chunk, '' end
+  return chunk, (pos + #chunk) .. ':' .. id_of(chunk[#chunk]) .. ':' .. restarts
+end
+
+-- Of these ids, the ones that are tombstones (deleted, their envelope still in ready),
+-- as a set; nil when there are none at all.
+local function tombstones(ids)
+  if #ids == 0 or redis.call('EXISTS', DELETED) == 0 then return nil end
+  local member = read_sliced('SMISMEMBER', DELETED, ids)
+  local out = {}
+  for i = 1, #ids do
+    if member[i] == 1 then out[ids[i]] = true end
+  end
+  return out
+end
+
+-- How many jobs wait (ready and scheduled), for the max length.
+local function waiting()
+  return redis.call('LLEN', READY) + redis.call('ZCARD', PRIO) +
+    redis.call('ZCARD', SCHEDULED) - redis.call('SCARD', DELETED)
+end
+
 -- One job of a batch is done (or gone): forget the batch once none is left running.
 local function settle(token, n)
   if redis.call('HINCRBY', BATCHES, '#' .. token, -n) <= 0 then
@@ -161,7 +351,7 @@ local function signal()
   if redis.call('LLEN', SIGNAL) == 0 then redis.call('RPUSH', SIGNAL, '1') end
 end
 
--- Moves due scheduled jobs to the tail of ready.
+-- Moves due scheduled jobs to the tail of ready, each at its priority.
 local function promote(now, limit)
   local due = redis.call('ZRANGEBYSCORE', SCHEDULED, '-inf', now, 'LIMIT', 0, limit)
   if #due == 0 then return 0 end
@@ -170,9 +360,10 @@ local function promote(now, limit)
   for i = 1, #due do
     if bodies[i] then ready[#ready + 1] = bodies[i] end
   end
-  if #ready > 0 then batched('RPUSH', READY, ready) end
+  -- Bodies first out of jobs: to_ready puts prioritised ones back.
   redis.call('HDEL', JOBS, unpack(due))
   redis.call('ZREM', SCHEDULED, unpack(due))
+  to_ready(ready)
   return #due
 end
 
@@ -214,43 +405,46 @@ local function trim(set, max, max_age, now)
   end
 end
 
--- One step's dead job ids matching a filter, and where the next step resumes ('' when
--- nothing is left): ARGV[1] = 'ids' | 'kind' | 'all', ARGV[2] = kind, ARGV[3] = where
--- the last step stopped ('' = the start), ARGV[4..] = ids (at most `limit`).
--- Ids: the given ones that are dead. All: the oldest `limit` (they leave the set, so the
--- next step starts at the start again). Kind: the matching ones among at most
--- 1.25 * `limit` examined from the rank the last step stopped at, their bodies read 250
--- at a time until `limit` match; the ones it takes leave the set, so that rank is where
--- the unexamined ones begin. Examining more per step (it was 10 * `limit`) held Redis
+-- One step's ids of a sorted set (dead, scheduled, prio) matching a filter, and a
+-- function that says where the next step resumes ('' when nothing is left) given how
+-- many of those ids the step left in the set. `mode` = 'ids' | 'kind' | 'all', `kind`
+-- the kind, `after` where the last step stopped ('' = the start), ARGV[first_id..] the
+-- ids (at most `limit`).
+-- Ids: the given ones in the set. All: the `limit` from the rank the last step stopped
+-- at (those that leave the set move the next step's start back). Kind: the matching
+-- ones among at most 1.25 * `limit` examined from that rank, their bodies read 250 at
+-- a time until `limit` match. Examining more per step (it was 10 * `limit`) held Redis
 -- for 30 ms per step on a large dead set; 1.25 lets a step of a common kind still take
 -- a full `limit`.
-local function select_dead(limit)
-  local mode = ARGV[1]
+local function select_in(set, limit, mode, kind, after, first_id)
   local out = {}
   if mode == 'ids' then
     local ids = {}
-    for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
-    if #ids == 0 then return out, '' end
-    local s = scores_of(DEAD, ids)
+    for i = first_id, #ARGV do ids[#ids + 1] = ARGV[i] end
+    local function done() return '' end
+    if #ids == 0 then return out, done end
+    local s = scores_of(set, ids)
     local seen = {}
     for i = 1, #ids do
-      -- An id given twice is moved once: a job must never be in two places.
+      -- An id given twice is taken once: a job must never be in two places.
       if s[i] and not seen[ids[i]] and #out < limit then
         seen[ids[i]] = true
         out[#out + 1] = ids[i]
       end
     end
-    return out, ''
-  elseif mode == 'all' then
-    out = redis.call('ZRANGE', DEAD, 0, limit - 1)
-    return out, (#out == limit) and '0' or ''
+    return out, done
   end
-  local start = tonumber(ARGV[3]) or 0
+  local start = tonumber(after) or 0
+  if mode == 'all' then
+    out = redis.call('ZRANGE', set, start, start + limit - 1)
+    return out, function(stayed)
+      return (#out == limit) and tostring(start + stayed) or ''
+    end
+  end
   local examine = limit + math.floor(limit / 4)
-  local ids = redis.call('ZRANGE', DEAD, start, start + examine - 1)
-  if #ids == 0 then return out, '' end
+  local ids = redis.call('ZRANGE', set, start, start + examine - 1)
   local examined = 0
-  local of_kind = kind_pattern(ARGV[2])
+  local of_kind = kind_pattern(kind)
   for from = 1, #ids, 250 do
     local to = math.min(from + 249, #ids)
     local bodies = redis.call('HMGET', JOBS, unpack(ids, from, to))
@@ -262,6 +456,8 @@ local function select_dead(limit)
     end
     if #out >= limit then break end
   end
-  if #out < limit and #ids < examine then return out, '' end
-  return out, tostring(start + examined - #out)
+  return out, function(stayed)
+    if #out < limit and #ids < examine then return '' end
+    return tostring(start + examined - #out + stayed)
+  end
 end

@@ -18,12 +18,15 @@ local res = {}
 local at = 3
 local forgotten = {}
 local done_max, done_age
+-- A queue holding unique keys reads its completed jobs' envelopes, to give finished-mode
+-- keys back; any other skips that (one check per call).
+local uniq = redis.call('EXISTS', UNIQUE) == 1
 
 -- Completed runs: the hot path, a few variadic calls per batch. A token holds each of
 -- its jobs, not the batch: a job released or failed meanwhile is not this run's to
 -- complete, even while others of its batch run. Such an exit marks the batch (`left_early`),
 -- and a marked batch is checked job by job (one HMGET of the envelopes, which a queue
--- keeping completed jobs reads anyway). In an unmarked batch every job that left ran to
+-- keeping completed jobs or holding unique keys reads anyway). In an unmarked batch every job that left ran to
 -- completion, so HDEL's count alone tells: all named jobs were held, or the call names
 -- one twice or one this token never claimed — then each is answered by whether its
 -- token claimed it (recorded, by this call or an earlier one).
@@ -39,7 +42,7 @@ for _ = 1, tonumber(ARGV[2]) do
     local _
     _, _, done_max, done_age = retention()
   end
-  local marked = done_max > 0 or redis.call('HEXISTS', BATCHES, '!' .. token) == 1
+  local marked = done_max > 0 or uniq or redis.call('HEXISTS', BATCHES, '!' .. token) == 1
   if marked then
     local envs = hmget_all(RUNNING, names)
     local held, done = {}, {}
@@ -47,6 +50,7 @@ for _ = 1, tonumber(ARGV[2]) do
       if envs[i] then
         res[#res + 1] = 1
         held[#held + 1] = names[i]
+        if uniq then free_key(envs[i], ids[i], 'f') end
         if done_max > 0 then
           local id, before, _, p2 = fields(envs[i])
           redis.call('HSET', JOBS, id, with_attempt(envs[i], id, before + 1, p2))
@@ -111,6 +115,7 @@ while at <= #ARGV do
     local due = tonumber(ARGV[at + 3])
     if code == 'r' then due = now + due end
     if code == 'd' or attempt >= max then
+      if uniq then free_key(env, id, 'f') end
       redis.call('HSET', JOBS, id, env)
       dead[#dead + 1] = now
       dead[#dead + 1] = id
@@ -127,7 +132,7 @@ while at <= #ARGV do
   at = at + 5
 end
 if #ready > 0 then
-  batched('RPUSH', READY, ready)
+  to_ready(ready)
   signal()
 end
 if #sched > 0 then

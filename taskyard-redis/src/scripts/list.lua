@@ -23,10 +23,47 @@ local function position()
   return n
 end
 if state == 'ready' then
-  local skip = position()
-  local envs = redis.call('LRANGE', READY, skip, skip + limit)
-  for i = 1, math.min(#envs, limit) do add(envs[i], '') end
-  if #envs > limit then out[1] = tostring(skip + limit) end
+  -- In claim order: prio's jobs above the default priority, the ready list, prio's
+  -- lower ones; a position counts entries of all three, tombstones included (they are
+  -- not shown). A page reads at most 10 slices, so one full of tombstones ends short.
+  local pos = position()
+  local above = redis.call('ZCOUNT', PRIO, '-inf', string.format('(%.0f', ABOVE_DEFAULT))
+  local listed = redis.call('LLEN', READY)
+  local total = listed + redis.call('ZCARD', PRIO)
+  local shown = 0
+  for _ = 1, 10 do
+    if shown >= limit or pos >= total then break end
+    local want = limit - shown
+    if pos < above or pos >= above + listed then
+      local rank = pos < above and pos or pos - listed
+      local last = pos < above and math.min(above, pos + want) - 1 or rank + want - 1
+      local ids = redis.call('ZRANGE', PRIO, rank, last)
+      if #ids == 0 then break end
+      local bodies = hmget_all(JOBS, ids)
+      for i = 1, #ids do
+        if bodies[i] then
+          add(bodies[i], '')
+          shown = shown + 1
+        end
+      end
+      pos = pos + #ids
+    else
+      local envs = redis.call('LRANGE', READY, pos - above,
+        math.min(pos - above + want, listed) - 1)
+      if #envs == 0 then break end
+      local ids = {}
+      for i = 1, #envs do ids[i] = id_of(envs[i]) end
+      local gone = tombstones(ids) or {}
+      for i = 1, #envs do
+        if not gone[ids[i]] then
+          add(envs[i], '')
+          shown = shown + 1
+        end
+      end
+      pos = pos + #envs
+    end
+  end
+  if pos < total then out[1] = tostring(pos) end
   return out
 end
 if state == 'running' then

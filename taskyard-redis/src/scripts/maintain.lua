@@ -1,11 +1,12 @@
 -- maintain.lua: promotes due scheduled jobs, returns the jobs of expired leases to ready
 -- (or to dead once their attempts are spent), trims dead and completed jobs past
--- retention. Idempotent: every worker runs it, no leader. Bounded work per call.
+-- retention, drops unique keys whose period ended (up to 1000). Idempotent: every worker runs it, no leader. Bounded work per call.
 -- Returns {promoted, expired jobs, 1 if a 0.1 process wrote to the queue since its upgrade}.
 check_layout()
 local now = now_ms()
 local dead_max, dead_age, done_max, done_age = retention()
 local promoted = promote(now, 1000)
+local uniq = redis.call('EXISTS', UNIQUE) == 1
 local tokens = redis.call('ZRANGEBYSCORE', LEASES, '-inf', '(' .. now, 'LIMIT', 0, 100)
 local ready, dead = {}, {}
 for t = 1, #tokens do
@@ -22,6 +23,7 @@ for t = 1, #tokens do
         env = with_attempt(env, id, attempt, p2)
         add_error(id, attempt, now, '@LEASE_EXPIRED@')
         if attempt >= max then
+          if uniq then free_key(env, id, 'f') end
           redis.call('HSET', JOBS, id, env)
           dead[#dead + 1] = now
           dead[#dead + 1] = id
@@ -35,10 +37,23 @@ for t = 1, #tokens do
   redis.call('HDEL', BATCHES, token, '#' .. token, '!' .. token)
   redis.call('ZREM', LEASES, token)
 end
-if #ready > 0 then batched('RPUSH', READY, ready) end
+to_ready(ready)
 if #dead > 0 then batched('ZADD', DEAD, dead) end
 trim(DEAD, dead_max, dead_age, now)
 trim(COMPLETED, done_max, done_age, now)
+-- A period key's entry outlives its period until here; one a later job took again (a
+-- new period, or another mode) is left to it.
+local ended = redis.call('ZRANGEBYSCORE', UEXP, '-inf', now, 'LIMIT', 0, 1000)
+if #ended > 0 then
+  local held = hmget_all(UNIQUE, ended)
+  local gone = {}
+  for i = 1, #ended do
+    local tag = held[i] and tonumber(string.match(held[i], '|(%d+)$'))
+    if tag and tag <= now then gone[#gone + 1] = ended[i] end
+  end
+  if #gone > 0 then batched('HDEL', UNIQUE, gone) end
+  batched('ZREM', UEXP, ended)
+end
 if #ready > 0 or promoted > 0 then signal() end
 -- A release 0.1 process still running after the upgrade writes under 0.1's keys, where
 -- no 0.2 process looks: say so (the Rust side logs it), never move such jobs blindly —

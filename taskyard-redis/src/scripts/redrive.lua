@@ -1,21 +1,49 @@
--- redrive.lua: moves up to 1000 dead jobs matching the filter (see select_dead) back to
--- the tail of ready with a fresh count of attempts; their error history is kept.
--- Returns {how many moved, where the next step resumes or ''}.
+-- redrive.lua: moves up to 1000 dead jobs matching the filter (see select_in; ARGV[1] =
+-- 'ids' | 'kind' | 'all', ARGV[2] = kind, ARGV[3] = cursor, ARGV[4..] = ids) back to the
+-- tail of ready, each at its priority, with a fresh count of attempts; their error
+-- history is kept. A job with a unique key (other than a period's) takes it again; while
+-- another job holds it, the job stays dead and is reported.
+-- Returns {how many moved, where the next step resumes or '', then per job left dead:
+-- its id, the holder's id}.
 check_layout()
-local ids, resume = select_dead(1000)
-if #ids == 0 then return {0, resume} end
+local ids, resume = select_in(DEAD, 1000, ARGV[1], ARGV[2], ARGV[3], 4)
+if #ids == 0 then return {0, resume(0)} end
 local bodies = redis.call('HMGET', JOBS, unpack(ids))
-local ready = {}
+local now = now_ms()
+local moved, ready, held = {}, {}, {}
 for i = 1, #ids do
-  if bodies[i] then
-    local id, _, _, p2 = fields(bodies[i])
-    ready[#ready + 1] = with_attempt(bodies[i], id, 0, p2)
+  local id, body = ids[i], bodies[i]
+  local blocked = nil
+  -- Read whether or not any key is held now: the job takes its own again.
+  if body then
+    local mode, key = head_unique(body)
+    if mode and string.sub(mode, 1, 1) ~= 'p' then
+      blocked = holder(redis.call('HGET', UNIQUE, key), now)
+      if blocked == id then blocked = nil end
+      if not blocked then redis.call('HSET', UNIQUE, key, holding(id, mode, now)) end
+    end
+  end
+  if blocked then
+    held[#held + 1] = id
+    held[#held + 1] = blocked
+  else
+    moved[#moved + 1] = id
+    if body then
+      local _, _, _, p2 = fields(body)
+      ready[#ready + 1] = with_attempt(body, id, 0, p2)
+    end
   end
 end
-redis.call('ZREM', DEAD, unpack(ids))
-redis.call('HDEL', JOBS, unpack(ids))
+local out = {#moved, resume(#held / 2)}
+if #moved == 0 then
+  for i = 1, #held do out[#out + 1] = held[i] end
+  return out
+end
+redis.call('ZREM', DEAD, unpack(moved))
+redis.call('HDEL', JOBS, unpack(moved))
 if #ready > 0 then
-  batched('RPUSH', READY, ready)
+  to_ready(ready)
   signal()
 end
-return {#ids, resume}
+for i = 1, #held do out[#out + 1] = held[i] end
+return out

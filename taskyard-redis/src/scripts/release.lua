@@ -1,6 +1,7 @@
 -- release.lua: gives leased jobs back without charging the attempt (shutdown).
--- ARGV = token, id, token, id, ... The jobs go back to the head of ready as they were
--- claimed (a running job's envelope holds the attempts made before the current one).
+-- ARGV = token, id, token, id, ... The jobs go back to the head of ready, each at the
+-- head of its priority, as they were claimed (a running job's envelope holds the
+-- attempts made before the current one).
 -- Returns 1 per job released, 0 per job no longer held.
 check_layout()
 local res = {}
@@ -10,7 +11,7 @@ for i = 1, #ARGV, 2 do
   local field = token .. '|' .. id
   local env = redis.call('HGET', RUNNING, field)
   if env then
-    redis.call('LPUSH', READY, env)
+    to_ready_head(env)
     redis.call('HDEL', RUNNING, field)
     settle(token, 1)
     left_early(token)

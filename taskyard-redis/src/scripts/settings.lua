@@ -1,7 +1,8 @@
 -- settings.lua: reads or changes a queue's settings, layout checked like every write.
 -- ARGV[1] = 'get': returns the values of the fields ARGV[2..] (false where unset);
 --           'set': sets field/value pairs ARGV[2..];
---           'pause' / 'resume': pauses or resumes claims (resume wakes an idle worker).
+--           'pause' / 'resume': pauses or resumes claims (resume wakes an idle worker);
+--           these return 1, or 2 when the queue is new (see check_layout).
 local op = ARGV[1]
 if op == 'get' then
   check_layout()
@@ -9,7 +10,7 @@ if op == 'get' then
   for i = 2, #ARGV do names[#names + 1] = ARGV[i] end
   return redis.call('HMGET', META, unpack(names))
 end
-check_layout(true)
+local fresh = check_layout(true)
 if op == 'set' then
   local pairs_ = {}
   for i = 2, #ARGV do pairs_[#pairs_ + 1] = ARGV[i] end
@@ -23,4 +24,4 @@ elseif op == 'resume' then
 else
   return error({err = 'unknown settings operation ' .. tostring(op)})
 end
-return 1
+return fresh and 2 or 1

@@ -4,14 +4,14 @@
 -- (check_layout), so nothing reads a half-moved queue. Steps from two processes at once
 -- are safe: each call is atomic and moves what is left.
 --
--- KEYS 1-12 as in common.lua (12 is 0.1's meta); 13-22 are 0.1's other keys:
---   13 ready, 14 scheduled, 15 jobs, 16 leases, 17 dead, 18 completed, 19 errors,
---   20 signal, 21 running, 22 batches.
+-- KEYS 1-16 as in common.lua (12 is 0.1's meta); 17-26 are 0.1's other keys:
+--   17 ready, 18 scheduled, 19 jobs, 20 leases, 21 dead, 22 completed, 23 errors,
+--   24 signal, 25 running, 26 batches.
 -- 0.1's envelope is this layout's without the version: "id\tattempt\t...\npayload".
 -- Every job keeps its id, attempts, error history, due time and lease.
-local O_READY, O_SCHEDULED, O_JOBS, O_LEASES = KEYS[13], KEYS[14], KEYS[15], KEYS[16]
-local O_DEAD, O_COMPLETED, O_ERRORS = KEYS[17], KEYS[18], KEYS[19]
-local O_SIGNAL, O_RUNNING, O_BATCHES = KEYS[20], KEYS[21], KEYS[22]
+local O_READY, O_SCHEDULED, O_JOBS, O_LEASES = KEYS[17], KEYS[18], KEYS[19], KEYS[20]
+local O_DEAD, O_COMPLETED, O_ERRORS = KEYS[21], KEYS[22], KEYS[23]
+local O_SIGNAL, O_RUNNING, O_BATCHES = KEYS[24], KEYS[25], KEYS[26]
 local STEP = 1000
 
 -- A queue already in this layout is never upgraded again: 0.1 keys written after its

@@ -1,0 +1,223 @@
+-- act.lua: one bounded step of an operator's run-now or delete.
+-- ARGV[1] = 'run' (scheduled jobs become ready now, each at its priority, attempts kept)
+--   or 'delete' (ready and scheduled jobs are removed, their unique keys freed);
+-- ARGV[2] = 'ids' | 'kind' | 'all', ARGV[3] = kind, ARGV[4] = where the last step
+-- stopped ('' = the start), ARGV[5..] = ids (at most 1000).
+-- Returns {how many acted on, where the next step resumes or '', then per named job not
+-- acted on: its id, its state or '' when there is no such job}.
+--
+-- By ids: jobs keyed by id (scheduled, prio, dead, completed) and running ones are
+-- found at once; the others may be in the ready list, which is walked WALK_STEP
+-- entries per call (walk_from), cursor "walk cursor|indexes of the ids still sought".
+-- A ready job in the list is deleted by a tombstone (added to `deleted` in the call
+-- that found it, so no claim can take it in between): claims drop its envelope, counts
+-- and listings skip it. Named jobs the walk did not find are looked up in the keyed
+-- places once more at its end (a claim may have taken one meanwhile).
+-- By kind or all: run-now walks scheduled (select_in). Delete walks scheduled, then
+-- prio, then the ready list, cursor "s:rank", "p:rank", then for a kind "w:walk cursor"
+-- (tombstones) and for all "r:entries left" (popped from the head: every job in the list
+-- when the phase began, or as many).
+check_layout()
+local del = ARGV[1] == 'delete'
+local mode, kind, cursor = ARGV[2], ARGV[3], ARGV[4]
+local STEP = 1000
+local uniq = del and redis.call('EXISTS', UNIQUE) == 1
+local errors = del and redis.call('EXISTS', ERRORS) == 1
+local done = 0
+local out = {0, ''}
+local histories = {}
+
+-- Deletes a job whose envelope left its place: its history and its key go with it.
+local function gone(id, env)
+  if uniq and env then free_key(env, id, 'qfd') end
+  if errors then histories[#histories + 1] = id end
+  done = done + 1
+end
+
+-- The reply, once the histories of deleted jobs are gone too.
+local function reply()
+  if #histories > 0 then batched('HDEL', ERRORS, histories) end
+  out[1] = done
+  return out
+end
+
+-- Acts on jobs of a keyed set (scheduled or prio): their bodies leave `jobs`.
+local function act_keyed(set, ids)
+  if #ids == 0 then return end
+  local bodies = hmget_all(JOBS, ids)
+  batched('ZREM', set, ids)
+  batched('HDEL', JOBS, ids)
+  if del then
+    for i = 1, #ids do gone(ids[i], bodies[i]) end
+    return
+  end
+  local envs = {}
+  for i = 1, #ids do
+    if bodies[i] then envs[#envs + 1] = bodies[i] end
+  end
+  -- A debounced job made ready holds its key no more.
+  if redis.call('EXISTS', UNIQUE) == 1 then
+    for i = 1, #envs do free_key(envs[i], id_of(envs[i]), 'd') end
+  end
+  done = done + to_ready(envs)
+  signal()
+end
+
+if mode == 'ids' then
+  local ids = {}
+  for i = 5, #ARGV do ids[#ids + 1] = ARGV[i] end
+  local running = nil
+  -- A job's state by its keyed places, or nil (in the ready list, or no such job).
+  local function keyed(id)
+    if redis.call('ZSCORE', SCHEDULED, id) then return 'scheduled' end
+    if redis.call('ZSCORE', PRIO, id) then return 'ready' end
+    if redis.call('ZSCORE', DEAD, id) then return 'dead' end
+    if redis.call('ZSCORE', COMPLETED, id) then return 'completed' end
+    if not running then
+      running = {}
+      for _, f in ipairs(redis.call('HKEYS', RUNNING)) do
+        running[string.sub(f, string.find(f, '|', 1, true) + 1)] = true
+      end
+    end
+    if running[id] then return 'running' end
+    return nil
+  end
+  local function skip(id, state)
+    out[#out + 1] = id
+    out[#out + 1] = state or ''
+  end
+
+  local sought, walk = {}, ''
+  if cursor == '' then
+    local seen = {}
+    for i = 1, #ids do
+      local id = ids[i]
+      if not seen[id] then
+        seen[id] = true
+        local state = keyed(id)
+        if state == 'scheduled' or (del and state == 'ready') then
+          act_keyed(state == 'scheduled' and SCHEDULED or PRIO, {id})
+        elseif state then
+          skip(id, state)
+        else
+          sought[#sought + 1] = i
+        end
+      end
+    end
+  else
+    local bar = string.find(cursor, '|', 1, true)
+    if not bar then return error({err = 'TASKYARD_CURSOR ' .. cursor}) end
+    walk = string.sub(cursor, 1, bar - 1)
+    for i in string.gmatch(string.sub(cursor, bar + 1), '%d+') do
+      sought[#sought + 1] = tonumber(i)
+    end
+  end
+
+  if #sought > 0 then
+    local want = {}
+    for _, i in ipairs(sought) do want[ids[i]] = i end
+    local pos, restarts = walk_from(walk)
+    local chunk, after = walk_chunk(pos, restarts)
+    local found, envs = {}, {}
+    for i = 1, #chunk do
+      local id = id_of(chunk[i])
+      if want[id] then
+        found[#found + 1] = id
+        envs[#envs + 1] = chunk[i]
+      end
+    end
+    local dead = tombstones(found) or {}
+    local marks = {}
+    for i = 1, #found do
+      local id = found[i]
+      if not dead[id] then
+        want[id] = nil
+        if del then
+          marks[#marks + 1] = id
+          gone(id, envs[i])
+        else
+          skip(id, 'ready')
+        end
+      end
+    end
+    if #marks > 0 then batched('SADD', DELETED, marks) end
+    local left = {}
+    for _, i in ipairs(sought) do
+      if want[ids[i]] then left[#left + 1] = i end
+    end
+    if after ~= '' and #left > 0 then
+      out[2] = after .. '|' .. table.concat(left, ',')
+    else
+      for _, i in ipairs(left) do
+        local state = keyed(ids[i])
+        if state == 'scheduled' or (del and state == 'ready') then
+          act_keyed(state == 'scheduled' and SCHEDULED or PRIO, {ids[i]})
+        else
+          skip(ids[i], state)
+        end
+      end
+    end
+  end
+  return reply()
+end
+
+-- By kind or all.
+local phase, at = string.sub(cursor, 1, 1), string.sub(cursor, 3)
+if cursor == '' then phase, at = 's', '' end
+if phase == 's' or phase == 'p' then
+  local set = phase == 's' and SCHEDULED or PRIO
+  local ids, resume = select_in(set, STEP, mode, kind, at, #ARGV + 1)
+  act_keyed(set, ids)
+  local nxt = resume(0)
+  if nxt ~= '' then
+    out[2] = phase .. ':' .. nxt
+  elseif del and phase == 's' then
+    out[2] = 'p:'
+  elseif del then
+    out[2] = mode == 'all' and 'r:' .. redis.call('LLEN', READY) or 'w:'
+  end
+elseif phase == 'r' then
+  -- All of the ready list: popped from the head, tombstones dropped uncounted.
+  local left = tonumber(at)
+  if not left then return error({err = 'TASKYARD_CURSOR ' .. cursor}) end
+  local envs = left > 0 and redis.call('LPOP', READY, math.min(left, STEP)) or {}
+  local ids = {}
+  for i = 1, #envs do ids[i] = id_of(envs[i]) end
+  local dead = tombstones(ids) or {}
+  local forget = {}
+  for i = 1, #envs do
+    if dead[ids[i]] then
+      forget[#forget + 1] = ids[i]
+    else
+      gone(ids[i], envs[i])
+    end
+  end
+  if #forget > 0 then batched('SREM', DELETED, forget) end
+  left = left - #envs
+  if left > 0 and #envs == STEP then out[2] = 'r:' .. left end
+elseif phase == 'w' then
+  -- A kind in the ready list: a walk, each match tombstoned.
+  local pos, restarts = walk_from(at)
+  local chunk, after = walk_chunk(pos, restarts)
+  local of_kind = kind_pattern(kind)
+  local found, envs = {}, {}
+  for i = 1, #chunk do
+    if string.find(chunk[i], of_kind) then
+      found[#found + 1] = id_of(chunk[i])
+      envs[#envs + 1] = chunk[i]
+    end
+  end
+  local dead = tombstones(found) or {}
+  local marks = {}
+  for i = 1, #found do
+    if not dead[found[i]] then
+      marks[#marks + 1] = found[i]
+      gone(found[i], envs[i])
+    end
+  end
+  if #marks > 0 then batched('SADD', DELETED, marks) end
+  if after ~= '' then out[2] = 'w:' .. after end
+else
+  return error({err = 'TASKYARD_CURSOR ' .. cursor})
+end
+return reply()
