@@ -3,7 +3,7 @@
 //! deleting a whole queue. A step acts on at most [`STEP`] jobs and examines at most
 //! [`EXAMINE`], so other callers' operations get in between steps.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use rusqlite::{OptionalExtension, params};
 use taskyard_core::{Cursor, Error, JobFilter, JobId, Result, Skip, Skipped, Step, UniqueMode};
@@ -199,19 +199,30 @@ pub(crate) fn step(
     let done = match action {
         Action::Redrive => {
             let mut ready = Vec::with_capacity(picked.len());
+            // Keys taken by jobs of this step, which stay dead until its end (when a
+            // lookup would take them for free).
+            let mut taken: HashMap<String, i64> = HashMap::new();
             for job in picked {
                 // A dead job holds no key (a period's aside, which redrive leaves be): it
                 // takes its key again, or stays dead while another job holds it.
                 let key = job.uniq.as_deref().and_then(unique::decode);
                 if let Some(u) = key.filter(|u| !matches!(u.mode, UniqueMode::Period(_))) {
-                    if let Some(holder) = unique::holder(tx, q, &u.key)? {
+                    let holder = match taken.get(&u.key) {
+                        Some(&id) => Some(id),
+                        None => unique::holder(tx, q, &u.key)?.map(|h| h.id),
+                    };
+                    if let Some(holder) = holder {
                         skipped.push(Skipped {
                             id: JobId::new(job.id.to_string()),
-                            why: Skip::KeyHeld(JobId::new(holder.id.to_string())),
+                            why: Skip::KeyHeld(JobId::new(holder.to_string())),
                         });
                         continue;
                     }
                     unique::take(tx, q, job.id, &u, READY)?;
+                    // A debounce key is held while scheduled only: a ready job has none.
+                    if u.mode != UniqueMode::Debounce {
+                        taken.insert(u.key, job.id);
+                    }
                 }
                 ready.push(job.id);
             }
