@@ -19,7 +19,7 @@ const APPLICATION_ID: i32 = 0x7479_7264;
 /// The migrations, in order: `MIGRATIONS[n]` takes a file from schema `n` to `n + 1`.
 /// Each runs in one transaction with the `user_version` it sets, so a file is never left
 /// between two versions; a migration, once released, never changes.
-const MIGRATIONS: [&str; 3] = [SCHEMA_1, SCHEMA_2, SCHEMA_3];
+const MIGRATIONS: [&str; 4] = [SCHEMA_1, SCHEMA_2, SCHEMA_3, SCHEMA_4];
 
 /// How long one statement waits on another process's lock before SQLite gives up
 /// (`busy_timeout`); our own retry loop then keeps trying up to `Options::locked_for`.
@@ -35,7 +35,8 @@ pub(crate) const LOCKED_FOR: Duration = Duration::from_secs(60);
 const WAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
 
 // Job states as stored. One table holds every job; `rank` orders each state:
-// ready - claim order (enqueue order; a released job goes before all others);
+// ready - claim order: the job's priority band, then the order it became ready (a
+// released job goes before all others of its priority; see `ops::band`);
 // scheduled - due time (ms); running - the claim order it had; dead and completed - when
 // it got there (ms). One index on (queue, state, rank) serves claims, promotion,
 // listing, counting and trimming.
@@ -112,6 +113,29 @@ CREATE TABLE migrations (
 /// Schema 3: a job's own execution timeout, in ms (NULL: the worker's for its kind).
 const SCHEMA_3: &str = "
 ALTER TABLE jobs ADD COLUMN timeout_ms INTEGER;
+";
+
+/// Schema 4: priorities and unique keys. A job's priority (NULL: the default, 50) and its
+/// unique key as `mode key` (NULL: none; see `unique::encode`). A ready job's rank carries
+/// its priority (`ops::band`), so claims keep their query and index; every job written
+/// before has the default priority, whose band is 0, so no rank changes. `uniques` holds,
+/// per queue, each key and the job holding it; only jobs with a key touch it.
+const SCHEMA_4: &str = "
+ALTER TABLE jobs ADD COLUMN priority INTEGER;
+ALTER TABLE jobs ADD COLUMN uniq TEXT;
+CREATE TABLE uniques (
+    queue INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    -- The job holding it.
+    holder INTEGER NOT NULL,
+    -- 0 queued, 1 finished, 2 debounce, 3 period.
+    mode INTEGER NOT NULL,
+    -- Period mode: when the hold ends (ms); NULL for the others.
+    ends_ms INTEGER,
+    PRIMARY KEY (queue, key)
+) WITHOUT ROWID;
+-- Expired period holds, cleaned by maintenance.
+CREATE INDEX uniques_by_end ON uniques (queue, ends_ms) WHERE ends_ms IS NOT NULL;
 ";
 
 /// Whether an error is another connection holding a lock we need.

@@ -31,10 +31,12 @@
 //! # Ok(()) }
 //! ```
 
+mod bulk;
 mod db;
 mod ops;
 mod read;
 mod room;
+mod unique;
 mod url;
 mod writer;
 
@@ -50,6 +52,7 @@ use taskyard_core::{
 };
 use tokio::sync::Notify;
 
+use crate::bulk::Action;
 pub use crate::url::parse_url;
 use crate::writer::Writer;
 
@@ -346,15 +349,6 @@ impl SqliteStore {
             .await
     }
 
-    /// Deletes a queue and every job in it, whatever their state. For tests and
-    /// benchmarks; there is no undo, and no other process may be using the queue.
-    pub async fn delete_queue(&self, queue: &QueueName) -> Result<()> {
-        let queue = queue.clone();
-        self.writer()?
-            .call(move |tx| ops::delete_queue(tx, &queue))
-            .await
-    }
-
     /// Runs `f` on a reader connection, on the blocking pool.
     async fn read<T, F>(&self, f: F) -> Result<T>
     where
@@ -448,30 +442,19 @@ fn read_only<T>(inner: &Inner, f: &dyn Fn(&Connection) -> Result<T>) -> Result<T
 #[taskyard_core::async_trait]
 impl Store for SqliteStore {
     async fn enqueue_report(&self, queue: &QueueName, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
-        let ids: Vec<JobId> = async {
-            let _: &Option<Error> = &None;
-            if jobs.is_empty() {
-                return Ok(Vec::new());
-            }
-            let queue = queue.clone();
-            let room = self.inner.room.clone();
-            self.writer()?
-                .call(move |tx| {
-                    let before = room::Pages::read(tx.conn)?;
-                    let ids = ops::enqueue(tx, &queue, &jobs)?;
-                    room.check_enqueue(tx.conn, before)?;
-                    Ok(ids)
-                })
-                .await
+        if jobs.is_empty() {
+            return Ok(Vec::new());
         }
-        .await?;
-        Ok(ids
-            .into_iter()
-            .map(|id| Enqueued {
-                id,
-                duplicate: false,
+        let queue = queue.clone();
+        let room = self.inner.room.clone();
+        self.writer()?
+            .call(move |tx| {
+                let before = room::Pages::read(tx.conn)?;
+                let enqueued = ops::enqueue(tx, &queue, &jobs)?;
+                room.check_enqueue(tx.conn, before)?;
+                Ok(enqueued)
             })
-            .collect())
+            .await
     }
 
     async fn claim(
@@ -591,39 +574,27 @@ impl Store for SqliteStore {
     }
 
     async fn redrive(&self, queue: &QueueName, filter: &JobFilter, after: &Cursor) -> Result<Step> {
-        self.dead_step(queue, filter, after, true).await
+        self.step(queue, Action::Redrive, filter, after).await
     }
 
     async fn purge(&self, queue: &QueueName, filter: &JobFilter, after: &Cursor) -> Result<Step> {
-        self.dead_step(queue, filter, after, false).await
+        self.step(queue, Action::Purge, filter, after).await
     }
 
-    async fn run_now(
-        &self,
-        _queue: &QueueName,
-        _filter: &JobFilter,
-        _after: &Cursor,
-    ) -> Result<Step> {
-        Err(taskyard_core::Error::InvalidOption(
-            "run-now: not yet".into(),
-        ))
+    async fn run_now(&self, queue: &QueueName, filter: &JobFilter, after: &Cursor) -> Result<Step> {
+        self.step(queue, Action::RunNow, filter, after).await
     }
 
-    async fn delete(
-        &self,
-        _queue: &QueueName,
-        _filter: &JobFilter,
-        _after: &Cursor,
-    ) -> Result<Step> {
-        Err(taskyard_core::Error::InvalidOption(
-            "delete: not yet".into(),
-        ))
+    async fn delete(&self, queue: &QueueName, filter: &JobFilter, after: &Cursor) -> Result<Step> {
+        self.step(queue, Action::Delete, filter, after).await
     }
 
-    async fn delete_queue(&self, _queue: &QueueName, _after: &Cursor) -> Result<Step> {
-        Err(taskyard_core::Error::InvalidOption(
-            "delete queue: not yet".into(),
-        ))
+    async fn delete_queue(&self, queue: &QueueName, _after: &Cursor) -> Result<Step> {
+        // Every row a step examines goes, so each step starts from the start.
+        let queue = queue.clone();
+        self.writer()?
+            .call(move |tx| bulk::delete_queue(tx, &queue))
+            .await
     }
 
     async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<()> {
@@ -648,19 +619,19 @@ impl Store for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Redrives or purges in steps of at most 1,000 jobs, one transaction each, so a
-    /// large redrive never holds the writer for long.
-    async fn dead_step(
+    /// One step of a bulk operation: at most 1,000 jobs in one transaction, so a large
+    /// one never holds the writer for long.
+    async fn step(
         &self,
         queue: &QueueName,
+        action: Action,
         filter: &JobFilter,
         after: &Cursor,
-        redrive: bool,
     ) -> Result<Step> {
         let (queue, filter) = (queue.clone(), filter.clone());
-        let after = read::Position::parse(after)?;
+        let after = bulk::Resume::parse(after)?;
         self.writer()?
-            .call(move |tx| ops::dead_step(tx, &queue, &filter, after, redrive))
+            .call(move |tx| bulk::step(tx, &queue, action, &filter, after))
             .await
     }
 }

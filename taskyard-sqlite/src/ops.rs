@@ -11,59 +11,109 @@ use bytes::Bytes;
 use rusqlite::{OptionalExtension, params};
 use taskyard_core::store::support::{LEASE_EXPIRED, history};
 use taskyard_core::{
-    Backoff, ClaimedJob, Cursor, DeadFilter, Due, Error, JobId, Lease, LeaseToken, Maintenance,
-    NewJob, Outcome, QueueConfig, QueueName, Result, Step,
+    Backoff, ClaimedJob, DEFAULT_PRIORITY, Due, Enqueued, Error, JobId, Lease, LeaseToken,
+    Maintenance, NewJob, Outcome, QueueConfig, QueueName, Result, UniqueMode,
 };
 
 use crate::db::{COMPLETED, DEAD, READY, SCHEDULED, db};
-use crate::read::{self, Position, row_id};
+use crate::read::{self, row_id};
+use crate::unique::{self, Left};
 use crate::writer::Tx;
 
 /// Work per call is bounded, as in the Redis scripts: promotions, expired leases,
-/// trimmed jobs and redriven jobs go 1,000 (leases 100) at a time.
-const STEP: i64 = taskyard_core::store::support::STEP as i64;
+/// trimmed jobs and bulk steps go 1,000 (leases 100) at a time.
+pub(crate) const STEP: i64 = taskyard_core::store::support::STEP as i64;
 
-/// The most dead jobs one step by kind examines.
-const EXAMINE: i64 = 10 * STEP;
-
-fn ms(n: u64) -> i64 {
+pub(crate) fn ms(n: u64) -> i64 {
     n.min(i64::MAX as u64) as i64
 }
 
-pub(crate) fn enqueue(tx: &mut Tx<'_>, queue: &QueueName, jobs: &[NewJob]) -> Result<Vec<JobId>> {
-    let q = tx.ensure_queue(queue)?;
-    let config = read::config_of(tx.conn, q)?;
-    if config.max_len > 0 {
-        let len = read::count(tx.conn, q, READY)? + read::count(tx.conn, q, SCHEDULED)?;
-        if len + jobs.len() as u64 > config.max_len {
-            return Err(Error::QueueFull {
-                queue: queue.to_string(),
-                len,
-                max_len: config.max_len,
-            });
-        }
+/// A ready job's rank is its priority's band plus a sequence number (the order it
+/// became ready; negated when released, to go first): bands are 2^56 apart and sequence
+/// numbers stay below 2^55 (ids and ranks come from one counter), so every job of a
+/// higher priority goes before every job of a lower one, first in first out within one.
+/// The default priority's band is 0: a plain job's rank is its sequence number, as
+/// before priorities, and claims keep their one query on the `(queue, state, rank)`
+/// index.
+const BAND: i64 = 1 << 56;
+
+fn band(priority: u8) -> i64 {
+    (DEFAULT_PRIORITY as i64 - priority as i64) * BAND
+}
+
+/// [`band`] in SQL, of a row's `priority` (NULL: the default), for statements to
+/// `concat!`. Checked against [`band`] by a test.
+macro_rules! band_sql {
+    () => {
+        "(50 - ifnull(priority, 50)) * 72057594037927936"
+    };
+}
+
+/// When a job enqueued at `now` is due, if later than now.
+fn due_at(due: Due, now: u64) -> Option<u64> {
+    let at = match due {
+        Due::Now => return None,
+        Due::After(d) => now.saturating_add(d),
+        Due::At(at) => at,
+    };
+    (at > now).then_some(at)
+}
+
+pub(crate) fn enqueue(
+    tx: &mut Tx<'_>,
+    queue: &QueueName,
+    jobs: &[NewJob],
+) -> Result<Vec<Enqueued>> {
+    let (q, row) = tx.ensure(queue)?;
+    let max_len = row.config.max_len;
+    // Only batches with a key look at the unique table; theirs is known once each job
+    // is looked at, so their length is checked after (a refusal undoes the whole batch).
+    let keyed = jobs.iter().any(|j| j.unique().is_some());
+    let len = if max_len > 0 {
+        read::count(tx.conn, q, READY)? + read::count(tx.conn, q, SCHEDULED)?
+    } else {
+        0
+    };
+    let full = |added: u64| {
+        (max_len > 0 && len + added > max_len).then(|| Error::QueueFull {
+            queue: queue.to_string(),
+            len,
+            max_len,
+        })
+    };
+    if !keyed && let Some(e) = full(jobs.len() as u64) {
+        return Err(e);
     }
     let first = tx.fresh(jobs.len())?;
     let now = tx.now;
-    let mut insert = tx
-        .conn
+    let conn = tx.conn;
+    let mut insert = conn
         .prepare_cached(
             "INSERT INTO jobs (id, queue, state, rank, attempt, max_attempts, enqueued_ms, kind,
-                               backoff, payload, timeout_ms)
-             VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10)",
+                               backoff, payload, timeout_ms, priority, uniq)
+             VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )
         .map_err(db)?;
-    let mut ids = Vec::with_capacity(jobs.len());
+    let mut out = Vec::with_capacity(jobs.len());
+    let mut added = 0;
     for (i, job) in jobs.iter().enumerate() {
         let id = first + i as i64;
-        let due = match job.due() {
-            Due::Now => None,
-            Due::After(d) => Some(now.saturating_add(d)),
-            Due::At(at) => Some(at),
-        };
+        let due = due_at(job.due(), now);
+        if let Some(u) = job.unique()
+            && let Some(holder) = unique::holder(tx, q, &u.key)?
+        {
+            if holder.debounce && u.mode == UniqueMode::Debounce {
+                debounce(tx, holder.id, job, due)?;
+            }
+            out.push(Enqueued {
+                id: JobId::new(holder.id.to_string()),
+                duplicate: true,
+            });
+            continue;
+        }
         let (state, rank) = match due {
-            Some(at) if at > now => (SCHEDULED, ms(at)),
-            _ => (READY, id),
+            Some(at) => (SCHEDULED, ms(at)),
+            None => (READY, band(job.priority()) + id),
         };
         let backoff = job.backoff().map(|b| format!("{},{}", b.base_ms, b.cap_ms));
         insert
@@ -78,13 +128,45 @@ pub(crate) fn enqueue(tx: &mut Tx<'_>, queue: &QueueName, jobs: &[NewJob]) -> Re
                 backoff,
                 job.payload(),
                 // At most 7 days in ms (`MAX_TIMEOUT`): fits an INTEGER.
-                job.timeout().map(|t| ms(t.as_millis() as u64))
+                job.timeout().map(|t| ms(t.as_millis() as u64)),
+                // NULL for the default: a plain job's row grows by a header byte only.
+                (job.priority() != DEFAULT_PRIORITY).then_some(job.priority()),
+                job.unique().map(unique::encode),
             ])
             .map_err(db)?;
-        ids.push(JobId::new(id.to_string()));
+        if let Some(u) = job.unique() {
+            unique::take(tx, q, id, u, state)?;
+        }
+        added += 1;
+        out.push(Enqueued {
+            id: JobId::new(id.to_string()),
+            duplicate: false,
+        });
+    }
+    if let Some(e) = full(added) {
+        return Err(e);
     }
     tx.wake = true;
-    Ok(ids)
+    Ok(out)
+}
+
+/// A debounced duplicate of scheduled job `id`: its payload and due time replace the
+/// job's; due now (or past), the job is ready at once (and holds its key no more).
+fn debounce(tx: &mut Tx<'_>, id: i64, job: &NewJob, due: Option<u64>) -> Result<()> {
+    let (state, rank) = match due {
+        Some(at) => (SCHEDULED, ms(at)),
+        None => (READY, tx.fresh(1)?),
+    };
+    tx.conn
+        .prepare_cached(concat!(
+            "UPDATE jobs SET payload = ?2, state = ?3,
+                             rank = ?4 + CASE ?3 WHEN 0 THEN ",
+            band_sql!(),
+            " ELSE 0 END WHERE id = ?1"
+        ))
+        .and_then(|mut s| s.execute(params![id, job.payload(), state, rank]))
+        .map_err(db)?;
+    Ok(())
 }
 
 /// Moves due scheduled jobs to the tail of ready. Returns how many.
@@ -101,16 +183,25 @@ fn promote(tx: &mut Tx<'_>, q: i64) -> Result<u64> {
     Ok(due.len() as u64)
 }
 
-/// Puts jobs at the tail of ready (or, `reset`, with a fresh count of attempts).
-fn make_ready(tx: &mut Tx<'_>, ids: &[i64], reset: bool) -> Result<()> {
+/// Puts jobs at the tail of ready at their priority (or, `reset`, with a fresh count of
+/// attempts).
+pub(crate) fn make_ready(tx: &mut Tx<'_>, ids: &[i64], reset: bool) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
     let first = tx.fresh(ids.len())?;
     let sql = if reset {
-        "UPDATE jobs SET state = 0, rank = ?2, token = NULL, attempt = 0 WHERE id = ?1"
+        concat!(
+            "UPDATE jobs SET state = 0, rank = ?2 + ",
+            band_sql!(),
+            ", token = NULL, attempt = 0 WHERE id = ?1"
+        )
     } else {
-        "UPDATE jobs SET state = 0, rank = ?2, token = NULL WHERE id = ?1"
+        concat!(
+            "UPDATE jobs SET state = 0, rank = ?2 + ",
+            band_sql!(),
+            ", token = NULL WHERE id = ?1"
+        )
     };
     let mut update = tx.conn.prepare_cached(sql).map_err(db)?;
     for (i, id) in ids.iter().enumerate() {
@@ -122,7 +213,7 @@ fn make_ready(tx: &mut Tx<'_>, ids: &[i64], reset: bool) -> Result<()> {
 
 /// The columns a claimed job is read from, in the order [`claimed`] reads them.
 const CLAIMED: &str =
-    "rank, id, attempt, max_attempts, enqueued_ms, kind, backoff, payload, timeout_ms";
+    "rank, id, attempt, max_attempts, enqueued_ms, kind, backoff, payload, timeout_ms, uniq";
 
 /// What a claim took, and when the next scheduled job is due (ms from now).
 pub(crate) fn claim(
@@ -132,7 +223,7 @@ pub(crate) fn claim(
     lease_ms: u64,
     token: &LeaseToken,
 ) -> Result<(Vec<ClaimedJob>, Option<u64>)> {
-    let Some(q) = tx.queue(queue)? else {
+    let Some((q, row)) = tx.settings(queue)? else {
         return Ok((Vec::new(), None));
     };
     promote(tx, q)?;
@@ -170,15 +261,15 @@ pub(crate) fn claim(
         for id in ids.split(',').filter_map(|id| id.parse::<i64>().ok()) {
             let mut rows = one.query(params![id, &**token]).map_err(db)?;
             if let Some(r) = rows.next().map_err(db)? {
-                jobs.push(claimed(r, queue, token, &mut kind)?.1);
+                jobs.push(claimed(r, queue, token, &mut kind)?.job);
             }
         }
         return Ok((jobs, next_due));
     }
-    if max == 0 || read::paused(tx.conn, q)? {
+    if max == 0 || row.paused {
         return Ok((Vec::new(), next_due));
     }
-    let mut rows: Vec<(i64, ClaimedJob)> = Vec::with_capacity(max);
+    let mut rows: Vec<Claimed> = Vec::with_capacity(max);
     {
         let mut take = tx
             .conn
@@ -201,8 +292,14 @@ pub(crate) fn claim(
     if rows.is_empty() {
         return Ok((Vec::new(), next_due));
     }
-    rows.sort_unstable_by_key(|(rank, _)| *rank);
-    let jobs: Vec<ClaimedJob> = rows.into_iter().map(|(_, job)| job).collect();
+    rows.sort_unstable_by_key(|c| c.rank);
+    let mut jobs = Vec::with_capacity(rows.len());
+    for c in rows {
+        if c.uniq.is_some() {
+            unique::left(tx, q, c.id, c.uniq.as_deref(), Left::Claimed)?;
+        }
+        jobs.push(c.job);
+    }
     let ids: Vec<&str> = jobs.iter().map(|j| j.lease.id.as_str()).collect();
     tx.conn
         .prepare_cached(
@@ -217,14 +314,22 @@ pub(crate) fn claim(
     Ok((jobs, next_due))
 }
 
-/// A claimed job and its rank, from a row of [`CLAIMED`] columns. `kind`: the last kind
-/// read, shared with the next job of the same kind rather than allocated again.
+/// A job a claim took: its rank (the claim order) and its unique key.
+struct Claimed {
+    rank: i64,
+    id: i64,
+    job: ClaimedJob,
+    uniq: Option<String>,
+}
+
+/// A claimed job, from a row of [`CLAIMED`] columns. `kind`: the last kind read, shared
+/// with the next job of the same kind rather than allocated again.
 fn claimed(
     r: &rusqlite::Row<'_>,
     queue: &QueueName,
     token: &LeaseToken,
     kind: &mut Arc<str>,
-) -> Result<(i64, ClaimedJob)> {
+) -> Result<Claimed> {
     let k: String = r.get(5).map_err(db)?;
     if **kind != *k {
         *kind = Arc::from(k);
@@ -233,9 +338,10 @@ fn claimed(
     let id: i64 = r.get(1).map_err(db)?;
     let payload: Vec<u8> = r.get(7).map_err(db)?;
     let timeout: Option<i64> = r.get(8).map_err(db)?;
-    Ok((
-        r.get(0).map_err(db)?,
-        ClaimedJob {
+    Ok(Claimed {
+        rank: r.get(0).map_err(db)?,
+        id,
+        job: ClaimedJob {
             lease: Lease {
                 queue: queue.clone(),
                 id: JobId::new(id.to_string()),
@@ -249,7 +355,8 @@ fn claimed(
             enqueued_at_ms: r.get::<_, i64>(4).map_err(db)? as u64,
             timeout: timeout.map(|t| std::time::Duration::from_millis(t.max(1) as u64)),
         },
-    ))
+        uniq: r.get(9).map_err(db)?,
+    })
 }
 
 fn parse_backoff(s: &str) -> Option<Backoff> {
@@ -286,36 +393,53 @@ fn settle(tx: &Tx<'_>, token: &str, n: i64) -> Result<()> {
         .map_err(db)
 }
 
-/// A job still running under `token`: its attempt, max attempts and error history.
-fn running(tx: &Tx<'_>, id: i64, token: &str) -> Result<Option<(u32, u32, Option<String>)>> {
+/// A job running under a token, as a failure needs it.
+struct Run {
+    queue: i64,
+    attempt: u32,
+    max_attempts: u32,
+    errors: Option<String>,
+    priority: Option<u8>,
+    uniq: Option<String>,
+}
+
+/// Job `id` if it is still running under `token`.
+fn running(tx: &Tx<'_>, id: i64, token: &str) -> Result<Option<Run>> {
     tx.conn
         .prepare_cached(
-            "SELECT attempt, max_attempts, errors FROM jobs WHERE id = ?1 AND token = ?2 AND state = 2",
+            "SELECT queue, attempt, max_attempts, errors, priority, uniq FROM jobs
+             WHERE id = ?1 AND token = ?2 AND state = 2",
         )
         .and_then(|mut s| {
-            s.query_row(params![id, token], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .optional()
+            s.query_row(params![id, token], |r| {
+                Ok(Run {
+                    queue: r.get(0)?,
+                    attempt: r.get(1)?,
+                    max_attempts: r.get(2)?,
+                    errors: r.get(3)?,
+                    priority: r.get(4)?,
+                    uniq: r.get(5)?,
+                })
+            })
+            .optional()
         })
         .map_err(db)
 }
 
-/// Where a failed run goes, with its attempts counted and its error kept.
-fn fail(
-    tx: &mut Tx<'_>,
-    id: i64,
-    attempt: u32,
-    max: u32,
-    errors: Option<String>,
-    code: Fail,
-) -> Result<i64> {
+/// Where a failed run goes, with its attempts counted and its error kept: back to ready
+/// at its priority, scheduled, or dead (giving back a finished key).
+fn fail(tx: &mut Tx<'_>, id: i64, run: Run, code: Fail) -> Result<i64> {
     let now = tx.now;
-    let mut errors = errors.unwrap_or_default();
-    history::push(&mut errors, attempt, now, code.message());
+    let mut errors = run.errors.unwrap_or_default();
+    history::push(&mut errors, run.attempt, now, code.message());
     let (state, rank) = match code {
         Fail::Dead(_) => (DEAD, ms(now)),
-        _ if attempt >= max => (DEAD, ms(now)),
+        _ if run.attempt >= run.max_attempts => (DEAD, ms(now)),
         Fail::At(at, _) if at > now => (SCHEDULED, ms(at)),
-        _ => (READY, tx.fresh(1)?),
+        _ => (
+            READY,
+            tx.fresh(1)? + band(run.priority.unwrap_or(DEFAULT_PRIORITY)),
+        ),
     };
     tx.conn
         .prepare_cached(
@@ -323,7 +447,9 @@ fn fail(
         )
         .and_then(|mut s| s.execute(params![id, state, rank, errors]))
         .map_err(db)?;
-    if state != DEAD {
+    if state == DEAD {
+        unique::left(tx, run.queue, id, run.uniq.as_deref(), Left::Finished)?;
+    } else {
         tx.wake = true;
     }
     Ok(state)
@@ -345,7 +471,7 @@ impl Fail<'_> {
 pub(crate) fn finish(tx: &mut Tx<'_>, outcomes: &[(Lease, Outcome)]) -> Result<Vec<bool>> {
     let mut result = Vec::with_capacity(outcomes.len());
     let mut settled: HashMap<&str, i64> = HashMap::new();
-    let mut retention: HashMap<&QueueName, (i64, QueueConfig)> = HashMap::new();
+    let mut retention: HashMap<&QueueName, QueueConfig> = HashMap::new();
     let mut trims: Vec<(i64, i64, u64, u64)> = Vec::new();
     for (lease, outcome) in outcomes {
         let Some(id) = row_id(&lease.id) else {
@@ -356,36 +482,52 @@ pub(crate) fn finish(tx: &mut Tx<'_>, outcomes: &[(Lease, Outcome)]) -> Result<V
         let ok = match outcome {
             Outcome::Completed => {
                 let keep = match retention.get(&lease.queue) {
-                    Some((_, c)) => c.completed_max > 0,
+                    Some(c) => c.completed_max > 0,
                     None => {
-                        let q = tx.queue(&lease.queue)?.unwrap_or(-1);
-                        let c = read::config_of(tx.conn, q)?;
-                        retention.insert(&lease.queue, (q, c));
+                        let (q, c) = match tx.settings(&lease.queue)? {
+                            Some((q, row)) => (q, row.config),
+                            None => (-1, QueueConfig::default()),
+                        };
+                        retention.insert(&lease.queue, c);
                         if c.completed_max > 0 {
                             trims.push((q, COMPLETED, c.completed_max, c.completed_max_age_ms));
                         }
                         c.completed_max > 0
                     }
                 };
+                // The row's key comes back with it: a finished key is given back.
                 let done = if keep {
                     tx.conn
                         .prepare_cached(
                             "UPDATE jobs SET state = 4, rank = ?3, token = NULL
-                             WHERE id = ?1 AND token = ?2 AND state = 2",
+                             WHERE id = ?1 AND token = ?2 AND state = 2 RETURNING queue, uniq",
                         )
-                        .and_then(|mut s| s.execute(params![id, token, ms(tx.now)]))
+                        .and_then(|mut s| {
+                            s.query_row(params![id, token, ms(tx.now)], |r| {
+                                Ok((r.get(0)?, r.get(1)?))
+                            })
+                            .optional()
+                        })
                 } else {
                     tx.conn
                         .prepare_cached(
-                            "DELETE FROM jobs WHERE id = ?1 AND token = ?2 AND state = 2",
+                            "DELETE FROM jobs WHERE id = ?1 AND token = ?2 AND state = 2
+                             RETURNING queue, uniq",
                         )
-                        .and_then(|mut s| s.execute(params![id, token]))
+                        .and_then(|mut s| {
+                            s.query_row(params![id, token], |r| Ok((r.get(0)?, r.get(1)?)))
+                                .optional()
+                        })
                 };
-                done.map_err(db)? == 1
+                let done: Option<(i64, Option<String>)> = done.map_err(db)?;
+                if let Some((q, Some(uniq))) = &done {
+                    unique::left(tx, *q, id, Some(uniq), Left::Finished)?;
+                }
+                done.is_some()
             }
             failed => match running(tx, id, token)? {
                 None => false,
-                Some((attempt, max, errors)) => {
+                Some(run) => {
                     let code = match failed {
                         Outcome::Retry { delay_ms, error } => {
                             Fail::At(tx.now.saturating_add(*delay_ms), error)
@@ -398,9 +540,9 @@ pub(crate) fn finish(tx: &mut Tx<'_>, outcomes: &[(Lease, Outcome)]) -> Result<V
                             )));
                         }
                     };
-                    if fail(tx, id, attempt, max, errors, code)? == DEAD {
-                        let q = tx.queue(&lease.queue)?.unwrap_or(-1);
-                        let c = read::config_of(tx.conn, q)?;
+                    let q = run.queue;
+                    if fail(tx, id, run, code)? == DEAD {
+                        let c = read::queue_row(tx.conn, q)?.unwrap_or_default().config;
                         trims.push((q, DEAD, c.dead_max, c.dead_max_age_ms));
                     }
                     true
@@ -430,14 +572,17 @@ pub(crate) fn release(tx: &mut Tx<'_>, leases: &[Lease]) -> Result<Vec<bool>> {
             result.push(false);
             continue;
         };
-        // To the head of ready, the attempt not charged: the latest released goes first.
+        // To the head of ready at its priority, the attempt not charged: the latest
+        // released goes first.
         let rank = -tx.fresh(1)?;
         let n = tx
             .conn
-            .prepare_cached(
-                "UPDATE jobs SET state = 0, rank = ?3, token = NULL, attempt = attempt - 1
-                 WHERE id = ?1 AND token = ?2 AND state = 2",
-            )
+            .prepare_cached(concat!(
+                "UPDATE jobs SET state = 0, rank = ?3 + ",
+                band_sql!(),
+                ", token = NULL, attempt = attempt - 1
+                 WHERE id = ?1 AND token = ?2 AND state = 2"
+            ))
             .and_then(|mut s| s.execute(params![id, &*lease.token, rank]))
             .map_err(db)?;
         if n == 1 {
@@ -485,7 +630,7 @@ fn trim(tx: &Tx<'_>, q: i64, state: i64, max: u64, max_age_ms: u64) -> Result<()
 }
 
 pub(crate) fn maintain(tx: &mut Tx<'_>, queue: &QueueName) -> Result<Maintenance> {
-    let Some(q) = tx.queue(queue)? else {
+    let Some((q, row)) = tx.settings(queue)? else {
         return Ok(Maintenance::default());
     };
     let promoted = promote(tx, q)?;
@@ -502,8 +647,8 @@ pub(crate) fn maintain(tx: &mut Tx<'_>, queue: &QueueName) -> Result<Maintenance
     let mut expired = 0;
     for (token, ids) in &leases {
         for id in ids.split(',').filter_map(|s| s.parse::<i64>().ok()) {
-            if let Some((attempt, max, errors)) = running(tx, id, token)? {
-                fail(tx, id, attempt, max, errors, Fail::At(0, LEASE_EXPIRED))?;
+            if let Some(run) = running(tx, id, token)? {
+                fail(tx, id, run, Fail::At(0, LEASE_EXPIRED))?;
                 expired += 1;
             }
         }
@@ -512,9 +657,10 @@ pub(crate) fn maintain(tx: &mut Tx<'_>, queue: &QueueName) -> Result<Maintenance
             .and_then(|mut s| s.execute([token]))
             .map_err(db)?;
     }
-    let c = read::config_of(tx.conn, q)?;
+    let c = row.config;
     trim(tx, q, DEAD, c.dead_max, c.dead_max_age_ms)?;
     trim(tx, q, COMPLETED, c.completed_max, c.completed_max_age_ms)?;
+    unique::expire(tx, q)?;
     vacuum(tx)?;
     Ok(Maintenance { promoted, expired })
 }
@@ -541,111 +687,8 @@ fn vacuum(tx: &Tx<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Dead jobs a step of a bulk operation acts on, and where the next step resumes. Ids:
-/// the given ones that are dead (the caller sends at most [`STEP`]); all: the oldest
-/// [`STEP`] (those it acts on leave the set, so the next step starts again at the start);
-/// a kind: the matching ones among at most [`EXAMINE`] examined from `after` on, so a
-/// step never reads the whole dead set.
-fn select_dead(
-    tx: &Tx<'_>,
-    q: i64,
-    filter: &DeadFilter,
-    after: Position,
-) -> Result<(Vec<i64>, Option<Cursor>)> {
-    let conn = tx.conn;
-    match filter {
-        DeadFilter::Ids(ids) => {
-            let mut out = Vec::new();
-            let mut check = conn
-                .prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM jobs WHERE id = ?1 AND queue = ?2 AND state = 3)",
-                )
-                .map_err(db)?;
-            for id in ids.iter().filter_map(row_id) {
-                // An id given twice is moved once: a job must never be in two places.
-                if !out.contains(&id) && check.query_row([id, q], |r| r.get(0)).map_err(db)? {
-                    out.push(id);
-                }
-            }
-            Ok((out, None))
-        }
-        DeadFilter::All => {
-            let ids: Vec<i64> = conn
-                .prepare_cached(
-                    "SELECT id FROM jobs WHERE queue = ?1 AND state = 3 ORDER BY rank, id LIMIT ?2",
-                )
-                .and_then(|mut s| s.query_map([q, STEP], |r| r.get(0))?.collect())
-                .map_err(db)?;
-            let next = (ids.len() as i64 == STEP).then(Cursor::start);
-            Ok((ids, next))
-        }
-        DeadFilter::Kind(kind) => {
-            let (rank, id) = after.bound(false);
-            let rows: Vec<(i64, i64, String)> = conn
-                .prepare_cached(
-                    "SELECT id, rank, kind FROM jobs WHERE queue = ?1 AND state = 3
-                     AND (rank, id) > (?2, ?3) ORDER BY rank, id LIMIT ?4",
-                )
-                .and_then(|mut s| {
-                    s.query_map(params![q, rank, id, EXAMINE], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                    })?
-                    .collect()
-                })
-                .map_err(db)?;
-            let mut out = Vec::new();
-            let mut last = None;
-            for (id, rank, k) in &rows {
-                last = Some(Position::cursor(*rank, *id));
-                if k == kind {
-                    out.push(*id);
-                    if out.len() as i64 == STEP {
-                        break;
-                    }
-                }
-            }
-            let done = out.len() as i64 == STEP || rows.len() as i64 == EXAMINE;
-            Ok((out, if done { last } else { None }))
-        }
-        other => Err(Error::InvalidOption(format!(
-            "this store cannot select dead jobs by {other:?}"
-        ))),
-    }
-}
-
-/// Moves up to [`STEP`] dead jobs to ready with a fresh count of attempts (`redrive`) or
-/// deletes them: one step of a bulk operation.
-pub(crate) fn dead_step(
-    tx: &mut Tx<'_>,
-    queue: &QueueName,
-    filter: &DeadFilter,
-    after: Position,
-    redrive: bool,
-) -> Result<Step> {
-    let Some(q) = tx.queue(queue)? else {
-        return Ok(Step::default());
-    };
-    let (ids, next) = select_dead(tx, q, filter, after)?;
-    if redrive {
-        make_ready(tx, &ids, true)?;
-    } else {
-        let mut delete = tx
-            .conn
-            .prepare_cached("DELETE FROM jobs WHERE id = ?1")
-            .map_err(db)?;
-        for id in &ids {
-            delete.execute([id]).map_err(db)?;
-        }
-    }
-    Ok(Step {
-        done: ids.len() as u64,
-        next,
-        skipped: Vec::new(),
-    })
-}
-
 pub(crate) fn set_paused(tx: &mut Tx<'_>, queue: &QueueName, paused: bool) -> Result<()> {
-    let q = tx.ensure_queue(queue)?;
+    let (q, _) = tx.ensure(queue)?;
     tx.conn
         .prepare_cached("UPDATE queues SET paused = ?2 WHERE id = ?1")
         .and_then(|mut s| s.execute(params![q, paused]))
@@ -656,7 +699,7 @@ pub(crate) fn set_paused(tx: &mut Tx<'_>, queue: &QueueName, paused: bool) -> Re
 }
 
 pub(crate) fn configure(tx: &mut Tx<'_>, queue: &QueueName, c: &QueueConfig) -> Result<()> {
-    let q = tx.ensure_queue(queue)?;
+    let (q, _) = tx.ensure(queue)?;
     tx.conn
         .prepare_cached(
             "UPDATE queues SET max_len = ?2, dead_max = ?3, dead_max_age_ms = ?4,
@@ -677,17 +720,32 @@ pub(crate) fn configure(tx: &mut Tx<'_>, queue: &QueueName, c: &QueueConfig) -> 
     Ok(())
 }
 
-pub(crate) fn delete_queue(tx: &mut Tx<'_>, queue: &QueueName) -> Result<()> {
-    let Some(q) = tx.queue(queue)? else {
-        return Ok(());
-    };
-    for sql in [
-        "DELETE FROM jobs WHERE queue = ?1",
-        "DELETE FROM leases WHERE queue = ?1",
-        "DELETE FROM queues WHERE id = ?1",
-    ] {
-        tx.conn.execute(sql, [q]).map_err(db)?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_band_in_sql_is_the_band() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        for priority in [Some(0), Some(1), None, Some(50), Some(99), Some(100)] {
+            let sql: i64 = conn
+                .query_row(
+                    concat!("SELECT ", band_sql!(), " FROM (SELECT ?1 AS priority)"),
+                    [priority],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(
+                sql,
+                band(priority.unwrap_or(DEFAULT_PRIORITY)),
+                "{priority:?}"
+            );
+        }
+        // Sequence numbers below 2^55, released ones (negated) included, keep each band's
+        // ranks apart from the next band's, and within an i64.
+        let seq = (1 << 55) - 1;
+        assert!(band(100) + seq < band(99) - seq);
+        assert!(band(1) + seq < band(0) - seq);
+        assert!(band(0).checked_add(seq).is_some() && band(100).checked_sub(seq).is_some());
     }
-    tx.forget_queues();
-    Ok(())
 }

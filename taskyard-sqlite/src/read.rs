@@ -4,7 +4,8 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use taskyard_core::store::support::history;
 use taskyard_core::{
-    Cursor, Error, JobId, JobInfo, JobState, Page, QueueConfig, QueueName, QueueStats, Result,
+    Cursor, DEFAULT_PRIORITY, Error, JobId, JobInfo, JobState, Page, QueueConfig, QueueName,
+    QueueStats, Result,
 };
 
 use crate::db::{COMPLETED, DEAD, READY, RUNNING, SCHEDULED, db};
@@ -21,7 +22,7 @@ pub(crate) fn state_code(state: JobState) -> i64 {
     }
 }
 
-fn state_of(code: i64) -> Option<JobState> {
+pub(crate) fn state_of(code: i64) -> Option<JobState> {
     Some(match code {
         READY => JobState::Ready,
         SCHEDULED => JobState::Scheduled,
@@ -43,43 +44,66 @@ pub(crate) fn queue_id(conn: &Connection, name: &QueueName) -> Result<Option<i64
         .map_err(db)
 }
 
-/// The settings of a queue by id (the defaults where none were set).
-pub(crate) fn config_of(conn: &Connection, queue: i64) -> Result<QueueConfig> {
+/// What a queue's row says: whether it is paused, and its settings (the defaults where
+/// none were set).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct QueueRow {
+    pub(crate) paused: bool,
+    pub(crate) config: QueueConfig,
+}
+
+const QUEUE_ROW: &str =
+    "paused, max_len, dead_max, dead_max_age_ms, completed_max, completed_max_age_ms";
+
+fn queue_row_of(r: &Row<'_>, first: usize) -> rusqlite::Result<QueueRow> {
     let d = QueueConfig::default();
-    let row: Option<[Option<i64>; 5]> = conn
-        .prepare_cached(
-            "SELECT max_len, dead_max, dead_max_age_ms, completed_max, completed_max_age_ms
-             FROM queues WHERE id = ?1",
-        )
-        .and_then(|mut s| {
-            s.query_row([queue], |r| {
-                Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?])
-            })
-            .optional()
-        })
-        .map_err(db)?;
-    let v = row.unwrap_or_default();
-    let get = |i: usize, default: u64| v[i].map(|n| n as u64).unwrap_or(default);
-    Ok(QueueConfig {
-        max_len: get(0, d.max_len),
-        dead_max: get(1, d.dead_max),
-        dead_max_age_ms: get(2, d.dead_max_age_ms),
-        completed_max: get(3, d.completed_max),
-        completed_max_age_ms: get(4, d.completed_max_age_ms),
+    let get = |i: usize, default: u64| -> rusqlite::Result<u64> {
+        Ok(r.get::<_, Option<i64>>(first + i)?
+            .map(|n| n as u64)
+            .unwrap_or(default))
+    };
+    Ok(QueueRow {
+        paused: r.get(first)?,
+        config: QueueConfig {
+            max_len: get(1, d.max_len)?,
+            dead_max: get(2, d.dead_max)?,
+            dead_max_age_ms: get(3, d.dead_max_age_ms)?,
+            completed_max: get(4, d.completed_max)?,
+            completed_max_age_ms: get(5, d.completed_max_age_ms)?,
+        },
     })
 }
 
+/// A queue's row by id, if it has one (a queue deleted since its id was read has none).
+pub(crate) fn queue_row(conn: &Connection, queue: i64) -> Result<Option<QueueRow>> {
+    conn.prepare_cached(&format!("SELECT {QUEUE_ROW} FROM queues WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([queue], |r| queue_row_of(r, 0)).optional())
+        .map_err(db)
+}
+
+/// A queue's id and row by name, if it has one.
+pub(crate) fn queue_by_name(
+    conn: &Connection,
+    name: &QueueName,
+) -> Result<Option<(i64, QueueRow)>> {
+    conn.prepare_cached(&format!(
+        "SELECT id, {QUEUE_ROW} FROM queues WHERE name = ?1"
+    ))
+    .and_then(|mut s| {
+        s.query_row([name.as_str()], |r| Ok((r.get(0)?, queue_row_of(r, 1)?)))
+            .optional()
+    })
+    .map_err(db)
+}
+
 pub(crate) fn config(conn: &Connection, name: &QueueName) -> Result<QueueConfig> {
-    match queue_id(conn, name)? {
-        Some(q) => config_of(conn, q),
-        None => Ok(QueueConfig::default()),
-    }
+    Ok(queue_by_name(conn, name)?
+        .map(|(_, row)| row.config)
+        .unwrap_or_default())
 }
 
 pub(crate) fn paused(conn: &Connection, queue: i64) -> Result<bool> {
-    conn.prepare_cached("SELECT paused FROM queues WHERE id = ?1")
-        .and_then(|mut s| s.query_row([queue], |r| r.get::<_, bool>(0)))
-        .map_err(db)
+    Ok(queue_row(conn, queue)?.is_some_and(|row| row.paused))
 }
 
 /// Jobs of one queue in one of `states`.
@@ -131,14 +155,42 @@ pub(crate) fn stats(conn: &Connection, name: &QueueName) -> Result<QueueStats> {
     Ok(stats)
 }
 
+/// The columns every schema has that `info` reads, in its order.
+macro_rules! info_columns_1 {
+    () => {
+        "j.id, j.state, j.attempt, j.max_attempts, j.enqueued_ms, j.kind, j.payload, j.errors, \
+         CASE j.state WHEN 2 THEN l.ends_ms WHEN 0 THEN NULL ELSE j.rank END"
+    };
+}
+
 /// The columns `info` reads, in its order.
-const INFO_COLUMNS: &str = "j.id, j.state, j.attempt, j.max_attempts, j.enqueued_ms, j.kind, \
-     j.payload, j.errors, CASE j.state WHEN 2 THEN l.ends_ms WHEN 0 THEN NULL ELSE j.rank END";
+const INFO_COLUMNS: &str = concat!(info_columns_1!(), ", j.priority, j.uniq");
+
+/// [`INFO_COLUMNS`] for a file of a schema before 4 (read as it is by a read-only
+/// store): its jobs have the default priority and no key.
+const INFO_COLUMNS_3: &str = concat!(info_columns_1!(), ", NULL, NULL");
+
+/// The number of columns `info` reads: a query's own columns come after them.
+const INFO_LEN: usize = 11;
+
+/// The columns `info` reads on this file.
+fn info_columns(conn: &Connection) -> Result<&'static str> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(db)?;
+    Ok(if version >= 4 {
+        INFO_COLUMNS
+    } else {
+        INFO_COLUMNS_3
+    })
+}
 
 fn info(name: &QueueName, r: &Row<'_>) -> rusqlite::Result<JobInfo> {
     let state = r.get::<_, i64>(1)?;
     let payload: Vec<u8> = r.get(6)?;
     let errors: Option<String> = r.get(7)?;
+    let priority: Option<u8> = r.get(9)?;
+    let uniq: Option<String> = r.get(10)?;
     Ok(JobInfo {
         id: JobId::new(r.get::<_, i64>(0)?.to_string()),
         queue: name.to_string(),
@@ -152,8 +204,8 @@ fn info(name: &QueueName, r: &Row<'_>) -> rusqlite::Result<JobInfo> {
         errors: errors
             .map(|e| history::parse(e.as_bytes()))
             .unwrap_or_default(),
-        priority: taskyard_core::DEFAULT_PRIORITY,
-        unique: None,
+        priority: priority.unwrap_or(DEFAULT_PRIORITY),
+        unique: uniq.as_deref().and_then(crate::unique::decode),
     })
 }
 
@@ -163,6 +215,9 @@ fn info(name: &QueueName, r: &Row<'_>) -> rusqlite::Result<JobInfo> {
 pub(crate) struct Position(Option<(i64, i64)>);
 
 impl Position {
+    /// The start of a state's order.
+    pub(crate) const START: Position = Position(None);
+
     pub(crate) fn parse(cursor: &Cursor) -> Result<Self> {
         if cursor.is_start() {
             return Ok(Position(None));
@@ -213,8 +268,9 @@ pub(crate) fn list(
         _ => ("j.rank", false),
     };
     let (cmp, dir) = if descending { ("<", "DESC") } else { (">", "") };
+    let columns = info_columns(conn)?;
     let sql = format!(
-        "SELECT {INFO_COLUMNS}, {key} FROM jobs j LEFT JOIN leases l ON l.token = j.token
+        "SELECT {columns}, {key} FROM jobs j LEFT JOIN leases l ON l.token = j.token
          WHERE j.queue = ?1 AND j.state = ?2 AND ({key}, j.id) {cmp} (?3, ?4)
          ORDER BY {key} {dir}, j.id {dir} LIMIT ?5"
     );
@@ -225,7 +281,7 @@ pub(crate) fn list(
         .prepare_cached(&sql)
         .and_then(|mut s| {
             s.query_map(params![q, state_code(state), k, id, fetch], |r| {
-                Ok((info(name, r)?, r.get(9)?))
+                Ok((info(name, r)?, r.get(INFO_LEN)?))
             })?
             .collect()
         })
@@ -249,8 +305,9 @@ pub(crate) fn job(conn: &Connection, name: &QueueName, id: &JobId) -> Result<Opt
     let (Some(q), Some(id)) = (queue_id(conn, name)?, row_id(id)) else {
         return Ok(None);
     };
+    let columns = info_columns(conn)?;
     let sql = format!(
-        "SELECT {INFO_COLUMNS} FROM jobs j LEFT JOIN leases l ON l.token = j.token
+        "SELECT {columns} FROM jobs j LEFT JOIN leases l ON l.token = j.token
          WHERE j.id = ?1 AND j.queue = ?2"
     );
     conn.prepare_cached(&sql)
@@ -263,14 +320,15 @@ pub(crate) fn find(conn: &Connection, id: &JobId) -> Result<Option<JobInfo>> {
     let Some(id) = row_id(id) else {
         return Ok(None);
     };
+    let columns = info_columns(conn)?;
     let sql = format!(
-        "SELECT {INFO_COLUMNS}, q.name FROM jobs j LEFT JOIN leases l ON l.token = j.token
+        "SELECT {columns}, q.name FROM jobs j LEFT JOIN leases l ON l.token = j.token
          JOIN queues q ON q.id = j.queue WHERE j.id = ?1"
     );
     conn.prepare_cached(&sql)
         .and_then(|mut s| {
             s.query_row([id], |r| {
-                let name: String = r.get(9)?;
+                let name: String = r.get(INFO_LEN)?;
                 let name = QueueName::new(name)
                     .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
                 info(&name, r)

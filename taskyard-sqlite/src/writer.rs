@@ -18,6 +18,7 @@ use taskyard_core::{Error, QueueName, Result};
 use tokio::sync::{Notify, oneshot};
 
 use crate::db::{self, db, patiently};
+use crate::read::{self, QueueRow};
 use crate::{Clock, Options};
 
 /// Operations per transaction at most: bounds how long one commit keeps callers waiting.
@@ -30,27 +31,35 @@ pub(crate) struct Tx<'c> {
     pub(crate) now: u64,
     pub(crate) wake: bool,
     /// Queue ids seen by this writer. Emptied whenever a change is rolled back, so it
-    /// only ever holds committed rows (queues are never deleted).
+    /// only ever holds committed rows. A queue deleted since (by any process) is noticed
+    /// where its row is read ([`Tx::settings`]): its id is never given to another queue.
     queues: &'c mut HashMap<String, i64>,
 }
 
 impl Tx<'_> {
-    /// The id of a queue, if it has one yet.
-    pub(crate) fn queue(&mut self, name: &QueueName) -> Result<Option<i64>> {
+    /// A queue's id and row (paused, settings), in one lookup when its id is cached, or
+    /// `None` if it has none. A cached id whose row is gone — the queue was deleted, by
+    /// this process or another — is dropped and the name looked up again: a deleted
+    /// queue's id names nothing ever again (queue ids are not reused), so no job is
+    /// written under it, and a queue made again under its name is found.
+    pub(crate) fn settings(&mut self, name: &QueueName) -> Result<Option<(i64, QueueRow)>> {
         if let Some(&id) = self.queues.get(name.as_str()) {
-            return Ok(Some(id));
+            if let Some(row) = read::queue_row(self.conn, id)? {
+                return Ok(Some((id, row)));
+            }
+            self.queues.remove(name.as_str());
         }
-        let id = crate::read::queue_id(self.conn, name)?;
-        if let Some(id) = id {
+        let found = read::queue_by_name(self.conn, name)?;
+        if let Some((id, _)) = found {
             self.queues.insert(name.as_str().to_string(), id);
         }
-        Ok(id)
+        Ok(found)
     }
 
-    /// The id of a queue, made on first use.
-    pub(crate) fn ensure_queue(&mut self, name: &QueueName) -> Result<i64> {
-        if let Some(id) = self.queue(name)? {
-            return Ok(id);
+    /// [`Tx::settings`] of a queue, made on first use.
+    pub(crate) fn ensure(&mut self, name: &QueueName) -> Result<(i64, QueueRow)> {
+        if let Some(found) = self.settings(name)? {
+            return Ok(found);
         }
         self.conn
             .prepare_cached("INSERT INTO queues (name) VALUES (?1)")
@@ -58,12 +67,17 @@ impl Tx<'_> {
             .map_err(db)?;
         let id = self.conn.last_insert_rowid();
         self.queues.insert(name.as_str().to_string(), id);
-        Ok(id)
+        Ok((id, QueueRow::default()))
     }
 
-    /// Forgets the queue ids seen (a queue was deleted).
-    pub(crate) fn forget_queues(&mut self) {
-        self.queues.clear();
+    /// The id of a queue, if it has one.
+    pub(crate) fn queue(&mut self, name: &QueueName) -> Result<Option<i64>> {
+        Ok(self.settings(name)?.map(|(id, _)| id))
+    }
+
+    /// Forgets a queue's id (it was deleted).
+    pub(crate) fn forget_queue(&mut self, name: &QueueName) {
+        self.queues.remove(name.as_str());
     }
 
     /// Takes `n` fresh numbers from the sequence (job ids and ready ranks); returns the

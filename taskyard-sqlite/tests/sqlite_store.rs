@@ -1,6 +1,7 @@
 //! What the embedded store promises beyond the conformance suite: its durability
 //! settings take effect, time comes from its clock, the file stays bounded, data outlives
-//! the process, and a file it cannot use gets a clear error.
+//! the process, a file it cannot use gets a clear error, a queue deleted by another
+//! process is made again where it is seen, and a redrive step hands a key to one job.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -656,4 +657,61 @@ async fn settings_the_file_cannot_keep_are_refused_not_clamped() {
         matches!(&lease, Error::InvalidOption(m) if m.contains("lease")),
         "{lease}"
     );
+}
+
+/// A queue deleted through one store (one process) while another store on the file has
+/// its id cached: the other's next enqueue makes the queue again under a new id — its
+/// jobs are listed and claimed — instead of writing them under the deleted id, where
+/// nothing would ever see them.
+#[tokio::test]
+async fn a_queue_deleted_by_another_process_is_made_again_where_it_is_seen() {
+    let dir = TempDir::new();
+    let path = dir.path().join("taskyard.db");
+    let (one, other) = (
+        SqliteStore::open(&path).await.unwrap(),
+        SqliteStore::open(&path).await.unwrap(),
+    );
+    let q = queue("shared");
+    other.enqueue(&q, vec![job(1)]).await.unwrap();
+    assert_eq!(Client::new(one.clone()).delete_queue(&q).await.unwrap(), 1);
+    assert!(!one.queues().await.unwrap().contains(&q));
+
+    let id = other.enqueue(&q, vec![job(2)]).await.unwrap().remove(0);
+    assert_eq!(one.stats(&q).await.unwrap().ready, 1);
+    assert!(one.job(&q, &id).await.unwrap().is_some());
+    let token = LeaseToken::mint("w").unwrap();
+    let claim = one
+        .claim(&q, 10, Duration::from_secs(30), &token)
+        .await
+        .unwrap();
+    assert_eq!(claim.jobs.len(), 1);
+    assert_eq!(claim.jobs[0].lease.id, id);
+}
+
+/// Dead jobs with one finished key, redriven in one step: the first takes the key, the
+/// others stay dead and say who holds it.
+#[tokio::test]
+async fn a_redrive_step_gives_a_key_to_one_of_its_dead_jobs() {
+    let dir = TempDir::new();
+    let store = SqliteStore::open(dir.path().join("taskyard.db"))
+        .await
+        .unwrap();
+    let q = queue("keys");
+    let mut dead = Vec::new();
+    for _ in 0..3 {
+        let opts = EnqueueOptions::default().unique("k", taskyard_core::UniqueMode::Finished);
+        let job = NewJob::new("noop", b"{}".to_vec(), &opts, RetryPolicy::default()).unwrap();
+        dead.push(store.enqueue(&q, vec![job]).await.unwrap().remove(0));
+        bury(&store, &q).await;
+    }
+    let step = store
+        .redrive(&q, &DeadFilter::All, &taskyard_core::Cursor::start())
+        .await
+        .unwrap();
+    assert_eq!(step.done, 1);
+    let held: Vec<_> = step.skipped.iter().map(|s| (&s.id, &s.why)).collect();
+    let by_first = taskyard_core::Skip::KeyHeld(dead[0].clone());
+    assert_eq!(held, [(&dead[1], &by_first), (&dead[2], &by_first)]);
+    let st = store.stats(&q).await.unwrap();
+    assert_eq!((st.ready, st.dead), (1, 2));
 }

@@ -59,7 +59,7 @@ async fn a_store_file_written_by_0_1_opens_and_its_jobs_carry_on() {
         ..Options::default()
     };
     let store = SqliteStore::open_with(&path, options).await.unwrap();
-    assert_eq!(pragma(&path, "user_version"), 3);
+    assert_eq!(pragma(&path, "user_version"), 4);
     assert_eq!(pragma(&path, "application_id"), 0x7479_7264);
     let conn = rusqlite::Connection::open(&path).unwrap();
     let migrated: Vec<(i64, String)> = conn
@@ -70,7 +70,10 @@ async fn a_store_file_written_by_0_1_opens_and_its_jobs_carry_on() {
         .collect::<rusqlite::Result<_>>()
         .unwrap();
     let release = env!("CARGO_PKG_VERSION").to_string();
-    assert_eq!(migrated, [(2, release.clone()), (3, release)]);
+    assert_eq!(
+        migrated,
+        [(2, release.clone()), (3, release.clone()), (4, release)]
+    );
 
     // Every job reads as 0.1 left it.
     let jobs = fixtures::jobs("sqlite");
@@ -163,12 +166,12 @@ async fn every_migration_leads_to_the_same_schema() {
     // Schema 0 (a new file) through every migration.
     let fresh = dir.path().join("fresh.db");
     drop(SqliteStore::open(&fresh).await.unwrap());
-    // Schema 1 (release 0.1's file) through migrations 2 and 3.
+    // Schema 1 (release 0.1's file) through migrations 2 to 4.
     let old = dir.path().join("old.db");
     std::fs::copy(fixtures::path("store-0.1.db"), &old).unwrap();
     drop(SqliteStore::open(&old).await.unwrap());
     assert_eq!(schema(&fresh), schema(&old));
-    assert_eq!(pragma(&fresh, "user_version"), 3);
+    assert_eq!(pragma(&fresh, "user_version"), 4);
     let conn = rusqlite::Connection::open(&fresh).unwrap();
     let versions: Vec<i64> = conn
         .prepare("SELECT version FROM migrations ORDER BY version")
@@ -177,7 +180,7 @@ async fn every_migration_leads_to_the_same_schema() {
         .unwrap()
         .collect::<rusqlite::Result<_>>()
         .unwrap();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
 }
 
 #[tokio::test]
@@ -295,4 +298,104 @@ async fn a_file_migrated_by_a_newer_release_stops_this_one_writing() {
         })
         .unwrap();
     assert_eq!((jobs, running), (1, 0), "nothing written after the change");
+}
+
+/// Migration 4 (priorities and unique keys) on a file of schema 3: its jobs keep their
+/// claim order — a released job still first — and read as default priority without a
+/// key, before (read as it is, read-only) and after; new prioritised jobs go around them.
+#[tokio::test]
+async fn migration_4_keeps_the_jobs_and_their_claim_order() {
+    let dir = TempDir::new();
+    let path = dir.path().join("store.db");
+    std::fs::copy(fixtures::path("store-0.1.db"), &path).unwrap();
+    // Schema 3 as the release before this one left a file: migrations 2 and 3 (they
+    // never change once released), and a job it released to the head of ready (a
+    // negative rank, from the same counter as ids).
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "BEGIN;
+             PRAGMA application_id = 1954116196;
+             CREATE TABLE migrations (version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL,
+                                      release TEXT NOT NULL);
+             ALTER TABLE jobs ADD COLUMN timeout_ms INTEGER;
+             INSERT INTO migrations VALUES (2, 0, '0.2.0'), (3, 0, '0.2.0');
+             UPDATE seq SET last = last + 1;
+             UPDATE jobs SET rank = -(SELECT last FROM seq) WHERE id = 15;
+             PRAGMA user_version = 3;
+             COMMIT;",
+        )
+        .unwrap();
+    let upgrade = queue("upgrade");
+    let expected = ["15", "9", "12", "13", "14"];
+    let ready = async |store: &SqliteStore| {
+        let page = store
+            .list(
+                &upgrade,
+                JobState::Ready,
+                &taskyard_core::Cursor::start(),
+                100,
+            )
+            .await
+            .unwrap();
+        page.jobs
+            .iter()
+            .map(|j| {
+                assert_eq!((j.priority, &j.unique), (50, &None), "job {}", j.id);
+                j.id.to_string()
+            })
+            .collect::<Vec<_>>()
+    };
+
+    let reader = SqliteStore::open_read_only(&path).await.unwrap();
+    assert_eq!(ready(&reader).await, expected, "read as it is");
+    drop(reader);
+    assert_eq!(pragma(&path, "user_version"), 3, "reading changed nothing");
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(pragma(&path, "user_version"), 4);
+    assert_eq!(ready(&store).await, expected, "migrated");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let releases: Vec<(i64, String)> = conn
+        .prepare("SELECT version, release FROM migrations ORDER BY version")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let release = env!("CARGO_PKG_VERSION").to_string();
+    assert_eq!(
+        releases,
+        [
+            (2, "0.2.0".to_string()),
+            (3, "0.2.0".to_string()),
+            (4, release)
+        ]
+    );
+
+    let with = |priority| {
+        let opts = EnqueueOptions::default().priority(priority);
+        NewJob::new("k", b"{}".to_vec(), &opts, RetryPolicy::default()).unwrap()
+    };
+    let new = store
+        .enqueue(&upgrade, vec![with(10), job(), with(90)])
+        .await
+        .unwrap();
+    let claim = store
+        .claim(
+            &upgrade,
+            100,
+            Duration::from_secs(60),
+            &LeaseToken::mint("w").unwrap(),
+        )
+        .await
+        .unwrap();
+    let order: Vec<String> = claim.jobs.iter().map(|c| c.lease.id.to_string()).collect();
+    let mut want = vec![new[2].to_string()];
+    want.extend(expected.iter().map(|id| id.to_string()));
+    want.extend([new[1].to_string(), new[0].to_string()]);
+    assert_eq!(
+        order, want,
+        "priority 90, the old jobs and a plain one, priority 10"
+    );
 }

@@ -1,0 +1,292 @@
+//! Bulk operations, one bounded step per writer operation (one transaction): redrive and
+//! purge (dead jobs), run-now (scheduled jobs), delete (ready and scheduled jobs), and
+//! deleting a whole queue. A step acts on at most [`STEP`] jobs and examines at most
+//! [`EXAMINE`], so other callers' operations get in between steps.
+
+use std::collections::{HashMap, HashSet};
+
+use rusqlite::{OptionalExtension, params};
+use taskyard_core::{Cursor, Error, JobFilter, JobId, Result, Skip, Skipped, Step, UniqueMode};
+
+use crate::db::{DEAD, READY, SCHEDULED, db};
+use crate::ops::{STEP, make_ready};
+use crate::read::{Position, row_id, state_of};
+use crate::unique::{self, Left};
+use crate::writer::Tx;
+
+/// The most jobs one step by kind examines: a step never reads the whole set.
+const EXAMINE: i64 = 10 * STEP;
+
+/// What a bulk step does to the jobs it selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Dead jobs back to ready with a fresh count of attempts.
+    Redrive,
+    /// Dead jobs deleted.
+    Purge,
+    /// Scheduled jobs made ready now.
+    RunNow,
+    /// Ready and scheduled jobs deleted.
+    Delete,
+}
+
+impl Action {
+    /// The states it acts on, walked in this order.
+    fn states(self) -> &'static [i64] {
+        match self {
+            Action::Redrive | Action::Purge => &[DEAD],
+            Action::RunNow => &[SCHEDULED],
+            Action::Delete => &[READY, SCHEDULED],
+        }
+    }
+}
+
+/// Where a walk resumes: which of the action's states, and the (rank, id) of the last
+/// job examined in it. Written `rank:id` in the first state, `n/rank:id` in the n-th.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Resume {
+    state: usize,
+    at: Position,
+}
+
+impl Resume {
+    pub(crate) fn parse(cursor: &Cursor) -> Result<Self> {
+        let (state, at) = match cursor.as_str().split_once('/') {
+            Some((n, at)) => {
+                let n = n.parse().map_err(|_| {
+                    Error::InvalidOption(format!(
+                        "malformed cursor {:?}: pass back one a step returned",
+                        cursor.as_str()
+                    ))
+                })?;
+                (n, Cursor::new(at))
+            }
+            None => (0, cursor.clone()),
+        };
+        Ok(Resume {
+            state,
+            at: Position::parse(&at)?,
+        })
+    }
+
+    fn cursor(state: usize, rank: i64, id: i64) -> Cursor {
+        match state {
+            0 => Position::cursor(rank, id),
+            n => Cursor::new(format!("{n}/{}", Position::cursor(rank, id))),
+        }
+    }
+}
+
+/// Each id once, in the order given: a job named twice is acted on once, as it must
+/// never be moved twice.
+fn once_each(ids: &[JobId]) -> impl Iterator<Item = &JobId> {
+    let mut seen = HashSet::new();
+    ids.iter().filter(move |id| seen.insert(*id))
+}
+
+/// A job a step selected: its id and unique key.
+struct Picked {
+    id: i64,
+    uniq: Option<String>,
+}
+
+/// The jobs of queue `q` in the action's states that a step acts on, the named jobs it
+/// passes over, and where the next step resumes. Ids: the named ones in those states
+/// (the caller sends at most [`STEP`]), each once, in the order given. A kind or all:
+/// the matching ones among at most [`EXAMINE`] examined from `after` on, at most
+/// [`STEP`] of them.
+fn select(
+    tx: &Tx<'_>,
+    q: i64,
+    states: &[i64],
+    filter: &JobFilter,
+    after: Resume,
+) -> Result<(Vec<Picked>, Vec<Skipped>, Option<Cursor>)> {
+    let mut picked = Vec::new();
+    let kind = match filter {
+        JobFilter::Ids(ids) => {
+            let mut skipped = Vec::new();
+            let mut look = tx
+                .conn
+                .prepare_cached("SELECT state, uniq FROM jobs WHERE id = ?1 AND queue = ?2")
+                .map_err(db)?;
+            for name in once_each(ids) {
+                let found: Option<(i64, i64, Option<String>)> = match row_id(name) {
+                    Some(id) => look
+                        .query_row([id, q], |r| Ok((id, r.get(0)?, r.get(1)?)))
+                        .optional()
+                        .map_err(db)?,
+                    None => None,
+                };
+                match found {
+                    Some((id, state, uniq)) if states.contains(&state) => {
+                        picked.push(Picked { id, uniq })
+                    }
+                    found => skipped.push(Skipped {
+                        id: name.clone(),
+                        why: found
+                            .and_then(|(_, state, _)| state_of(state))
+                            .map_or(Skip::NotFound, Skip::InState),
+                    }),
+                }
+            }
+            return Ok((picked, skipped, None));
+        }
+        JobFilter::Kind(kind) => Some(kind.as_str()),
+        JobFilter::All => None,
+        other => {
+            return Err(Error::InvalidOption(format!(
+                "this store cannot select jobs by {other:?}"
+            )));
+        }
+    };
+    let mut walk = tx
+        .conn
+        .prepare_cached(
+            "SELECT id, rank, kind, uniq FROM jobs WHERE queue = ?1 AND state = ?2
+             AND (rank, id) > (?3, ?4) ORDER BY rank, id LIMIT ?5",
+        )
+        .map_err(db)?;
+    let mut examined = 0;
+    let mut at = after.at.bound(false);
+    for (n, state) in states.iter().enumerate().skip(after.state) {
+        let rows: Vec<(i64, i64, String, Option<String>)> = walk
+            .query_map(params![q, state, at.0, at.1, EXAMINE - examined], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(db)?;
+        for (id, rank, k, uniq) in rows {
+            examined += 1;
+            if kind.is_none_or(|kind| kind == k) {
+                picked.push(Picked { id, uniq });
+            }
+            if picked.len() as i64 == STEP || examined == EXAMINE {
+                return Ok((picked, Vec::new(), Some(Resume::cursor(n, rank, id))));
+            }
+        }
+        // This state is done: the next one from its start.
+        at = Position::START.bound(false);
+    }
+    Ok((picked, Vec::new(), None))
+}
+
+/// One step of a bulk operation on queue `queue`.
+pub(crate) fn step(
+    tx: &mut Tx<'_>,
+    queue: &taskyard_core::QueueName,
+    action: Action,
+    filter: &JobFilter,
+    after: Resume,
+) -> Result<Step> {
+    let Some(q) = tx.queue(queue)? else {
+        // No such queue: none of the named jobs is in it.
+        let skipped = match filter {
+            JobFilter::Ids(ids) => once_each(ids)
+                .map(|id| Skipped {
+                    id: id.clone(),
+                    why: Skip::NotFound,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        return Ok(Step {
+            skipped,
+            ..Step::default()
+        });
+    };
+    let (picked, mut skipped, next) = select(tx, q, action.states(), filter, after)?;
+    let done = match action {
+        Action::Redrive => {
+            let mut ready = Vec::with_capacity(picked.len());
+            // Keys taken by jobs of this step, which stay dead until its end (when a
+            // lookup would take them for free).
+            let mut taken: HashMap<String, i64> = HashMap::new();
+            for job in picked {
+                // A dead job holds no key (a period's aside, which redrive leaves be): it
+                // takes its key again, or stays dead while another job holds it.
+                let key = job.uniq.as_deref().and_then(unique::decode);
+                if let Some(u) = key.filter(|u| !matches!(u.mode, UniqueMode::Period(_))) {
+                    let holder = match taken.get(&u.key) {
+                        Some(&id) => Some(id),
+                        None => unique::holder(tx, q, &u.key)?.map(|h| h.id),
+                    };
+                    if let Some(holder) = holder {
+                        skipped.push(Skipped {
+                            id: JobId::new(job.id.to_string()),
+                            why: Skip::KeyHeld(JobId::new(holder.to_string())),
+                        });
+                        continue;
+                    }
+                    unique::take(tx, q, job.id, &u, READY)?;
+                    // A debounce key is held while scheduled only: a ready job has none.
+                    if u.mode != UniqueMode::Debounce {
+                        taken.insert(u.key, job.id);
+                    }
+                }
+                ready.push(job.id);
+            }
+            make_ready(tx, &ready, true)?;
+            ready.len()
+        }
+        Action::RunNow => {
+            let ids: Vec<i64> = picked.iter().map(|job| job.id).collect();
+            make_ready(tx, &ids, false)?;
+            ids.len()
+        }
+        Action::Purge | Action::Delete => {
+            let mut delete = tx
+                .conn
+                .prepare_cached("DELETE FROM jobs WHERE id = ?1")
+                .map_err(db)?;
+            for job in &picked {
+                delete.execute([job.id]).map_err(db)?;
+                // Dead jobs hold no key but a period's, which outlasts its job.
+                if action == Action::Delete {
+                    unique::left(tx, q, job.id, job.uniq.as_deref(), Left::Deleted)?;
+                }
+            }
+            picked.len()
+        }
+    };
+    Ok(Step {
+        done: done as u64,
+        next,
+        skipped,
+    })
+}
+
+/// One step of deleting a queue: at most [`STEP`] of its jobs (whatever their state), of
+/// its unique keys and of its leases; once none is left, its row (name, settings,
+/// paused). Every job examined goes, so each step starts again from the start.
+pub(crate) fn delete_queue(tx: &mut Tx<'_>, queue: &taskyard_core::QueueName) -> Result<Step> {
+    let Some(q) = tx.queue(queue)? else {
+        return Ok(Step::default());
+    };
+    let mut counts = [0; 3];
+    for (count, sql) in counts.iter_mut().zip([
+        "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE queue = ?1 LIMIT ?2)",
+        "DELETE FROM uniques WHERE queue = ?1 AND key IN
+            (SELECT key FROM uniques WHERE queue = ?1 LIMIT ?2)",
+        "DELETE FROM leases WHERE token IN (SELECT token FROM leases WHERE queue = ?1 LIMIT ?2)",
+    ]) {
+        *count = tx
+            .conn
+            .prepare_cached(sql)
+            .and_then(|mut s| s.execute([q, STEP]))
+            .map_err(db)? as i64;
+    }
+    let more = counts.contains(&STEP);
+    if !more {
+        tx.conn
+            .prepare_cached("DELETE FROM queues WHERE id = ?1")
+            .and_then(|mut s| s.execute([q]))
+            .map_err(db)?;
+        tx.forget_queue(queue);
+    }
+    Ok(Step {
+        done: counts[0] as u64,
+        next: more.then(Cursor::start),
+        skipped: Vec::new(),
+    })
+}
