@@ -451,7 +451,8 @@ pub trait Store: Send + Sync + 'static {
     async fn run_now(&self, queue: &QueueName, filter: &JobFilter, after: &Cursor) -> Result<Step>;
 
     /// One step of a delete: removes ready and scheduled jobs matching `filter`, in
-    /// bounded steps as [`Store::redrive`], freeing their unique keys. Never proportional
+    /// bounded steps as [`Store::redrive`], freeing their unique keys (a period key runs
+    /// its period out: it counts enqueues, whatever became of the job). Never proportional
     /// to the backlog for one job. Named jobs in another state are reported as skipped
     /// (a running job is not stopped; a dead one is purged, not deleted).
     async fn delete(&self, queue: &QueueName, filter: &JobFilter, after: &Cursor) -> Result<Step>;
