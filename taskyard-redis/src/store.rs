@@ -477,10 +477,15 @@ impl RedisStore {
         filter: &JobFilter,
         after: &Cursor,
     ) -> Result<Step> {
+        let named = match filter {
+            JobFilter::Ids(ids) => self.not_dead(queue, ids).await?,
+            _ => Vec::new(),
+        };
         let mut args = filter_args(filter)?;
         args.insert(2, arg(after.as_str()));
         let mut out = array(self.run(script, queue, args).await?)?.into_iter();
         let mut step = step_of(&mut out)?;
+        step.skipped = named;
         // Then per job a redrive left dead: its id and the holder of its key.
         while let (Some(id), Some(holder)) = (out.next(), out.next()) {
             step.skipped.push(Skipped {
@@ -489,6 +494,37 @@ impl RedisStore {
             });
         }
         Ok(step)
+    }
+
+    /// The named jobs that are not dead, with where they are, for a redrive or purge by
+    /// ids to report: one `ZMSCORE` on the dead set, then a lookup of each job not in it
+    /// (rare: operators name dead jobs).
+    async fn not_dead(&self, queue: &QueueName, ids: &[JobId]) -> Result<Vec<Skipped>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let dead_key = &crate::scripts::keys(queue)[4];
+        let scores: Vec<Option<f64>> = redis::cmd("ZMSCORE")
+            .arg(dead_key)
+            .arg(ids.iter().map(|id| id.as_str()).collect::<Vec<_>>())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(store_err)?;
+        let mut out = Vec::new();
+        for (id, score) in ids.iter().zip(scores) {
+            if score.is_some() {
+                continue;
+            }
+            let why = match self.job(queue, id).await? {
+                Some(job) => Skip::InState(job.state),
+                None => Skip::NotFound,
+            };
+            out.push(Skipped {
+                id: id.clone(),
+                why,
+            });
+        }
+        Ok(out)
     }
 
     /// One step of a run-now (`op` "run") or a delete ("delete"): `act.lua`.

@@ -30,6 +30,15 @@ fn ms(n: u64) -> i64 {
 
 /// A job's key as its row keeps it (`jobs.uniq`): the mode, a space, the key (`finished
 /// user:7`, `period=60000 digest`). Keys have no control characters, modes no space.
+/// Whether any key is held in the file: when none is, completions cannot free one, and
+/// finish keeps its plain statements (one lookup per call, not per job).
+pub(crate) fn any_held(tx: &Tx<'_>) -> Result<bool> {
+    tx.conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM uniques)")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(db)
+}
+
 pub(crate) fn encode(u: &Unique) -> String {
     match u.mode {
         UniqueMode::Period(d) => format!("period={} {}", d.as_millis(), u.key),

@@ -349,3 +349,43 @@ pub async fn deleting_a_queue_removes_everything_and_refuses_late_outcomes(s: Su
         "an unknown queue is nothing to delete"
     );
 }
+
+/// Redrive and purge by id say which named jobs were not dead, and where they are.
+pub async fn redrive_and_purge_by_id_say_which_named_jobs_are_not_dead(s: Subject) {
+    let q = unique_queue();
+    let ids = enqueue(&s.store, &q, vec![new_job(1), new_job(2), new_job(3)]).await;
+    let job = claim(&s.store, &q, 1, LEASE, "w").await.pop().unwrap();
+    s.store
+        .finish(&[(job.lease.clone(), Outcome::Dead { error: "x".into() })])
+        .await
+        .unwrap();
+    let running = claim(&s.store, &q, 1, LEASE, "w").await.pop().unwrap();
+    let unknown = JobId::new("404");
+    let named = vec![
+        job.lease.id.clone(),
+        ids[2].clone(),
+        running.lease.id.clone(),
+        unknown.clone(),
+    ];
+    let expected = sorted(vec![
+        skipped(&ids[2], Skip::InState(JobState::Ready)),
+        skipped(&running.lease.id, Skip::InState(JobState::Running)),
+        skipped(&unknown, Skip::NotFound),
+    ]);
+    let step = s
+        .store
+        .purge(&q, &JobFilter::Ids(named.clone()), &Cursor::start())
+        .await
+        .unwrap();
+    assert_eq!((step.done, sorted(step.skipped)), (1, expected.clone()));
+    assert!(s.store.job(&q, &job.lease.id).await.unwrap().is_none());
+    let step = s
+        .store
+        .redrive(&q, &JobFilter::Ids(named), &Cursor::start())
+        .await
+        .unwrap();
+    let mut expected = expected;
+    expected.push(skipped(&job.lease.id, Skip::NotFound));
+    assert_eq!((step.done, sorted(step.skipped)), (0, sorted(expected)));
+    assert_eq!(stats(&s.store, &q).await.ready, 1, "nothing else moved");
+}

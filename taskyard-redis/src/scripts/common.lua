@@ -175,6 +175,17 @@ local function head_unique(env)
   return string.match(env, '^[^\n]*\tunique=([^:\t\n]*):([^\t\n]*)')
 end
 
+-- Adds ids to prio at the tail of their priorities: `zs` holds pairs (band score, id),
+-- and each gets the next number of the queue's counter, in order (first in, first out).
+local function add_to_prio(zs)
+  local seq = redis.call('HINCRBY', META, 'pseq', #zs / 2) - #zs / 2
+  for i = 1, #zs, 2 do
+    seq = seq + 1
+    zs[i] = zs[i] + seq
+  end
+  batched('ZADD', PRIO, zs)
+end
+
 -- Puts jobs at the tail of ready, each at its priority; returns how many.
 local function to_ready(envs)
   local list, zs, hs = {}, {}, {}
@@ -193,12 +204,7 @@ local function to_ready(envs)
   end
   if #list > 0 then batched('RPUSH', READY, list) end
   if #zs > 0 then
-    local seq = redis.call('HINCRBY', META, 'pseq', #zs / 2) - #zs / 2
-    for i = 1, #zs, 2 do
-      seq = seq + 1
-      zs[i] = zs[i] + seq
-    end
-    batched('ZADD', PRIO, zs)
+    add_to_prio(zs)
     batched('HSET', JOBS, hs)
   end
   return #envs

@@ -166,14 +166,7 @@ for i = 1, n do
 end
 if #ready > 0 then batched('RPUSH', READY, ready) end
 if #zs > 0 then batched('ZADD', SCHEDULED, zs) end
-if #ps > 0 then
-  local seq = redis.call('HINCRBY', META, 'pseq', #ps / 2) - #ps / 2
-  for i = 1, #ps, 2 do
-    seq = seq + 1
-    ps[i] = ps[i] + seq
-  end
-  batched('ZADD', PRIO, ps)
-end
+if #ps > 0 then add_to_prio(ps) end
 if #hs > 0 then batched('HSET', JOBS, hs) end
 if #us > 0 then batched('HSET', UNIQUE, us) end
 if #uexp > 0 then batched('ZADD', UEXP, uexp) end
