@@ -14,8 +14,8 @@
 #   --latency-rate R    jobs/s in the pickup-latency phase, 0 to skip (default 1000)
 #   --latency-secs S    seconds of that phase (default 5)
 #   --new-args "ARGS"   extra bench arguments for NEW only: with OLD = NEW, the cost of an
-#                       option, e.g. --new-args --priorities HEAD HEAD (mixed priorities
-#                       against plain jobs) or --new-args --unique-keys
+#                       option, e.g. --new-args "--priorities all" HEAD HEAD (mixed
+#                       priorities against plain jobs) or --new-args --unique-keys
 #   --results FILE      where the raw JSON lines go (default: a new file under the work dir)
 #   --json              print the summary as one JSON object instead of the table
 #

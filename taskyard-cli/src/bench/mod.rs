@@ -51,10 +51,11 @@ pub(crate) struct BenchArgs {
     /// Seconds over which the delayed jobs fall due.
     #[arg(long, default_value_t = 5.0)]
     delayed_secs: f64,
-    /// Give the jobs mixed priorities (job i gets i × 37 mod 101: every level of 0–100,
-    /// almost all but the default), to measure what priorities cost.
-    #[arg(long)]
-    priorities: bool,
+    /// Give the jobs mixed priorities, to measure what priorities cost: `all` (job i
+    /// gets i × 37 mod 101, so every level of 0–100 and almost no job the default) or a
+    /// list of levels the jobs take in turn (`80,50,20`).
+    #[arg(long, value_name = "all|P,P,…", value_parser = parse_levels)]
+    priorities: Option<Levels>,
     /// Give every job a unique key of its own (mode finished), to measure what unique
     /// keys cost.
     #[arg(long)]
@@ -101,8 +102,47 @@ struct Report {
     late_max_ms: f64,
     late_min_ms: f64,
     threads: usize,
-    priorities: bool,
+    /// The `--priorities` mix, if any.
+    priorities: Option<String>,
     unique_keys: bool,
+}
+
+/// The priorities of `--priorities`.
+#[derive(Clone)]
+pub(crate) struct Levels {
+    name: String,
+    levels: Vec<i64>,
+}
+
+impl Levels {
+    /// Job `i`'s priority.
+    fn of(&self, i: usize) -> i64 {
+        if self.levels.is_empty() {
+            (i * 37 % 101) as i64
+        } else {
+            self.levels[i % self.levels.len()]
+        }
+    }
+}
+
+fn parse_levels(s: &str) -> Result<Levels, String> {
+    let levels = if s == "all" {
+        Vec::new()
+    } else {
+        s.split(',')
+            .map(|p| {
+                p.trim()
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|p| (0..=100).contains(p))
+                    .ok_or_else(|| format!("priority {p:?} is not a whole number from 0 to 100"))
+            })
+            .collect::<Result<_, _>>()?
+    };
+    Ok(Levels {
+        name: s.to_string(),
+        levels,
+    })
 }
 
 fn unix_ms_f64() -> f64 {
@@ -186,8 +226,8 @@ async fn measure(
         let batch = (n..end)
             .map(|i| {
                 let mut opts = opts.clone();
-                if args.priorities {
-                    opts = opts.priority((i * 37 % 101) as i64);
+                if let Some(levels) = &args.priorities {
+                    opts = opts.priority(levels.of(i));
                 }
                 if args.unique_keys {
                     opts = opts.unique(format!("k{i}"), taskyard::UniqueMode::Finished);
@@ -249,7 +289,7 @@ async fn measure(
         late_max_ms: round(late[late.len() - 1]),
         late_min_ms: round(late[0]),
         threads: args.threads,
-        priorities: args.priorities,
+        priorities: args.priorities.as_ref().map(|l| l.name.clone()),
         unique_keys: args.unique_keys,
     })
 }
