@@ -90,16 +90,12 @@ async fn a_full_redis_refuses_enqueues_and_drains_with_a_worker() {
         .unwrap();
     let q = QueueName::new("full").unwrap();
 
-    // Fill to refusal in batches of 200, then one job at a time: a batch's own request
-    // can be what passes the limit, and once it is refused the memory it took is given
-    // back, so a smaller enqueue may still fit. Full is when even one job is refused.
+    // Fill to refusal in batches of 200.
     let mut enqueued = 0u64;
-    let mut size = 200;
     let refusal = loop {
-        match store.enqueue(&q, letters(enqueued, size)).await {
+        match store.enqueue(&q, letters(enqueued, 200)).await {
             Ok(ids) => enqueued += ids.len() as u64,
-            Err(e) if size == 1 => break e,
-            Err(_) => size = 1,
+            Err(e) => break e,
         }
         assert!(enqueued < 1_000_000, "a 4 MB Redis took a million jobs");
     };
@@ -117,6 +113,16 @@ async fn a_full_redis_refuses_enqueues_and_drains_with_a_worker() {
     );
     println!("filled to refusal: {enqueued} jobs, used_memory {used} of maxmemory {max}");
     assert!(enqueued > 5_000, "only {enqueued} jobs fit");
+    // Refused, the batch gives back what its own request took, and used_memory hovers
+    // within a few hundred bytes of the limit: a smaller enqueue may then fit or not.
+    // Pin the limit 64 KiB under what is used, so every enqueue below meets a full Redis.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(used - 65_536)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
 
     // The refused enqueue wrote nothing, whether it needed new ids or not.
     let before = digest(&mut conn).await;
