@@ -34,6 +34,17 @@ fn pragma(path: &Path, name: &str) -> i64 {
     conn.pragma_query_value(None, name, |r| r.get(0)).unwrap()
 }
 
+/// The migrations a file records: (version, release that ran it), in version order.
+fn migrations(path: &Path) -> Vec<(i64, String)> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.prepare("SELECT version, release FROM migrations ORDER BY version")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
 async fn complete(store: &SqliteStore, leases: Vec<Lease>) {
     let outcomes: Vec<_> = leases
         .into_iter()
@@ -61,14 +72,7 @@ async fn a_store_file_written_by_0_1_opens_and_its_jobs_carry_on() {
     let store = SqliteStore::open_with(&path, options).await.unwrap();
     assert_eq!(pragma(&path, "user_version"), 4);
     assert_eq!(pragma(&path, "application_id"), 0x7479_7264);
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let migrated: Vec<(i64, String)> = conn
-        .prepare("SELECT version, release FROM migrations")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap();
+    let migrated = migrations(&path);
     let release = env!("CARGO_PKG_VERSION").to_string();
     assert_eq!(
         migrated,
@@ -355,14 +359,7 @@ async fn migration_4_keeps_the_jobs_and_their_claim_order() {
     let store = SqliteStore::open(&path).await.unwrap();
     assert_eq!(pragma(&path, "user_version"), 4);
     assert_eq!(ready(&store).await, expected, "migrated");
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let releases: Vec<(i64, String)> = conn
-        .prepare("SELECT version, release FROM migrations ORDER BY version")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap();
+    let releases = migrations(&path);
     let release = env!("CARGO_PKG_VERSION").to_string();
     assert_eq!(
         releases,
