@@ -39,9 +39,9 @@
 --
 -- An envelope is "2\tid\tattempt\tenqueued_ms\tmax_attempts\tkind\tbackoff" then any
 -- optional fields as "\tname=value", then "\npayload": one string, so a ready job costs
--- one list entry (or one prio member) and nothing else. The leading "2" is the envelope's version, always one
--- character (then a tab), so every field after it starts at a known place; every script
--- reads envelopes through `fields` below. Optional fields are carried through
+-- one list entry (or one prio member) and nothing else. The leading "2" is the
+-- envelope's version, always one character (then a tab), so every field after it starts
+-- at a known place; every script reads envelopes through `fields` below. Optional fields are carried through
 -- untouched by every script that does not use them (a script rewrites only the attempt
 -- field). Those written so far: `timeout=ms`; `priority=p`, only when p is not the
 -- default (50); `unique=<mode>:<key>` with mode q (queued), f (finished), d (debounce)
@@ -178,8 +178,8 @@ local function head_unique(env)
 end
 
 -- Adds jobs to prio at the tail of their priorities: `zs` holds pairs (band score,
--- envelope),
--- and each gets the next number of the queue's counter, in order (first in, first out).
+-- envelope), and each gets the next number of the queue's counter, in order (first in,
+-- first out).
 local function add_to_prio(zs)
   local seq = redis.call('HINCRBY', META, 'pseq', #zs / 2) - #zs / 2
   for i = 1, #zs, 2 do
