@@ -2,8 +2,10 @@
 //! `2\tid\tattempt\tenqueued_ms\tmax_attempts\tkind\tbackoff[\tname=value…]\npayload`.
 //!
 //! Why one string: a ready job then costs a single list entry — its own bytes and a few of
-//! framing — instead of a hash per job and its id in several structures. The scripts read
-//! the fixed fields with plain string search; the payload is never parsed in Redis.
+//! framing — instead of a hash per job and its id in several structures. A ready job with
+//! a priority other than the default is the same string as a member of the queue's
+//! `prio` sorted set, and nothing else. The scripts read the fixed fields with plain
+//! string search; the payload is never parsed in Redis.
 //!
 //! The first field is the envelope's version, always one character, so the scripts find
 //! every later field from a fixed place. The fields up to `backoff` are the same in

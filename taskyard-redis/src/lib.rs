@@ -6,9 +6,9 @@
 //! `taskyard:2:{queue}:…`, so a queue's scripts run in one cluster slot.
 //!
 //! - A ready job is one list entry (see `envelope.rs`): about its own bytes in memory.
-//!   A job with a priority other than the default waits in a sorted set instead, and a
-//!   unique key is a hash field: a queue pays for an option only when it uses it (see the
-//!   key layout in `scripts/common.lua`).
+//!   A job with a priority other than the default waits as a sorted-set member instead
+//!   (the same string), and a unique key is a hash field: a queue pays for an option only
+//!   when it uses it (see the key layout in `scripts/common.lua`).
 //! - Deadlines and due times use Redis `TIME` inside the scripts.
 //! - Idle workers block on `BLPOP` of the queue's signal list on a dedicated connection,
 //!   never on the shared multiplexed one.

@@ -233,6 +233,90 @@ async fn listings_and_claims_go_across_priorities_and_past_tombstones() {
     assert_eq!(step.done, 0);
 }
 
+/// Prio holds the envelopes of prioritised ready jobs and nothing is keyed by their id:
+/// lookups, deletes and run-nows by id walk it (2,000 members a call, then on into the
+/// ready list), a delete by kind walks it by score, and claims and releases keep the
+/// order of priorities with first in first out within one.
+#[tokio::test]
+async fn prioritised_jobs_are_found_and_acted_on_by_walks_of_prio() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let client = Client::new(store.clone());
+    let mut c = conn(&server).await;
+    let q = QueueName::new("walked").unwrap();
+    let at = |p| EnqueueOptions::default().priority(p);
+    let of = |kind: &str, n: u64, opts: &EnqueueOptions| {
+        let payload = format!(r#"{{"n":{n}}}"#).into_bytes();
+        NewJob::new(kind, payload, opts, RetryPolicy::default()).unwrap()
+    };
+    // n: 1xxxx priority 80, 2xxxx the default, 3xxxx priority 20 (kinds a and b in turn).
+    let mut ids = std::collections::HashMap::new();
+    for (base, opts, count) in [
+        (10_000, at(80), 3000),
+        (20_000, at(50), 1000),
+        (30_000, at(20), 3000),
+    ] {
+        for chunk in (0..count).collect::<Vec<u64>>().chunks(1000) {
+            let batch = chunk
+                .iter()
+                .map(|i| of(if i % 2 == 0 { "a" } else { "b" }, base + i, &opts))
+                .collect();
+            let got = store.enqueue(&q, batch).await.unwrap();
+            ids.extend(chunk.iter().map(|i| base + i).zip(got));
+        }
+    }
+    assert_eq!(store.stats(&q).await.unwrap().ready, 7000);
+
+    // Lookups past the first chunk of prio, and in the list after it.
+    for n in [12_999, 32_998, 20_500] {
+        let found = store.job(&q, &ids[&n]).await.unwrap().expect("found");
+        assert_eq!(
+            (found.state, n_of(found.payload.as_bytes())),
+            (JobState::Ready, n)
+        );
+    }
+    // Run-now names ready jobs as such; a delete by id removes a prio member exactly.
+    let named = vec![
+        ids[&32_999].clone(),
+        ids[&20_001].clone(),
+        JobId::new("987654321"),
+    ];
+    let ran = client
+        .run_now(&q, &JobFilter::Ids(named.clone()))
+        .await
+        .unwrap();
+    assert_eq!(ran.done, 0);
+    assert_eq!(ran.skipped.len(), 3);
+    let gone = client.delete(&q, &JobFilter::Ids(named)).await.unwrap();
+    assert_eq!((gone.done, gone.skipped.len()), (2, 1));
+    assert!(store.job(&q, &ids[&32_999]).await.unwrap().is_none());
+    assert_eq!(store.stats(&q).await.unwrap().ready, 6998);
+
+    // Kind b in both priorities and the list: 1,500 + 1,500 - 1 + 500 - 1.
+    let gone = client
+        .delete(&q, &JobFilter::Kind("b".into()))
+        .await
+        .unwrap();
+    assert_eq!(gone.done, 3498);
+    assert_eq!(store.stats(&q).await.unwrap().ready, 3500);
+
+    // Claim order: 80 (kind a, oldest first), then the list, then 20; a released job
+    // goes back to the head of its priority.
+    let first = claim(&store, &q, 2).await;
+    let got: Vec<u64> = first.iter().map(|j| n_of(&j.payload)).collect();
+    assert_eq!(got, [10_000, 10_002]);
+    store.release(&[first[1].lease.clone()]).await.unwrap();
+    let next = claim(&store, &q, 1501).await;
+    let got: Vec<u64> = next.iter().map(|j| n_of(&j.payload)).collect();
+    assert_eq!(&got[..2], [10_002, 10_004]);
+    assert_eq!((got[1498], got[1499], got[1500]), (12_998, 20_000, 20_002));
+    let rest = claim(&store, &q, 2000).await;
+    let got: Vec<u64> = rest.iter().map(|j| n_of(&j.payload)).collect();
+    assert_eq!((got[497], got[498], got[499]), (20_998, 30_000, 30_002));
+    assert_eq!((got.len(), store.stats(&q).await.unwrap().ready), (1998, 0));
+    assert_eq!(option_keys(&mut c, "walked").await, Vec::<&str>::new());
+}
+
 /// A queue another process deleted is named again by this one's next enqueue, although
 /// this process remembers having named it.
 #[tokio::test]

@@ -6,17 +6,19 @@
 -- Returns {how many acted on, where the next step resumes or '', then per named job not
 -- acted on: its id, its state or '' when there is no such job}.
 --
--- By ids: jobs keyed by id (scheduled, prio, dead, completed) and running ones are
--- found at once; the others may be in the ready list, which is walked WALK_STEP
--- entries per call (walk_from), cursor "walk cursor|indexes of the ids still sought".
--- A ready job in the list is deleted by a tombstone (added to `deleted` in the call
--- that found it, so no claim can take it in between): claims drop its envelope, counts
--- and listings skip it. Named jobs the walk did not find are looked up in the keyed
--- places once more at its end (a claim may have taken one meanwhile).
+-- By ids: jobs keyed by id (scheduled, dead, completed) and running ones are found at
+-- once; the others may be ready, in prio or the list, which are walked WALK_STEP
+-- entries per call (ready_chunk), cursor "walk cursor|indexes of the ids still sought".
+-- A ready job in prio is deleted by removing its member, in the call that found it; one
+-- in the list by a tombstone (added to `deleted` in the call that found it, so no claim
+-- can take it in between): claims drop its envelope, counts and listings skip it. Named
+-- jobs the walk did not find are looked up in the keyed places once more at its end (a
+-- claim may have taken one meanwhile).
 -- By kind or all: run-now walks scheduled (select_in). Delete walks scheduled, then
--- prio, then the ready list, cursor "s:rank", "p:rank", then for a kind "w:walk cursor"
--- (tombstones) and for all "r:entries left" (popped from the head: every job in the list
--- when the phase began, or as many).
+-- prio, then the ready list, cursor "s:rank", then "p:" and for a kind the last score
+-- read (prio_chunk) or for all nothing (popped from the head, STEP a call), then for a
+-- kind "w:walk cursor" (tombstones) and for all "r:entries left" (popped from the head:
+-- every job in the list when the phase began, or as many).
 check_layout()
 local del = ARGV[1] == 'delete'
 local mode, kind, cursor = ARGV[2], ARGV[3], ARGV[4]
@@ -41,11 +43,11 @@ local function reply()
   return out
 end
 
--- Acts on jobs of a keyed set (scheduled or prio): their bodies leave `jobs`.
-local function act_keyed(set, ids)
+-- Acts on scheduled jobs: their bodies leave `jobs`.
+local function act_keyed(ids)
   if #ids == 0 then return end
   local bodies = hmget_all(JOBS, ids)
-  batched('ZREM', set, ids)
+  batched('ZREM', SCHEDULED, ids)
   batched('HDEL', JOBS, ids)
   if del then
     for i = 1, #ids do gone(ids[i], bodies[i]) end
@@ -63,14 +65,20 @@ local function act_keyed(set, ids)
   signal()
 end
 
+-- Deletes jobs of prio, given their envelopes (its members).
+local function delete_prio(envs)
+  if #envs == 0 then return end
+  batched('ZREM', PRIO, envs)
+  for i = 1, #envs do gone(id_of(envs[i]), envs[i]) end
+end
+
 if mode == 'ids' then
   local ids = {}
   for i = 5, #ARGV do ids[#ids + 1] = ARGV[i] end
   local running = nil
-  -- A job's state by its keyed places, or nil (in the ready list, or no such job).
+  -- A job's state by its keyed places, or nil (ready, or no such job).
   local function keyed(id)
     if redis.call('ZSCORE', SCHEDULED, id) then return 'scheduled' end
-    if redis.call('ZSCORE', PRIO, id) then return 'ready' end
     if redis.call('ZSCORE', DEAD, id) then return 'dead' end
     if redis.call('ZSCORE', COMPLETED, id) then return 'completed' end
     if not running then
@@ -95,8 +103,8 @@ if mode == 'ids' then
       if not seen[id] then
         seen[id] = true
         local state = keyed(id)
-        if state == 'scheduled' or (del and state == 'ready') then
-          act_keyed(state == 'scheduled' and SCHEDULED or PRIO, {id})
+        if state == 'scheduled' then
+          act_keyed({id})
         elseif state then
           skip(id, state)
         else
@@ -116,30 +124,34 @@ if mode == 'ids' then
   if #sought > 0 then
     local want = {}
     for _, i in ipairs(sought) do want[ids[i]] = i end
-    local pos, restarts = walk_from(walk)
-    local chunk, after = walk_chunk(pos, restarts)
-    local found, envs = {}, {}
+    local chunk, n_prio, after = ready_chunk(walk)
+    local found, envs, in_prio, listed = {}, {}, {}, {}
     for i = 1, #chunk do
       local id = id_of(chunk[i])
       if want[id] then
         found[#found + 1] = id
         envs[#envs + 1] = chunk[i]
+        in_prio[#found] = i <= n_prio
+        if i > n_prio then listed[#listed + 1] = id end
       end
     end
-    local dead = tombstones(found) or {}
-    local marks = {}
+    local dead = tombstones(listed) or {}
+    local marks, members = {}, {}
     for i = 1, #found do
       local id = found[i]
-      if not dead[id] then
+      if not dead[id] or in_prio[i] then
         want[id] = nil
-        if del then
+        if not del then
+          skip(id, 'ready')
+        elseif in_prio[i] then
+          members[#members + 1] = envs[i]
+        else
           marks[#marks + 1] = id
           gone(id, envs[i])
-        else
-          skip(id, 'ready')
         end
       end
     end
+    delete_prio(members)
     if #marks > 0 then batched('SADD', DELETED, marks) end
     local left = {}
     for _, i in ipairs(sought) do
@@ -150,8 +162,8 @@ if mode == 'ids' then
     else
       for _, i in ipairs(left) do
         local state = keyed(ids[i])
-        if state == 'scheduled' or (del and state == 'ready') then
-          act_keyed(state == 'scheduled' and SCHEDULED or PRIO, {ids[i]})
+        if state == 'scheduled' then
+          act_keyed({ids[i]})
         else
           skip(ids[i], state)
         end
@@ -164,18 +176,36 @@ end
 -- By kind or all.
 local phase, at = string.sub(cursor, 1, 1), string.sub(cursor, 3)
 if cursor == '' then phase, at = 's', '' end
-if phase == 's' or phase == 'p' then
-  local set = phase == 's' and SCHEDULED or PRIO
-  local ids, resume = select_in(set, STEP, mode, kind, at, #ARGV + 1)
-  act_keyed(set, ids)
+if phase ~= 's' and not del then return error({err = 'TASKYARD_CURSOR ' .. cursor}) end
+-- Where a delete goes after prio.
+local function after_prio()
+  return mode == 'all' and 'r:' .. redis.call('LLEN', READY) or 'w:'
+end
+if phase == 's' then
+  local ids, resume = select_in(SCHEDULED, STEP, mode, kind, at, #ARGV + 1)
+  act_keyed(ids)
   local nxt = resume(0)
   if nxt ~= '' then
-    out[2] = phase .. ':' .. nxt
-  elseif del and phase == 's' then
-    out[2] = 'p:'
+    out[2] = 's:' .. nxt
   elseif del then
-    out[2] = mode == 'all' and 'r:' .. redis.call('LLEN', READY) or 'w:'
+    out[2] = 'p:'
   end
+elseif phase == 'p' and mode == 'all' then
+  local popped = redis.call('ZPOPMIN', PRIO, STEP)
+  local envs = {}
+  for i = 1, #popped, 2 do envs[#envs + 1] = popped[i] end
+  for i = 1, #envs do gone(id_of(envs[i]), envs[i]) end
+  out[2] = #envs == STEP and 'p:' or after_prio()
+elseif phase == 'p' then
+  -- A kind in prio: a walk by score, each match removed.
+  local chunk, after = prio_chunk(at)
+  local of_kind = kind_pattern(kind)
+  local envs = {}
+  for i = 1, #chunk do
+    if string.find(chunk[i], of_kind) then envs[#envs + 1] = chunk[i] end
+  end
+  delete_prio(envs)
+  out[2] = after ~= '' and 'p:' .. after or after_prio()
 elseif phase == 'r' then
   -- All of the ready list: popped from the head, tombstones dropped uncounted.
   local left = tonumber(at)

@@ -66,36 +66,28 @@ local function pop_ready(n)
   return out
 end
 
--- Up to `max` ready jobs in claim order, off their places.
+-- Up to `max` ready jobs in claim order, off their places. Prio's members are the
+-- envelopes, so each job is one pop: with the ready list empty, prio's order is the
+-- claim order (ZPOPMIN); otherwise the members above the default priority (the lowest
+-- ranks: read, then removed by rank), the list, then prio's lower ones. Nothing popped
+-- is ever put back.
 local function take()
-  local ranked = redis.call('ZRANGE', PRIO, 0, max - 1, 'WITHSCORES')
-  local above, below = {}, {}
-  for i = 1, #ranked, 2 do
-    if tonumber(ranked[i + 1]) < ABOVE_DEFAULT then
-      above[#above + 1] = ranked[i]
-    else
-      below[#below + 1] = ranked[i]
-    end
-  end
-  local listed = {}
-  if #above < max then listed = pop_ready(max - #above) end
-  local ids = above
-  for i = 1, math.min(#below, max - #above - #listed) do ids[#ids + 1] = below[i] end
-  local out = {}
-  if #ids > 0 then
-    local bodies = hmget_all(JOBS, ids)
-    batched('ZREM', PRIO, ids)
-    batched('HDEL', JOBS, ids)
-    for i = 1, #above do
-      if bodies[i] then out[#out + 1] = bodies[i] end
-    end
+  local out
+  if redis.call('LLEN', READY) == 0 then
+    out = {}
+  else
+    out = redis.call('ZRANGEBYSCORE', PRIO, '-inf', string.format('(%.0f', ABOVE_DEFAULT),
+      'LIMIT', 0, max)
+    if #out > 0 then redis.call('ZREMRANGEBYRANK', PRIO, 0, #out - 1) end
+    if #out == max then return out end
+    local listed = pop_ready(max - #out)
     for i = 1, #listed do out[#out + 1] = listed[i] end
-    for i = #above + 1, #ids do
-      if bodies[i] then out[#out + 1] = bodies[i] end
-    end
-    return out
   end
-  return listed
+  if #out < max then
+    local popped = redis.call('ZPOPMIN', PRIO, max - #out)
+    for i = 1, #popped, 2 do out[#out + 1] = popped[i] end
+  end
+  return out
 end
 
 -- A queue using no option has none of prio, deleted and unique: one check, then the

@@ -18,9 +18,10 @@
 --                other than by completing (released, failed)
 --  12 the meta hash of release 0.1's keys: while it exists, the queue holds 0.1 data
 --     that upgrade.lua has yet to move (see check_layout)
---  13 prio       ZSET id -> score of every ready job with a priority other than the
---                default (its envelope is in jobs): higher priority first, first in
---                first out within one (see prio_score)
+--  13 prio       ZSET envelope -> score of every ready job with a priority other than
+--                the default: higher priority first, first in first out within one
+--                (see to_ready). The envelope holds the id, so members are unique, and
+--                a prioritised job costs one member and nothing else
 --  14 unique     HASH unique key -> its holder, "id" (queued, finished), "id|d"
 --                (debounce: held only while that job is scheduled) or "id|end ms"
 --                (period)
@@ -38,9 +39,9 @@
 --
 -- An envelope is "2\tid\tattempt\tenqueued_ms\tmax_attempts\tkind\tbackoff" then any
 -- optional fields as "\tname=value", then "\npayload": one string, so a ready job costs
--- one list entry and nothing else. The leading "2" is the envelope's version, always one
--- character (then a tab), so every field after it starts at a known place; every script
--- reads envelopes through `fields` below. Optional fields are carried through
+-- one list entry (or one prio member) and nothing else. The leading "2" is the
+-- envelope's version, always one character (then a tab), so every field after it starts
+-- at a known place; every script reads envelopes through `fields` below. Optional fields are carried through
 -- untouched by every script that does not use them (a script rewrites only the attempt
 -- field). Those written so far: `timeout=ms`; `priority=p`, only when p is not the
 -- default (50); `unique=<mode>:<key>` with mode q (queued), f (finished), d (debounce)
@@ -154,11 +155,12 @@ local function id_of(env)
 end
 
 -- Priorities. A ready job of the default priority is an entry of the ready list, as
--- before priorities existed; any other is a member of PRIO scored
+-- before priorities existed; any other is its envelope as a member of PRIO, scored
 -- (100 - priority) * BAND + MID + seq, seq counting up per queue (META `pseq`): higher
 -- priorities first, first in first out within one. A released job goes just below the
 -- lowest score of its priority, so MID leaves room for 2^39 of them. Scores stay below
--- 2^53, exact in a double.
+-- 2^53, exact in a double, and no two members share one (a walk resumes by score).
+-- Nothing is keyed by id: a lookup by id walks PRIO (prio_chunk) as it walks the list.
 local DEFAULT_PRIORITY = 50
 local BAND = 1099511627776
 local MID = 549755813888
@@ -175,8 +177,9 @@ local function head_unique(env)
   return string.match(env, '^[^\n]*\tunique=([^:\t\n]*):([^\t\n]*)')
 end
 
--- Adds ids to prio at the tail of their priorities: `zs` holds pairs (band score, id),
--- and each gets the next number of the queue's counter, in order (first in, first out).
+-- Adds jobs to prio at the tail of their priorities: `zs` holds pairs (band score,
+-- envelope), and each gets the next number of the queue's counter, in order (first in,
+-- first out).
 local function add_to_prio(zs)
   local seq = redis.call('HINCRBY', META, 'pseq', #zs / 2) - #zs / 2
   for i = 1, #zs, 2 do
@@ -188,25 +191,19 @@ end
 
 -- Puts jobs at the tail of ready, each at its priority; returns how many.
 local function to_ready(envs)
-  local list, zs, hs = {}, {}, {}
+  local list, zs = {}, {}
   for i = 1, #envs do
     local env = envs[i]
     local p = head_priority(env)
     if p == DEFAULT_PRIORITY then
       list[#list + 1] = env
     else
-      local id = id_of(env)
       zs[#zs + 1] = (100 - p) * BAND + MID
-      zs[#zs + 1] = id
-      hs[#hs + 1] = id
-      hs[#hs + 1] = env
+      zs[#zs + 1] = env
     end
   end
   if #list > 0 then batched('RPUSH', READY, list) end
-  if #zs > 0 then
-    add_to_prio(zs)
-    batched('HSET', JOBS, hs)
-  end
+  if #zs > 0 then add_to_prio(zs) end
   return #envs
 end
 
@@ -217,13 +214,11 @@ local function to_ready_head(env)
     redis.call('LPUSH', READY, env)
     return
   end
-  local id = id_of(env)
   local low = (100 - p) * BAND
   -- '%.0f': Lua's own number format keeps 14 digits, fewer than a score has.
   local first = redis.call('ZRANGEBYSCORE', PRIO, low, string.format('(%.0f', low + BAND),
     'WITHSCORES', 'LIMIT', 0, 1)
-  redis.call('ZADD', PRIO, first[2] and tonumber(first[2]) - 1 or low + MID, id)
-  redis.call('HSET', JOBS, id, env)
+  redis.call('ZADD', PRIO, first[2] and tonumber(first[2]) - 1 or low + MID, env)
 end
 
 -- Unique keys. The holder a UNIQUE value names while it still holds the key, or nil:
@@ -299,11 +294,51 @@ local function walk_from(cursor)
   return 0, restarts + 1
 end
 
--- The next chunk of a walk, and the cursor after it ('' at the end of the list).
-local function walk_chunk(pos, restarts)
-  local chunk = redis.call('LRANGE', READY, pos, pos + WALK_STEP - 1)
-  if #chunk < WALK_STEP then return chunk, '' end
+-- The next chunk of a walk, `n` entries (WALK_STEP unless told), and the cursor after
+-- it ('' at the end of the list).
+local function walk_chunk(pos, restarts, n)
+  n = n or WALK_STEP
+  local chunk = redis.call('LRANGE', READY, pos, pos + n - 1)
+  if #chunk < n then return chunk, '' end
   return chunk, (pos + #chunk) .. ':' .. id_of(chunk[#chunk]) .. ':' .. restarts
+end
+
+-- Walks of prio, WALK_STEP members per call in score order, the cursor the last score
+-- read ('' = the start). A member keeps its score while it stays and no two share one,
+-- so a walk resumes exactly after it however claims and deletes moved the set. As with
+-- the list, a job that enters prio behind the cursor meanwhile (a release, a promotion
+-- to a higher priority) is not seen by that walk. Returns the envelopes and the cursor
+-- after them ('' at the end).
+local function prio_chunk(after)
+  local from = after == '' and '-inf' or '(' .. after
+  local got = redis.call('ZRANGEBYSCORE', PRIO, from, '+inf', 'WITHSCORES', 'LIMIT', 0,
+    WALK_STEP)
+  local chunk = {}
+  for i = 1, #got, 2 do chunk[#chunk + 1] = got[i] end
+  if #chunk < WALK_STEP then return chunk, '' end
+  -- Redis's own text of the score: exact, where Lua's would keep 14 digits.
+  return chunk, got[#got]
+end
+
+-- Walks of every ready job: prio, then the ready list, WALK_STEP entries per call in
+-- all (a call that reaches prio's end goes on into the list). Cursor: '' the start,
+-- "p:score" in prio, "l:walk cursor" in the list. Returns a chunk, how many of its first
+-- entries are prio's, and the next cursor ('' at the end).
+local function ready_chunk(cursor)
+  local phase, at = string.sub(cursor, 1, 2), string.sub(cursor, 3)
+  local chunk, n_prio = {}, 0
+  if cursor == '' or phase == 'p:' then
+    local after
+    chunk, after = prio_chunk(at)
+    if after ~= '' then return chunk, #chunk, 'p:' .. after end
+    n_prio, at = #chunk, ''
+  elseif phase ~= 'l:' then
+    return error({err = 'TASKYARD_CURSOR ' .. cursor})
+  end
+  local pos, restarts = walk_from(at)
+  local listed, after = walk_chunk(pos, restarts, WALK_STEP - n_prio)
+  for i = 1, #listed do chunk[#chunk + 1] = listed[i] end
+  return chunk, n_prio, after == '' and '' or 'l:' .. after
 end
 
 -- Of these ids, the ones that are tombstones (deleted, their envelope still in ready),
@@ -411,7 +446,7 @@ local function trim(set, max, max_age, now)
   end
 end
 
--- One step's ids of a sorted set (dead, scheduled, prio) matching a filter, and a
+-- One step's ids of a sorted set keyed by id (dead, scheduled) matching a filter, and a
 -- function that says where the next step resumes ('' when nothing is left) given how
 -- many of those ids the step left in the set. `mode` = 'ids' | 'kind' | 'all', `kind`
 -- the kind, `after` where the last step stopped ('' = the start), ARGV[first_id..] the

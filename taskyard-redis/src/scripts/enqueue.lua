@@ -143,15 +143,13 @@ for i = 1, n do
     if job.at then
       zs[#zs + 1] = job.at
       zs[#zs + 1] = job.id
+      hs[#hs + 1] = job.id
+      hs[#hs + 1] = env
     elseif job.prio == '' then
       ready[#ready + 1] = env
     else
       ps[#ps + 1] = (100 - tonumber(job.prio)) * BAND + MID
-      ps[#ps + 1] = job.id
-    end
-    if job.at or job.prio ~= '' then
-      hs[#hs + 1] = job.id
-      hs[#hs + 1] = env
+      ps[#ps + 1] = env
     end
     -- A debounced job due now holds nothing.
     if job.mode ~= '' and not (job.mode == 'd' and not job.at) then

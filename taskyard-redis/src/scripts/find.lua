@@ -1,14 +1,14 @@
 -- find.lua: one bounded step of looking a job up by id, in whatever state.
 -- ARGV[1] = id, ARGV[2] = where the last step stopped ('' = the start): a walk cursor
---   (see walk_from in common.lua).
+--   (see ready_chunk in common.lua).
 -- Returns {state, envelope, time or '', errors or ''} when found, {} when there is no
--- such job, or {cursor} when the walk of the ready list goes on in another call.
+-- such job, or {cursor} when the walk of ready jobs goes on in another call.
 --
--- Scheduled, dead, completed and prioritised ready jobs are keyed by id in `jobs`; a
--- running job is found among the running hash's fields (as many as jobs run at once).
--- A job in the ready list is keyed by nothing: the walk reads the list WALK_STEP entries
--- per call. The last call looks in the keyed places again, for a job that left ready
--- while the walk went on. A tombstone (a deleted job still in the list) is no job.
+-- Scheduled, dead and completed jobs are keyed by id in `jobs`; a running job is found
+-- among the running hash's fields (as many as jobs run at once). A ready job is keyed
+-- by nothing: the walk (ready_chunk) reads prio, then the list, WALK_STEP entries a
+-- call. The last call looks in the keyed places again, for a job that left ready while
+-- the walk went on. A tombstone (a deleted job still in the list) is no job.
 check_layout()
 local id, cursor = ARGV[1], ARGV[2]
 
@@ -21,7 +21,6 @@ local function placed()
       local s = redis.call('ZSCORE', place[1], id)
       if s then return {place[2], env, s, errs} end
     end
-    if redis.call('ZSCORE', PRIO, id) then return {'ready', env, '', errs} end
   end
   local suffix = '|' .. id
   local names = redis.call('HKEYS', RUNNING)
@@ -40,11 +39,12 @@ if cursor == '' then
   local found = placed()
   if found then return found end
 end
-local pos, restarts = walk_from(cursor)
-local chunk, after = walk_chunk(pos, restarts)
+local chunk, n_prio, after = ready_chunk(cursor)
 for i = 1, #chunk do
   if is_job(chunk[i], id) then
-    if redis.call('SISMEMBER', DELETED, id) == 1 then return placed() or {} end
+    if i > n_prio and redis.call('SISMEMBER', DELETED, id) == 1 then
+      return placed() or {}
+    end
     return {'ready', chunk[i], '', redis.call('HGET', ERRORS, id) or ''}
   end
 end

@@ -37,16 +37,11 @@ if state == 'ready' then
     if pos < above or pos >= above + listed then
       local rank = pos < above and pos or pos - listed
       local last = pos < above and math.min(above, pos + want) - 1 or rank + want - 1
-      local ids = redis.call('ZRANGE', PRIO, rank, last)
-      if #ids == 0 then break end
-      local bodies = hmget_all(JOBS, ids)
-      for i = 1, #ids do
-        if bodies[i] then
-          add(bodies[i], '')
-          shown = shown + 1
-        end
-      end
-      pos = pos + #ids
+      local envs = redis.call('ZRANGE', PRIO, rank, last)
+      if #envs == 0 then break end
+      for i = 1, #envs do add(envs[i], '') end
+      shown = shown + #envs
+      pos = pos + #envs
     else
       local envs = redis.call('LRANGE', READY, pos - above,
         math.min(pos - above + want, listed) - 1)
