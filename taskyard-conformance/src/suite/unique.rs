@@ -371,6 +371,18 @@ pub async fn a_debounced_duplicate_replaces_the_scheduled_jobs_payload_and_due_t
     );
     assert_eq!(stats(&s.store, &q).await.scheduled, 1);
 
+    // Only the payload and due time are the duplicate's: the holder keeps its priority.
+    let opts = EnqueueOptions::default()
+        .unique("k", m)
+        .delay(Duration::from_secs(120))
+        .priority(90);
+    let p = add(&s.store, &q, vec![new_job_with(5, opts)])
+        .await
+        .remove(0);
+    assert_eq!((p.duplicate, &p.id), (true, &a.id));
+    let info = s.store.job(&q, &a.id).await.unwrap().unwrap();
+    assert_eq!((payload_n(info.payload.as_bytes()), info.priority), (5, 50));
+
     // A duplicate due now makes the holder ready at once, with its payload.
     let c = add(
         &s.store,

@@ -61,6 +61,11 @@ if stride == 2 then
   return {written, first}
 end
 
+-- The payload of an envelope or a tail: all after the first newline.
+local function payload_of(text)
+  return string.sub(text, string.find(text, '\n', 1, true) + 1)
+end
+
 -- A batch with options. First who is a duplicate (nothing written yet, so a full queue
 -- refuses the batch whole), then the writes.
 local jobs, dups = {}, {}
@@ -96,12 +101,16 @@ for i = 1, n do
     dups[#dups + 1] = i
     dups[#dups + 1] = h.id
     if job.mode == 'd' then
+      -- Debounce replaces the holder's payload and due time; the rest stays the holder's.
       if h.job then
         local j = jobs[h.job]
-        if j.mode == 'd' then j.tail, j.at, j.prio = job.tail, job.at, job.prio end
+        if j.mode == 'd' then
+          j.tail = string.sub(j.tail, 1, string.find(j.tail, '\n', 1, true)) .. payload_of(job.tail)
+          j.at = job.at
+        end
       elseif h.deb then
         if not replaced[h.id] then replaced_order[#replaced_order + 1] = h.id end
-        replaced[h.id] = {tail = job.tail, at = job.at}
+        replaced[h.id] = {payload = payload_of(job.tail), at = job.at}
       end
     end
   else
@@ -114,14 +123,13 @@ if max_len > 0 and added > 0 then
   if len + added > max_len then return {0, len, max_len} end
 end
 
--- Scheduled holders that took a duplicate's envelope: same id, attempts and enqueue
--- time; due at the duplicate's time, or ready at once (and then the key is free).
+-- Scheduled holders that took a duplicate's payload: the rest of the envelope is theirs;
+-- due at the duplicate's time, or ready at once (and then the key is free).
 for _, id in ipairs(replaced_order) do
   local r = replaced[id]
   local old = redis.call('HGET', JOBS, id)
   if old then
-    local _, _, _, p2 = fields(old)
-    local env = string.sub(old, 1, string.find(old, '\t', p2 + 1, true)) .. r.tail
+    local env = string.sub(old, 1, string.find(old, '\n', 1, true)) .. r.payload
     if r.at then
       redis.call('ZADD', SCHEDULED, r.at, id)
       redis.call('HSET', JOBS, id, env)
