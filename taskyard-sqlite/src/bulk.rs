@@ -78,10 +78,11 @@ impl Resume {
 }
 
 /// Each id once, in the order given: a job named twice is acted on once, as it must
-/// never be moved twice.
+/// never be moved twice — by its row id, so "7" and "07" are one job.
 fn once_each(ids: &[JobId]) -> impl Iterator<Item = &JobId> {
     let mut seen = HashSet::new();
-    ids.iter().filter(move |id| seen.insert(*id))
+    ids.iter()
+        .filter(move |id| seen.insert(row_id(id).ok_or(id.as_str())))
 }
 
 /// A job a step selected: its id and unique key.
@@ -263,14 +264,24 @@ pub(crate) fn delete_queue(tx: &mut Tx<'_>, queue: &taskyard_core::QueueName) ->
     let Some(q) = tx.queue(queue)? else {
         return Ok(Step::default());
     };
+    // Jobs first, then (once they are gone) the keys, then the leases: a key row or a
+    // lease never goes before the jobs it belongs to, so if the deletion stops between
+    // steps no job of the queue loses its key (another job could take it) or its lease
+    // (a running job would never expire). A key row whose job is gone reads as free.
     let mut counts = [0; 3];
-    for (count, sql) in counts.iter_mut().zip([
+    for (i, sql) in [
         "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE queue = ?1 LIMIT ?2)",
         "DELETE FROM uniques WHERE queue = ?1 AND key IN
             (SELECT key FROM uniques WHERE queue = ?1 LIMIT ?2)",
         "DELETE FROM leases WHERE token IN (SELECT token FROM leases WHERE queue = ?1 LIMIT ?2)",
-    ]) {
-        *count = tx
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if counts[..i].contains(&STEP) {
+            break;
+        }
+        counts[i] = tx
             .conn
             .prepare_cached(sql)
             .and_then(|mut s| s.execute([q, STEP]))

@@ -143,7 +143,11 @@ pub(crate) fn enqueue(
             duplicate: false,
         });
     }
-    if let Some(e) = full(added) {
+    // A batch of duplicates only adds nothing, so a queue over its length (retries and
+    // releases are not refused) still answers it.
+    if added > 0
+        && let Some(e) = full(added)
+    {
         return Err(e);
     }
     tx.wake = true;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use taskyard_conformance::{TempDir, bury};
 use taskyard_core::{
-    Client, DeadFilter, EnqueueOptions, Error, JobState, LeaseToken, NewJob, Outcome, QueueName,
-    RetryPolicy, Store,
+    Client, Cursor, DeadFilter, EnqueueOptions, Error, JobFilter, JobId, JobState, LeaseToken,
+    NewJob, Outcome, QueueName, RetryPolicy, Store, UniqueMode,
 };
 use taskyard_sqlite::{ManualClock, Options, SqliteStore, Synchronous};
 
@@ -714,4 +714,79 @@ async fn a_redrive_step_gives_a_key_to_one_of_its_dead_jobs() {
     assert_eq!(held, [(&dead[1], &by_first), (&dead[2], &by_first)]);
     let st = store.stats(&q).await.unwrap();
     assert_eq!((st.ready, st.dead), (1, 2));
+}
+
+/// Deleting a queue goes in steps, jobs first: stopped after one step, the jobs left
+/// still hold their unique keys and the running ones their lease.
+#[tokio::test]
+async fn a_queue_deletion_stopped_between_steps_leaves_keys_and_leases_with_their_jobs() {
+    let dir = TempDir::new();
+    let store = SqliteStore::open(dir.path().join("t.db")).await.unwrap();
+    let q = QueueName::new("gone").unwrap();
+    let keyed = |n: usize| {
+        let opts = EnqueueOptions::default().unique(format!("k{n:04}"), UniqueMode::Finished);
+        NewJob::new("noop", b"{}".to_vec(), &opts, RetryPolicy::default()).unwrap()
+    };
+    let ids = store
+        .enqueue(&q, (0..1500).map(keyed).collect())
+        .await
+        .unwrap();
+    let token = LeaseToken::mint("w").unwrap();
+    let running = store
+        .claim(&q, 10, Duration::from_secs(60), &token)
+        .await
+        .unwrap()
+        .jobs;
+    assert_eq!(running.len(), 10);
+
+    let step = store.delete_queue(&q, &Cursor::start()).await.unwrap();
+    assert_eq!(step.done, 1000);
+    assert!(step.next.is_some());
+    // Every job left still holds its key; the running ones keep their lease.
+    let mut left = 0;
+    for (n, id) in ids.iter().enumerate() {
+        if store.job(&q, id).await.unwrap().is_some() {
+            left += 1;
+            let again = store.enqueue_report(&q, vec![keyed(n)]).await.unwrap();
+            assert_eq!(
+                (again[0].duplicate, &again[0].id),
+                (true, id),
+                "key k{n:04}"
+            );
+        }
+    }
+    assert_eq!(left, 500);
+    let leases: Vec<_> = running.iter().map(|j| j.lease.clone()).collect();
+    let held = store
+        .heartbeat(&leases, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(held.iter().all(|h| *h), "leases go after their jobs");
+
+    assert_eq!(
+        Client::new(store.clone()).delete_queue(&q).await.unwrap(),
+        500
+    );
+    assert_eq!(store.stats(&q).await.unwrap().ready, 0);
+    let fresh = store.enqueue_report(&q, vec![keyed(0)]).await.unwrap();
+    assert!(!fresh[0].duplicate, "the keys went with the queue");
+}
+
+/// A job named twice, however it is spelt ("7", "07"), is acted on once.
+#[tokio::test]
+async fn a_job_named_twice_in_other_spellings_is_acted_on_once() {
+    let dir = TempDir::new();
+    let store = SqliteStore::open(dir.path().join("t.db")).await.unwrap();
+    let q = QueueName::new("names").unwrap();
+    let id = store.enqueue(&q, vec![job(1)]).await.unwrap().remove(0);
+    let spellings = vec![
+        id.clone(),
+        JobId::new(format!("0{id}")),
+        JobId::new(format!("+{id}")),
+    ];
+    let step = store
+        .delete(&q, &JobFilter::Ids(spellings), &Cursor::start())
+        .await
+        .unwrap();
+    assert_eq!((step.done, step.skipped.len()), (1, 0));
 }

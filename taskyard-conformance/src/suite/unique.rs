@@ -405,3 +405,47 @@ pub async fn a_debounced_duplicate_replaces_the_scheduled_jobs_payload_and_due_t
         .expect("the holder");
     assert_eq!((job.lease.id.clone(), payload_n(&job.payload)), (a.id, 3));
 }
+
+/// A duplicate adds nothing, so a queue past its max length (releases are never refused)
+/// still answers it with its holder's id.
+pub async fn a_duplicate_is_answered_on_a_queue_past_its_max_length(s: Subject) {
+    let q = unique_queue();
+    let m = UniqueMode::Finished;
+    let config = QueueConfig {
+        max_len: 2,
+        ..QueueConfig::default()
+    };
+    s.store.configure(&q, &config).await.unwrap();
+    let a = add_one(&s.store, &q, 1, "k", m).await;
+    add(
+        &s.store,
+        &q,
+        vec![new_job_with(2, EnqueueOptions::default())],
+    )
+    .await;
+    let running = claim(&s.store, &q, 2, LEASE, "w").await;
+    add(
+        &s.store,
+        &q,
+        (3..5)
+            .map(|n| new_job_with(n, EnqueueOptions::default()))
+            .collect(),
+    )
+    .await;
+    let leases: Vec<_> = running.into_iter().map(|j| j.lease).collect();
+    assert_eq!(s.store.release(&leases).await.unwrap(), [true, true]);
+    assert_eq!(stats(&s.store, &q).await.ready, 4, "past its max length");
+    assert_held_by(&s.store, &q, "k", m, &a.id).await;
+    let err = add_one_err(&s.store, &q).await;
+    assert!(
+        matches!(err, taskyard_core::Error::QueueFull { .. }),
+        "{err}"
+    );
+}
+
+async fn add_one_err(store: &Arc<dyn Store>, q: &QueueName) -> taskyard_core::Error {
+    store
+        .enqueue_report(q, vec![keyed(7, "new", UniqueMode::Finished)])
+        .await
+        .unwrap_err()
+}
