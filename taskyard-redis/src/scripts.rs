@@ -258,13 +258,11 @@ impl RedisStore {
     /// Deletes every key of a queue, this layout's and release 0.1's (`drop.lua`), and
     /// its name. Returns how many jobs it held.
     pub(crate) async fn drop_queue(&self, queue: &QueueName) -> Result<u64> {
-        let mut inv = self.inner.scripts.drop.prepare_invoke();
-        for k in keys(queue).into_iter().chain(keys_0_1(queue)) {
-            inv.key(k);
-        }
         let mut conn = self.conn();
-        let held: i64 = inv.invoke_async(&mut conn).await.map_err(store_err)?;
-        // The set of names is not under the queue's hash tag: a command of its own.
+        // The set of names is not under the queue's hash tag: a command of its own, sent
+        // first, so an enqueue from another process between the two either is deleted
+        // with the queue or finds it new and names it again (never a queue with jobs
+        // and no name).
         let _: i64 = redis::cmd("SREM")
             .arg(crate::QUEUES_KEY)
             .arg(queue.as_str())
@@ -272,6 +270,11 @@ impl RedisStore {
             .await
             .map_err(store_err)?;
         self.forget_queue(queue);
+        let mut inv = self.inner.scripts.drop.prepare_invoke();
+        for k in keys(queue).into_iter().chain(keys_0_1(queue)) {
+            inv.key(k);
+        }
+        let held: i64 = inv.invoke_async(&mut conn).await.map_err(store_err)?;
         Ok(held.max(0) as u64)
     }
 }

@@ -333,3 +333,53 @@ async fn a_queue_deleted_elsewhere_is_named_again_when_used() {
     assert!(here.queues().await.unwrap().contains(&q));
     assert_eq!(here.stats(&q).await.unwrap().ready, 1);
 }
+
+/// A claim drops at most 10,000 tombstones per call; one that stops there with nothing
+/// taken signals, so an idle worker's wait ends at once and the next claim goes on, and
+/// lower priorities do not jump the default-priority jobs still behind the tombstones.
+#[tokio::test]
+async fn a_claim_stopped_by_tombstones_signals_and_keeps_the_order() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let q = QueueName::new("tombs").unwrap();
+    let plain = EnqueueOptions::default();
+    let imports: Vec<NewJob> = (0..25_000)
+        .map(|_| NewJob::new("import", b"{}".to_vec(), &plain, RetryPolicy::default()).unwrap())
+        .collect();
+    for chunk in imports.chunks(5_000) {
+        store.enqueue(&q, chunk.to_vec()).await.unwrap();
+    }
+    store
+        .enqueue(&q, (1..=10).map(|n| job(n, &plain)).collect())
+        .await
+        .unwrap();
+    store
+        .enqueue(&q, vec![job(99, &plain.clone().priority(20))])
+        .await
+        .unwrap();
+    let deleted = Client::new(store.clone())
+        .delete(&q, &JobFilter::Kind("import".into()))
+        .await
+        .unwrap();
+    assert_eq!(deleted.done, 25_000);
+
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        // Whatever the last claim took, work may remain: the wait must not sit it out.
+        let start = std::time::Instant::now();
+        store
+            .wait(std::slice::from_ref(&q), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "waited {:?}",
+            start.elapsed()
+        );
+        order.extend(claim(&store, &q, 20).await.iter().map(|j| n_of(&j.payload)));
+        if order.len() == 11 {
+            break;
+        }
+    }
+    assert_eq!(order, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 99]);
+}

@@ -36,7 +36,9 @@ local max = tonumber(ARGV[1])
 
 -- The ready list's head, without tombstones: where there are some, popped in chunks, a
 -- tombstone dropped (and forgotten), jobs popped past `n` pushed back. Bounded: at most
--- 10,000 tombstones are dropped per call; a claim then takes fewer and the next goes on.
+-- 10,000 tombstones are dropped per call; a claim then takes fewer, and signals so that
+-- the next goes on at once (`capped`).
+local capped = false
 local function pop_ready(n)
   if redis.call('EXISTS', DELETED) == 0 then return redis.call('LPOP', READY, n) or {} end
   local out, dropped = {}, 0
@@ -63,6 +65,7 @@ local function pop_ready(n)
     dropped = dropped + #forget
     if #envs < want then break end
   end
+  if #out < n and dropped >= 10000 then capped = true end
   return out
 end
 
@@ -83,7 +86,8 @@ local function take()
     local listed = pop_ready(max - #out)
     for i = 1, #listed do out[#out + 1] = listed[i] end
   end
-  if #out < max then
+  -- Lower priorities wait while default-priority jobs may still sit behind tombstones.
+  if #out < max and not capped then
     local popped = redis.call('ZPOPMIN', PRIO, max - #out)
     for i = 1, #popped, 2 do out[#out + 1] = popped[i] end
   end
@@ -100,7 +104,10 @@ if options then
 else
   envs = redis.call('LPOP', READY, max)
 end
-if not envs then return {now, nxt, {}} end
+if not envs then
+  if capped then signal() end
+  return {now, nxt, {}}
+end
 local token = ARGV[3]
 local prefix = token .. '|'
 local names, ids = {}, {}
@@ -120,8 +127,8 @@ if options and redis.call('EXISTS', UNIQUE) == 1 then
 end
 redis.call('HSET', BATCHES, token, table.concat(ids, ','), '#' .. token, #envs)
 redis.call('ZADD', LEASES, now + tonumber(ARGV[2]), token)
-if #envs == max and (redis.call('LLEN', READY) > 0 or (options and
-    redis.call('EXISTS', PRIO) == 1)) then
+if capped or (#envs == max and (redis.call('LLEN', READY) > 0 or (options and
+    redis.call('EXISTS', PRIO) == 1))) then
   signal()
 end
 return {now, nxt, envs}

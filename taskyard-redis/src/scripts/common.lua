@@ -181,6 +181,9 @@ end
 -- envelope), and each gets the next number of the queue's counter, in order (first in,
 -- first out).
 local function add_to_prio(zs)
+  -- The counter starts again whenever prio is empty (no score depends on it then), so
+  -- it stays far below the 2^39 that would let one priority's scores reach the next's.
+  if redis.call('EXISTS', PRIO) == 0 then redis.call('HSET', META, 'pseq', 0) end
   local seq = redis.call('HINCRBY', META, 'pseq', #zs / 2) - #zs / 2
   for i = 1, #zs, 2 do
     seq = seq + 1
