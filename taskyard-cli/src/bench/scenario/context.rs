@@ -82,6 +82,11 @@ impl Ctx {
         self.spawn_on(&self.url, name, args)
     }
 
+    /// One worker process per name, all with the same arguments.
+    pub(super) fn spawn_all(&self, names: &[&str], args: &[&str]) -> Res<Vec<WorkerProcess>> {
+        names.iter().map(|name| self.spawn(name, args)).collect()
+    }
+
     /// The same on another URL of the store (through a proxy).
     pub(super) fn spawn_on(&self, store: &str, name: &str, args: &[&str]) -> Res<WorkerProcess> {
         let args = [&["--queue", self.queue.as_str()], args].concat();

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use taskyard::{Cursor, JobState};
-use taskyard_cli::process::{WorkerProcess, records};
+use taskyard_cli::process::records;
 
+use super::Outcome;
 use super::books::books;
 use super::context::{Ctx, ms};
-use super::{Outcome, Res};
 
 /// Three worker processes, one killed with SIGKILL at random points every few seconds
 /// and restarted: the others never stop completing, the books balance, and the only runs
@@ -30,10 +30,7 @@ pub(super) async fn run(c: &Ctx) -> Outcome {
         .await?;
     let args = ["--concurrency", "20", "--lease", "2s"];
     let names = ["w0", "w1", "w2"];
-    let mut workers: Vec<WorkerProcess> = names
-        .iter()
-        .map(|name| c.spawn(name, &args))
-        .collect::<Res<_>>()?;
+    let mut workers = c.spawn_all(&names, &args)?;
     // Each worker process is a generation with a record file of its own: w0, w0-1, …
     let mut current: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     let mut all_names = current.clone();

@@ -6,10 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use taskyard::{EnqueueOptions, JobId, NewJob, RetryPolicy, UniqueMode};
-use taskyard_cli::process::WorkerProcess;
 
+use super::Outcome;
 use super::context::Ctx;
-use super::{Outcome, Res};
 
 /// The runs of one job, from the workers' span lines: (attempt, start µs) and
 /// (attempt, end µs).
@@ -31,10 +30,7 @@ pub(super) async fn run(c: &Ctx) -> Outcome {
     let every = c.size.pick(Duration::from_secs(2), Duration::from_secs(1));
     let args = ["--concurrency", "20", "--lease", "2s"];
     let names = ["w0", "w1", "w2"];
-    let mut workers: Vec<WorkerProcess> = names
-        .iter()
-        .map(|name| c.spawn(name, &args))
-        .collect::<Res<_>>()?;
+    let mut workers = c.spawn_all(&names, &args)?;
     let mut all_names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
 
     let end = Instant::now() + length;
