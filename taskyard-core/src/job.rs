@@ -15,6 +15,16 @@ use crate::{Error, Result, RetryPolicy};
 /// accepts them makes every other job wait behind them.
 pub const MAX_PAYLOAD_BYTES: usize = 512 * 1024;
 
+/// The largest progress value a handler may report, in bytes of JSON: 4 KiB. Progress is
+/// a figure or a short status, written with every heartbeat; anything bigger belongs in
+/// the result.
+pub const MAX_PROGRESS_BYTES: usize = 4 * 1024;
+
+/// The largest result a handler may return, in bytes of JSON: 64 KiB. A result is kept
+/// in the store for the queue's result TTL; larger outputs belong in object storage, with
+/// the result carrying a reference.
+pub const MAX_RESULT_BYTES: usize = 64 * 1024;
+
 /// How long a run may take when neither its job nor its kind sets a timeout: 30 minutes,
 /// as Faktory's default reservation. Sidekiq and BullMQ set no limit at all; a queue with
 /// none lets one hung handler hold a slot and a lease forever, so taskyard sets a long one
@@ -311,6 +321,7 @@ fn check_name(name: &str, max: usize, allowed: impl Fn(char) -> bool) -> Option<
 ///     └───────────(no delay)──────────┘                   ├──(retry)──► scheduled
 ///                                                         ├──(lease expired)──► ready
 ///                                                         └──(attempts spent, permanent)──► dead ──(redrive)──► ready
+///  scheduled, ready, running ──(cancel)──► cancelled
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -326,16 +337,20 @@ pub enum JobState {
     Completed,
     /// Failed for good; kept in the dead set until redriven or purged.
     Dead,
+    /// Cancelled by an operator or the application before it finished; never runs
+    /// again. Kept under the dead set's retention limits, in a set of its own.
+    Cancelled,
 }
 
 impl JobState {
     /// Every state, in life order.
-    pub const ALL: [JobState; 5] = [
+    pub const ALL: [JobState; 6] = [
         JobState::Scheduled,
         JobState::Ready,
         JobState::Running,
         JobState::Completed,
         JobState::Dead,
+        JobState::Cancelled,
     ];
 
     /// The state's name as used in the CLI and docs.
@@ -346,6 +361,7 @@ impl JobState {
             JobState::Running => "running",
             JobState::Completed => "completed",
             JobState::Dead => "dead",
+            JobState::Cancelled => "cancelled",
         }
     }
 }
@@ -364,7 +380,7 @@ impl std::str::FromStr for JobState {
             .find(|st| st.as_str() == s)
             .ok_or_else(|| {
                 Error::InvalidOption(format!(
-                    "unknown state {s:?} (one of scheduled, ready, running, completed, dead)"
+                    "unknown state {s:?} (one of scheduled, ready, running, completed, dead, cancelled)"
                 ))
             })
     }
@@ -633,6 +649,12 @@ pub struct JobInfo {
     pub priority: u8,
     /// Its unique key and mode, if it has one.
     pub unique: Option<Unique>,
+    /// Running: the latest progress its handler reported (JSON text), as of the last
+    /// heartbeat.
+    pub progress: Option<String>,
+    /// Completed: the value its handler returned (JSON text), while the queue's result
+    /// TTL keeps it; `None` if it returned none.
+    pub result: Option<String>,
 }
 
 /// What came of enqueuing one job.

@@ -16,12 +16,13 @@ pub use client::{Bulk, Client};
 pub use error::{Error, Result};
 pub use job::{
     AttemptError, Backoff, DEFAULT_PRIORITY, Due, EnqueueOptions, Enqueued, Job, JobId, JobInfo,
-    JobState, MAX_PAYLOAD_BYTES, NewJob, PRIORITY_MAX, PRIORITY_MIN, QueueName, Unique, UniqueMode,
+    JobState, MAX_PAYLOAD_BYTES, MAX_PROGRESS_BYTES, MAX_RESULT_BYTES, NewJob, PRIORITY_MAX,
+    PRIORITY_MIN, QueueName, Unique, UniqueMode,
 };
 pub use retry::RetryPolicy;
 pub use store::{
-    Claim, ClaimedJob, Cursor, DeadFilter, JobFilter, Lease, LeaseToken, Maintenance, Outcome,
-    Page, QueueConfig, QueueStats, Skip, Skipped, Step, Store,
+    Beat, Claim, ClaimedJob, Cursor, DEFAULT_RESULT_TTL_MS, DeadFilter, JobFilter, Lease,
+    LeaseToken, Maintenance, Outcome, Page, QueueConfig, QueueStats, Skip, Skipped, Step, Store,
 };
 pub use worker::{
     Counters, IntoStore, JobContext, JobError, QueueOrder, StopReason, Worker, WorkerBuilder,

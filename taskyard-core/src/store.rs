@@ -98,6 +98,18 @@ pub struct ClaimedJob {
     pub timeout: Option<Duration>,
 }
 
+/// What a heartbeat found, per lease token and per job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Beat {
+    /// Per lease asked about (one per claim token), whether it is still held and was
+    /// renewed.
+    pub held: Vec<bool>,
+    /// Jobs of these claims that were cancelled while they ran: their outcomes will be
+    /// refused, so their handlers may stop. A job may be reported by more than one
+    /// heartbeat.
+    pub cancelled: Vec<(QueueName, JobId)>,
+}
+
 /// What came of a claim.
 #[derive(Debug, Clone, Default)]
 pub struct Claim {
@@ -113,6 +125,13 @@ pub struct Claim {
 pub enum Outcome {
     /// Success: the job is removed (or kept, if the queue retains completed jobs).
     Completed,
+    /// Success with a value (JSON, at most [`MAX_RESULT_BYTES`](crate::MAX_RESULT_BYTES)):
+    /// completed as [`Outcome::Completed`], and the value kept for the queue's result TTL
+    /// ([`QueueConfig::result_ttl_ms`]), whatever the retention of completed jobs.
+    CompletedWith {
+        /// The handler's value, as JSON.
+        result: Bytes,
+    },
     /// Failure: retry after `delay_ms` (store time), or go to dead if the attempts are spent.
     Retry {
         /// The delay before the next attempt.
@@ -249,14 +268,16 @@ pub struct QueueStats {
     pub completed: u64,
     /// Jobs in the dead set.
     pub dead: u64,
+    /// Cancelled jobs retained.
+    pub cancelled: u64,
     /// Whether claims are paused.
     pub paused: bool,
 }
 
 /// Settings of one queue, kept in the store so every worker and the CLI agree.
 ///
-/// Defaults: no max length, dead jobs kept up to 10,000 and 30 days, completed jobs not
-/// kept.
+/// Defaults: no max length, dead jobs (and, apart, cancelled jobs) kept up to 10,000
+/// and 30 days, completed jobs not kept, results kept 24 hours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct QueueConfig {
     /// Ready plus scheduled jobs past which enqueue fails with `QueueFull`; 0 = no limit.
@@ -269,17 +290,22 @@ pub struct QueueConfig {
     pub completed_max: u64,
     /// Completed jobs older than this are dropped (ms).
     pub completed_max_age_ms: u64,
+    /// How long a handler's returned value is kept after its job completed (ms); 0 keeps
+    /// none. Kept apart from the job, so a queue that keeps no completed jobs still
+    /// answers [`Client::result`](crate::Client::result).
+    pub result_ttl_ms: u64,
 }
 
 impl QueueConfig {
     /// The settings by name, in a fixed order: what a store writes and checks.
-    pub fn settings(&self) -> [(&'static str, u64); 5] {
+    pub fn settings(&self) -> [(&'static str, u64); 6] {
         [
             ("max_len", self.max_len),
             ("dead_max", self.dead_max),
             ("dead_max_age_ms", self.dead_max_age_ms),
             ("completed_max", self.completed_max),
             ("completed_max_age_ms", self.completed_max_age_ms),
+            ("result_ttl_ms", self.result_ttl_ms),
         ]
     }
 
@@ -296,6 +322,9 @@ impl QueueConfig {
     }
 }
 
+/// How long results are kept unless a queue says otherwise: 24 hours (ms).
+pub const DEFAULT_RESULT_TTL_MS: u64 = 24 * 3600 * 1000;
+
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
@@ -304,6 +333,7 @@ impl Default for QueueConfig {
             dead_max_age_ms: 30 * 24 * 3600 * 1000,
             completed_max: 0,
             completed_max_age_ms: 24 * 3600 * 1000,
+            result_ttl_ms: DEFAULT_RESULT_TTL_MS,
         }
     }
 }
@@ -370,11 +400,29 @@ pub trait Store: Send + Sync + 'static {
     /// that left jobs behind) or `timeout` passes. Spurious returns are allowed.
     async fn wait(&self, queues: &[QueueName], timeout: Duration) -> Result<()>;
 
-    /// Extends the leases by `lease` from now. Returns, per lease, whether it was still
-    /// held (`false`: stale token, the job is no longer this worker's). A lease belongs
-    /// to a claim call, so the worker sends each token once, whatever the number of jobs
-    /// it claimed.
-    async fn heartbeat(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>>;
+    /// Extends the leases by `lease` from now, and records the latest progress of the
+    /// jobs in `progress` that are still held under their lease's token. Answers, per
+    /// lease, whether it was still held (`false`: stale token, the jobs are no longer
+    /// this worker's), and which jobs of these claims were cancelled while running. A
+    /// lease belongs to a claim call, so the worker sends each token once, whatever the
+    /// number of jobs it claimed.
+    async fn heartbeat(
+        &self,
+        leases: &[Lease],
+        lease: Duration,
+        progress: &[(Lease, Bytes)],
+    ) -> Result<Beat>;
+
+    /// Waits until a running job of one of `queues` may have been cancelled (so a worker
+    /// holding jobs there heartbeats at once to learn which), or `timeout` passes.
+    /// Spurious returns are allowed; one signal wakes every waiting worker.
+    async fn wait_cancel(&self, queues: &[QueueName], timeout: Duration) -> Result<()>;
+
+    /// Waits until job `id` of `queue` may have ended (completed, dead or cancelled), or
+    /// `timeout` passes; spurious returns are allowed. While it waits the job's end is
+    /// signalled to it, and a completion without a value keeps an empty result for the
+    /// result TTL, so a waiter that missed the moment still learns the job completed.
+    async fn wait_job(&self, queue: &QueueName, id: &JobId, timeout: Duration) -> Result<()>;
 
     /// Records how runs ended. Returns, per item, whether its job was still held under
     /// its lease's token (a job released or failed meanwhile is not, even while other
@@ -456,6 +504,15 @@ pub trait Store: Send + Sync + 'static {
     /// to the backlog for one job. Named jobs in another state are reported as skipped
     /// (a running job is not stopped; a dead one is purged, not deleted).
     async fn delete(&self, queue: &QueueName, filter: &JobFilter, after: &Cursor) -> Result<Step>;
+
+    /// One step of a cancel: ends ready, scheduled and running jobs matching `filter` in
+    /// the state `cancelled`, in bounded steps as [`Store::redrive`], freeing their unique
+    /// keys (a period key runs its period out). Never proportional to the backlog for one
+    /// job. A running job's lease is ended: its outcome is refused, it is never retried,
+    /// the heartbeats of its claim report it and workers waiting in
+    /// [`Store::wait_cancel`] are woken. Named jobs already finished (completed, dead,
+    /// cancelled) are reported as skipped, with their state.
+    async fn cancel(&self, queue: &QueueName, filter: &JobFilter, after: &Cursor) -> Result<Step>;
 
     /// One step of deleting a whole queue: its jobs in every state, their unique keys,
     /// its settings and its name; `next` is `None` once nothing of it is left. Outcomes

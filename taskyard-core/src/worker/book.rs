@@ -133,6 +133,35 @@ impl Book {
             .unzip()
     }
 
+    /// The progress reported by running handlers since the last heartbeat took it.
+    pub(crate) fn progress(&self) -> Vec<(Lease, bytes::Bytes)> {
+        self.lock()
+            .values()
+            .filter(|h| !h.finished && !h.released)
+            .filter_map(|h| Some((h.lease.clone(), h.stop.take_progress()?)))
+            .collect()
+    }
+
+    /// The store reports these jobs cancelled while they ran: their handlers are told
+    /// (once each). Returns how many were news.
+    pub(crate) fn cancelled(&self, jobs: &[(crate::QueueName, crate::JobId)]) -> usize {
+        if jobs.is_empty() {
+            return 0;
+        }
+        let book = self.lock();
+        let mut news = 0;
+        for h in book.values() {
+            let hit = jobs
+                .iter()
+                .any(|(q, id)| *id == h.lease.id && *q == h.lease.queue);
+            if hit && h.stop.reason().is_none() {
+                h.stop.fire(StopReason::Cancelled);
+                news += 1;
+            }
+        }
+        news
+    }
+
     /// The store refused to renew `key`'s lease: the job may run elsewhere now. Its
     /// handler is told (once), and so is the log. Returns whether this was news.
     pub(crate) fn lost(&self, key: u64) -> bool {

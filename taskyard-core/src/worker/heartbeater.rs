@@ -2,10 +2,16 @@
 //! lease/3, independently of the jobs' own code — a job may run for hours. It notes in
 //! the book when each lease was last renewed; the watchdog gives up on leases no
 //! heartbeat renewed for longer than the lease (a partition).
+//!
+//! Each heartbeat carries the progress handlers reported since the last one (so a
+//! report costs no store call of its own), and its answer names the jobs of these claims
+//! that were cancelled while running. A cancel wakes every worker waiting in
+//! `Store::wait_cancel`; one holding jobs of that queue beats at once, so its handler
+//! hears of the cancel within a round trip or two instead of at the next beat.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::Shared;
 use crate::Lease;
@@ -13,42 +19,79 @@ use crate::Lease;
 /// Runs until aborted: shutdown keeps it beating through the grace period.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let every = shared.lease / 3;
+    let queues = shared.queue_names();
+    let mut next = Instant::now() + every;
     loop {
-        tokio::time::sleep(every).await;
-        let (keys, leases) = shared.book.leases();
-        if leases.is_empty() {
+        let cancel = async {
+            // A store that cannot be reached: wait a little, beat on schedule meanwhile.
+            if let Err(e) = shared.store.wait_cancel(&queues, every).await {
+                tracing::debug!(error = %e, "waiting for cancels failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                return false;
+            }
+            true
+        };
+        let woken = tokio::select! {
+            _ = tokio::time::sleep_until(next.into()) => false,
+            signalled = cancel => signalled,
+        };
+        if woken && shared.book.is_empty() {
+            // Nothing held here can have been cancelled.
             continue;
         }
-        // One lease per claim call: each token is renewed once, for all its jobs.
-        let mut tokens: Vec<Lease> = leases.clone();
-        tokens.sort_unstable_by(|a, b| (&a.token, &a.queue).cmp(&(&b.token, &b.queue)));
-        tokens.dedup_by(|a, b| a.token == b.token && a.queue == b.queue);
-        let sent = Instant::now();
-        // A call that hangs (a partition the connection has not noticed) is given up
-        // after a lease: its answer could not keep anything alive by then.
-        let answer =
-            tokio::time::timeout(shared.lease, shared.store.heartbeat(&tokens, shared.lease)).await;
-        match answer {
-            Ok(Ok(held)) => {
-                let mut renewed = Vec::with_capacity(keys.len());
-                for (key, lease) in keys.iter().zip(&leases) {
-                    let at = tokens.binary_search_by(|t| {
-                        (&t.token, &t.queue).cmp(&(&lease.token, &lease.queue))
-                    });
-                    let ok = at.ok().and_then(|i| held.get(i).copied()).unwrap_or(false);
-                    if ok {
-                        renewed.push(*key);
-                    } else if shared.book.lost(*key) {
-                        shared.counters.leases_lost.fetch_add(1, Ordering::Relaxed);
-                    }
+        beat(&shared).await;
+        next = Instant::now() + every;
+    }
+}
+
+/// One heartbeat: every held lease, once per claim token.
+async fn beat(shared: &Shared) {
+    let (keys, leases) = shared.book.leases();
+    if leases.is_empty() {
+        return;
+    }
+    // One lease per claim call: each token is renewed once, for all its jobs.
+    let mut tokens: Vec<Lease> = leases.clone();
+    tokens.sort_unstable_by(|a, b| (&a.token, &a.queue).cmp(&(&b.token, &b.queue)));
+    tokens.dedup_by(|a, b| a.token == b.token && a.queue == b.queue);
+    let progress = shared.book.progress();
+    let sent = Instant::now();
+    // A call that hangs (a partition the connection has not noticed) is given up after a
+    // lease: its answer could not keep anything alive by then.
+    let answer = tokio::time::timeout(
+        shared.lease,
+        shared.store.heartbeat(&tokens, shared.lease, &progress),
+    )
+    .await;
+    match answer {
+        Ok(Ok(beat)) => {
+            let mut renewed = Vec::with_capacity(keys.len());
+            for (key, lease) in keys.iter().zip(&leases) {
+                let at = tokens
+                    .binary_search_by(|t| (&t.token, &t.queue).cmp(&(&lease.token, &lease.queue)));
+                let ok = at
+                    .ok()
+                    .and_then(|i| beat.held.get(i).copied())
+                    .unwrap_or(false);
+                if ok {
+                    renewed.push(*key);
+                } else if shared.book.lost(*key) {
+                    shared.counters.leases_lost.fetch_add(1, Ordering::Relaxed);
                 }
-                shared.book.renewed(&renewed, sent);
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat failed"),
-            Err(_) => tracing::warn!(
-                after = ?shared.lease,
-                "heartbeat failed: no answer within the lease"
-            ),
+            shared.book.renewed(&renewed, sent);
+            let news = shared.book.cancelled(&beat.cancelled);
+            if news > 0 {
+                tracing::info!(
+                    jobs = news,
+                    "running jobs cancelled: their handlers are told to stop"
+                );
+            }
         }
+        Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat failed"),
+        Err(_) => tracing::warn!(
+            after = ?shared.lease,
+            "heartbeat failed: no answer within the lease"
+        ),
     }
 }

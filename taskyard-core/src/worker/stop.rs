@@ -5,8 +5,11 @@
 //! with its own consequence for the job (docs/semantics.md, "Stopping a run early"):
 //! shutdown (the lease is given back when the grace period ends; the attempt is not
 //! charged), lease lost (the store refuses the outcome; the job runs elsewhere), timeout
-//! (the run fails as "timed out" and is retried). A cancel, to come, goes through the
-//! same signal.
+//! (the run fails as "timed out" and is retried), cancel (the job already ended
+//! `cancelled` in the store; the outcome is refused).
+//!
+//! The same shared cell carries the run's latest progress from the handler to the
+//! heartbeater, so a run costs one allocation for both.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -30,6 +33,10 @@ pub enum StopReason {
     /// worker). It fails as "timed out" and is retried like any failure; a handler still
     /// running one grace period later is aborted at its next `.await`.
     Timeout,
+    /// The job was cancelled ([`Client::cancel`](crate::Client::cancel)): it has ended
+    /// `cancelled` in the store and will never run again; its outcome will be refused,
+    /// whatever the handler returns, so it should stop.
+    Cancelled,
 }
 
 /// The stop signal of one run. Made for every job, so it allocates nothing until a
@@ -41,6 +48,8 @@ pub(crate) struct Stop {
     notify: Notify,
     token: OnceLock<CancellationToken>,
     lease_lost: AtomicBool,
+    /// The latest progress the handler reported, until a heartbeat takes it.
+    progress: std::sync::Mutex<Option<bytes::Bytes>>,
 }
 
 impl Stop {
@@ -86,6 +95,20 @@ impl Stop {
             }
             notified.await;
         }
+    }
+
+    /// Keeps `value` as the run's latest progress, replacing any a heartbeat has not yet
+    /// taken.
+    pub(crate) fn set_progress(&self, value: bytes::Bytes) {
+        *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+    }
+
+    /// The progress reported since the last call, if any.
+    pub(crate) fn take_progress(&self) -> Option<bytes::Bytes> {
+        self.progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     pub(crate) fn token(&self) -> CancellationToken {
