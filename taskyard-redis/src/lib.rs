@@ -32,11 +32,14 @@
 //! - `reply.rs`: decoding the scripts' replies;
 //! - `blocking.rs`: the commands that block their connection (`BLPOP`, `WAIT`), each on
 //!   pooled connections of its own;
+//! - `events.rs`: the subscriber to the queues' event channels, which wakes waits for
+//!   cancels and for a job's end;
 //! - `store.rs`: the [`Store`](taskyard_core::Store) implementation;
 //! - `envelope.rs`: one job as one string.
 
 mod blocking;
 mod envelope;
+mod events;
 mod ids;
 mod options;
 mod reply;
@@ -97,6 +100,8 @@ struct Inner {
     unanswered: Mutex<HashSet<u64>>,
     /// Tests only: the next finish call's answer is dropped after Redis ran it.
     lose_answer: std::sync::atomic::AtomicBool,
+    /// The subscriber to the queues' events and the waits it wakes.
+    events: Arc<events::Hub>,
 }
 
 impl RedisStore {
@@ -185,6 +190,7 @@ impl RedisStore {
             })?;
         let store = RedisStore {
             inner: Arc::new(Inner {
+                events: events::Hub::new(client.clone()),
                 client,
                 conn,
                 waiters: tokio::sync::Mutex::new(Vec::new()),

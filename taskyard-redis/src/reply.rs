@@ -5,7 +5,7 @@
 //! script read from a key come back as strings, so a number may arrive as either. These
 //! helpers read one reply as what the script meant, and call anything else corrupt
 //! ([`Error::Corrupt`]) instead of guessing; [`info`] reads the job that `find.lua` and
-//! `list.lua` return.
+//! `list.lua` return, with its progress or result.
 
 use bytes::Bytes;
 use redis::Value;
@@ -57,6 +57,7 @@ pub(crate) fn info(
     env: Value,
     at: Value,
     errors: Value,
+    extra: Value,
 ) -> Result<JobInfo> {
     let env = envelope::parse(bytes(env)?)?;
     let at_ms = match &at {
@@ -67,6 +68,12 @@ pub(crate) fn info(
     let errors = match errors {
         Value::BulkString(b) => history::parse(&b),
         _ => Vec::new(),
+    };
+    // A running job's progress or a completed job's result, as the scripts send it
+    // ('' when there is none).
+    let extra = match extra {
+        Value::BulkString(b) if !b.is_empty() => Some(String::from_utf8_lossy(&b).into_owned()),
+        _ => None,
     };
     Ok(JobInfo {
         id: env.id,
@@ -82,5 +89,7 @@ pub(crate) fn info(
         errors,
         priority: env.priority,
         unique: env.unique,
+        progress: extra.clone().filter(|_| state == JobState::Running),
+        result: extra.filter(|_| state == JobState::Completed),
     })
 }

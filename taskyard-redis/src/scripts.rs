@@ -30,6 +30,7 @@ pub(crate) struct Scripts {
     pub(crate) stats: Script,
     pub(crate) settings: Script,
     pub(crate) upgrade: Script,
+    pub(crate) wait: Script,
     /// Every script's full source, to load them all at connect.
     pub(crate) sources: Vec<String>,
 }
@@ -53,7 +54,8 @@ impl Scripts {
             .replace(
                 "@COMPLETED_MAX_AGE_MS@",
                 &d.completed_max_age_ms.to_string(),
-            );
+            )
+            .replace("@RESULT_TTL_MS@", &d.result_ttl_ms.to_string());
         let mut sources = Vec::new();
         // Redis (7.0 and later, and Valkey) reads a script's flags from a shebang on its
         // first line only, so the shebang goes in front of common.lua. Declaring flags
@@ -82,6 +84,7 @@ impl Scripts {
             stats: s(Reads, include_str!("scripts/stats.lua")),
             settings: s(Drains, include_str!("scripts/settings.lua")),
             upgrade: s(Drains, include_str!("scripts/upgrade.lua")),
+            wait: s(Drains, include_str!("scripts/wait.lua")),
             sources,
         }
     }
@@ -128,13 +131,24 @@ const KEY_NAMES: [&str; 11] = [
     "batches",
 ];
 
-/// The keys of the options (priorities, unique keys, deletes): a queue that uses none
-/// has none of them.
-const OPTION_KEY_NAMES: [&str; 4] = ["prio", "unique", "uexp", "deleted"];
+/// The keys of the options (priorities, unique keys, deletes, cancels, progress, results,
+/// waiters): a queue that uses none has none of them.
+const OPTION_KEY_NAMES: [&str; 10] = [
+    "prio",
+    "unique",
+    "uexp",
+    "deleted",
+    "cancelled",
+    "progress",
+    "revoked",
+    "results",
+    "rexp",
+    "waiting",
+];
 
 /// The keys of one queue, in the order every script expects (see `common.lua`): this
 /// layout's eleven, release 0.1's meta key, whose presence means 0.1 data is left to
-/// upgrade, then the four keys of the options.
+/// upgrade, then the keys of the options (`N_KEYS` in all).
 ///
 /// Layout 2 moved the keys from 0.1's `taskyard:{q}:…` to `taskyard:2:{q}:…`, so a 0.1
 /// process still running finds an empty queue instead of misreading new data. Later
@@ -161,6 +175,12 @@ pub(crate) fn keys_0_1(queue: &QueueName) -> Vec<String> {
 
 pub(crate) fn signal_key(queue: &QueueName) -> String {
     format!("taskyard:2:{{{}}}:signal", queue.as_str())
+}
+
+/// The queue's channel of events (`EVENTS` in common.lua): cancels of running jobs and
+/// ends of waited-for jobs.
+pub(crate) fn events_channel(queue: &QueueName) -> String {
+    format!("taskyard:2:{{{}}}:events", queue.as_str())
 }
 
 pub(crate) fn store_err(e: redis::RedisError) -> Error {

@@ -9,16 +9,17 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use bytes::Bytes;
 use redis::{Script, Value};
 use taskyard_core::store::support::history;
 use taskyard_core::{
-    Claim, ClaimedJob, Cursor, DEFAULT_PRIORITY, Due, Enqueued, Error, JobFilter, JobId, JobInfo,
-    JobState, Lease, LeaseToken, Maintenance, NewJob, Outcome, Page, QueueConfig, QueueName,
-    QueueStats, Result, Skip, Skipped, Step, Store,
+    Beat, Claim, ClaimedJob, Cursor, DEFAULT_PRIORITY, Due, Enqueued, Error, JobFilter, JobId,
+    JobInfo, JobState, Lease, LeaseToken, Maintenance, NewJob, Outcome, Page, QueueConfig,
+    QueueName, QueueStats, Result, Skip, Skipped, Step, Store,
 };
 
 use crate::reply::{array, bytes, flags, info, int};
-use crate::scripts::store_err;
+use crate::scripts::{events_channel, store_err};
 use crate::{QUEUES_KEY, RedisStore, envelope};
 
 #[async_trait::async_trait]
@@ -153,21 +154,83 @@ impl Store for RedisStore {
         self.wait_for_signal(queues, timeout).await
     }
 
-    async fn heartbeat(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>> {
-        let mut result = vec![false; leases.len()];
+    async fn heartbeat(
+        &self,
+        leases: &[Lease],
+        lease: Duration,
+        progress: &[(Lease, Bytes)],
+    ) -> Result<Beat> {
+        let mut beat = Beat {
+            held: vec![false; leases.len()],
+            cancelled: Vec::new(),
+        };
         for (queue, idx) in by_queue(leases, |l| &l.queue) {
             // The worker sends each claim's token once (the core de-duplicates).
-            let mut args = vec![lease.as_millis().to_string().into_bytes()];
+            let mut args = vec![
+                lease.as_millis().to_string().into_bytes(),
+                idx.len().to_string().into_bytes(),
+            ];
             args.extend(idx.iter().map(|&i| arg(&leases[i].token)));
-            let held = flags(
+            // A report comes with its job's lease, whose token is among these.
+            for (l, value) in progress.iter().filter(|(l, _)| l.queue == queue) {
+                args.extend([arg(&l.token), arg(l.id.as_str()), value.to_vec()]);
+            }
+            let mut out = array(
                 self.run(&self.inner.scripts.heartbeat, &queue, args)
                     .await?,
-            )?;
+            )?
+            .into_iter();
+            let held = flags(out.next().unwrap_or(Value::Nil))?;
             for (&i, ok) in idx.iter().zip(held) {
-                result[i] = ok;
+                beat.held[i] = ok;
+            }
+            for id in array(out.next().unwrap_or(Value::Nil))? {
+                beat.cancelled.push((queue.clone(), JobId::new(text(id)?)));
             }
         }
-        Ok(result)
+        Ok(beat)
+    }
+
+    async fn wait_cancel(&self, queues: &[QueueName], timeout: Duration) -> Result<()> {
+        if queues.is_empty() {
+            tokio::time::sleep(timeout).await;
+            return Ok(());
+        }
+        let hub = &self.inner.events;
+        let channels: Vec<String> = queues.iter().map(events_channel).collect();
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Receivers first: a cancel published once they exist wakes this wait.
+        let mut rxs: Vec<_> = channels.iter().map(|c| hub.cancels(c)).collect();
+        match tokio::time::timeout_at(deadline, hub.subscribe(&channels)).await {
+            Ok(r) => r?,
+            Err(_) => return Ok(()),
+        }
+        let any = futures::future::select_all(rxs.iter_mut().map(|rx| Box::pin(rx.changed())));
+        let _ = tokio::time::timeout_at(deadline, any).await;
+        Ok(())
+    }
+
+    async fn wait_job(&self, queue: &QueueName, id: &JobId, timeout: Duration) -> Result<()> {
+        let hub = &self.inner.events;
+        let channel = events_channel(queue);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut wait = hub.job(&channel, id.as_str());
+        match tokio::time::timeout_at(deadline, hub.subscribe(std::slice::from_ref(&channel))).await
+        {
+            Ok(r) => r?,
+            Err(_) => return Ok(()),
+        }
+        // Registered and subscribed before the check: an end after it is published.
+        let args = vec![
+            arg(id.as_str()),
+            timeout.as_millis().max(1).to_string().into_bytes(),
+        ];
+        let ended = int(&self.run(&self.inner.scripts.wait, queue, args).await?)?;
+        if ended == 1 {
+            return Ok(());
+        }
+        let _ = tokio::time::timeout_at(deadline, wait.ended()).await;
+        Ok(())
     }
 
     async fn finish(&self, outcomes: &[(Lease, Outcome)]) -> Result<Vec<bool>> {
@@ -175,6 +238,7 @@ impl Store for RedisStore {
         for (queue, idx) in by_queue(outcomes, |(l, _)| &l.queue) {
             // Completed runs grouped by lease token, so the script handles each group
             // with a few variadic calls; then each failed run with its details.
+            // A completion with a value goes with the failed runs: one item each.
             let (done, failed): (Vec<usize>, Vec<usize>) = idx
                 .iter()
                 .partition(|&&i| outcomes[i].1 == Outcome::Completed);
@@ -197,11 +261,16 @@ impl Store for RedisStore {
             }
             for &i in &failed {
                 let (lease, outcome) = &outcomes[i];
-                let (code, number, error) = match outcome {
-                    Outcome::Completed => ("c", 0, ""),
-                    Outcome::Retry { delay_ms, error } => ("r", *delay_ms, error.as_str()),
-                    Outcome::RetryAt { at_ms, error } => ("a", *at_ms, error.as_str()),
-                    Outcome::Dead { error } => ("d", 0, error.as_str()),
+                let (code, number, text) = match outcome {
+                    Outcome::Completed => ("c", 0, Vec::new()),
+                    Outcome::CompletedWith { result } => ("v", 0, result.to_vec()),
+                    Outcome::Retry { delay_ms, error } => {
+                        ("r", *delay_ms, history::clean(error).into_bytes())
+                    }
+                    Outcome::RetryAt { at_ms, error } => {
+                        ("a", *at_ms, history::clean(error).into_bytes())
+                    }
+                    Outcome::Dead { error } => ("d", 0, history::clean(error).into_bytes()),
                     other => {
                         return Err(Error::InvalidOption(format!(
                             "this store cannot record the outcome {other:?}"
@@ -212,7 +281,7 @@ impl Store for RedisStore {
                 args.push(arg(lease.id.as_str()));
                 args.push(arg(code));
                 args.push(number.to_string().into_bytes());
-                args.push(history::clean(error).into_bytes());
+                args.push(text);
             }
             // A call whose answer was lost (the connection failed after it was sent) is
             // retried by the worker with the same outcomes: known here by a hash of its
@@ -325,7 +394,7 @@ impl Store for RedisStore {
             .iter()
             .map(|v| int(v).map(|n| n as u64))
             .collect::<Result<_>>()?;
-        if n.len() != 6 {
+        if n.len() != 7 {
             return Err(Error::Corrupt("stats returned the wrong count".into()));
         }
         Ok(QueueStats {
@@ -335,6 +404,7 @@ impl Store for RedisStore {
             running: n[2],
             completed: n[3],
             dead: n[4],
+            cancelled: n[6],
             paused: n[5] == 1,
         })
     }
@@ -361,8 +431,10 @@ impl Store for RedisStore {
             None => String::new(),
         };
         let mut jobs = Vec::new();
-        while let (Some(env), Some(at), Some(errs)) = (it.next(), it.next(), it.next()) {
-            jobs.push(info(queue, state, env, at, errs)?);
+        while let (Some(env), Some(at), Some(errs), Some(extra)) =
+            (it.next(), it.next(), it.next(), it.next())
+        {
+            jobs.push(info(queue, state, env, at, errs, extra)?);
         }
         Ok(Page {
             jobs,
@@ -383,13 +455,13 @@ impl Store for RedisStore {
             after = bytes(out.into_iter().next().unwrap_or(Value::Nil))?.to_vec();
         };
         let mut it = out.into_iter();
-        let (Some(state), Some(env), Some(at), Some(errs)) =
-            (it.next(), it.next(), it.next(), it.next())
+        let (Some(state), Some(env), Some(at), Some(errs), Some(extra)) =
+            (it.next(), it.next(), it.next(), it.next(), it.next())
         else {
             return Ok(None);
         };
         let state: JobState = String::from_utf8_lossy(&bytes(state)?).parse()?;
-        info(queue, state, env, at, errs).map(Some)
+        info(queue, state, env, at, errs, extra).map(Some)
     }
 
     async fn redrive(&self, queue: &QueueName, filter: &JobFilter, after: &Cursor) -> Result<Step> {
@@ -408,6 +480,10 @@ impl Store for RedisStore {
 
     async fn delete(&self, queue: &QueueName, filter: &JobFilter, after: &Cursor) -> Result<Step> {
         self.act("delete", queue, filter, after).await
+    }
+
+    async fn cancel(&self, queue: &QueueName, filter: &JobFilter, after: &Cursor) -> Result<Step> {
+        self.act("cancel", queue, filter, after).await
     }
 
     async fn delete_queue(&self, queue: &QueueName, _after: &Cursor) -> Result<Step> {
@@ -429,12 +505,13 @@ impl Store for RedisStore {
     }
 
     async fn config(&self, queue: &QueueName) -> Result<QueueConfig> {
-        const NAMES: [&str; 5] = [
+        const NAMES: [&str; 6] = [
             "max_len",
             "dead_max",
             "dead_max_age_ms",
             "completed_max",
             "completed_max_age_ms",
+            "result_ttl_ms",
         ];
         let mut args = vec![arg("get")];
         args.extend(NAMES.iter().map(|n| arg(n)));
@@ -452,6 +529,7 @@ impl Store for RedisStore {
             dead_max_age_ms: get(2, d.dead_max_age_ms)?,
             completed_max: get(3, d.completed_max)?,
             completed_max_age_ms: get(4, d.completed_max_age_ms)?,
+            result_ttl_ms: get(5, d.result_ttl_ms)?,
         })
     }
 
@@ -527,7 +605,8 @@ impl RedisStore {
         Ok(out)
     }
 
-    /// One step of a run-now (`op` "run") or a delete ("delete"): `act.lua`.
+    /// One step of a run-now (`op` "run"), a delete ("delete") or a cancel ("cancel"):
+    /// `act.lua`.
     async fn act(
         &self,
         op: &str,

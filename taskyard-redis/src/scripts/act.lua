@@ -1,6 +1,8 @@
--- act.lua: one bounded step of an operator's run-now or delete.
--- ARGV[1] = 'run' (scheduled jobs become ready now, each at its priority, attempts kept)
---   or 'delete' (ready and scheduled jobs are removed, their unique keys freed);
+-- act.lua: one bounded step of an operator's run-now, delete or cancel.
+-- ARGV[1] = 'run' (scheduled jobs become ready now, each at its priority, attempts kept),
+--   'delete' (ready and scheduled jobs are removed, their unique keys freed) or
+--   'cancel' (ready, scheduled and running jobs end in `cancelled`, attempts and history
+--   kept, their unique keys freed as a delete frees them);
 -- ARGV[2] = 'ids' | 'kind' | 'all', ARGV[3] = kind, ARGV[4] = where the last step
 -- stopped ('' = the start), ARGV[5..] = ids (at most 1000).
 -- Returns {how many acted on, where the next step resumes or '', then per named job not
@@ -19,38 +21,83 @@
 -- read (prio_chunk) or for all nothing (popped from the head, STEP a call), then for a
 -- kind "w:walk cursor" (tombstones) and for all "r:entries left" (popped from the head:
 -- every job in the list when the phase began, or as many).
+-- A cancel walks as a delete, then the running jobs, cursor "u:" and the HSCAN cursor of
+-- the running hash. A cancelled ready or scheduled job is kept as a dead one is (its
+-- envelope in `jobs`, its id in `cancelled`, trimmed under the dead set's limits); a
+-- tombstone keeps a listed one from being claimed. A running one leaves running at once
+-- with its attempt counted: its outcome is refused, its batch counts it out, its id goes
+-- to `revoked` for its batch's heartbeats to report, and "c" on EVENTS wakes the
+-- workers waiting for cancels. Waiters for any job cancelled are told.
 check_layout()
-local del = ARGV[1] == 'delete'
+local cancel = ARGV[1] == 'cancel'
+local del = ARGV[1] == 'delete' or cancel
 local mode, kind, cursor = ARGV[2], ARGV[3], ARGV[4]
 local STEP = 1000
 local uniq = del and redis.call('EXISTS', UNIQUE) == 1
-local errors = del and redis.call('EXISTS', ERRORS) == 1
+local errors = del and not cancel and redis.call('EXISTS', ERRORS) == 1
 local done = 0
 local out = {0, ''}
 local histories = {}
+local now = cancel and now_ms()
+-- A cancel's jobs: (time, id) pairs for `cancelled`, ids that ended, whether a running
+-- one was among them, and the ids whose progress goes.
+local cancels, ended, stopped, unrun = {}, {}, false, {}
 
--- Deletes a job whose envelope left its place: its history and its key go with it.
-local function gone(id, env)
+-- Takes a job whose envelope left its place: deleted, its history and its key go with
+-- it; cancelled, its key goes and it is kept (`keyed`: its envelope is in `jobs`).
+local function gone(id, env, keyed)
   if uniq and env then free_key(env, id, 'qfd') end
-  if errors then histories[#histories + 1] = id end
+  if cancel then
+    if env and not keyed then redis.call('HSET', JOBS, id, env) end
+    cancels[#cancels + 1] = now
+    cancels[#cancels + 1] = id
+    ended[#ended + 1] = id
+  elseif errors then
+    histories[#histories + 1] = id
+  end
   done = done + 1
 end
 
--- The reply, once the histories of deleted jobs are gone too.
+-- Cancels a running job, given its running field "token|id" and envelope.
+local function cancel_running(field, env)
+  local bar = string.find(field, '|', 1, true)
+  local token, id = string.sub(field, 1, bar - 1), string.sub(field, bar + 1)
+  redis.call('HDEL', RUNNING, field)
+  -- Counted out of its batch, which stays with its lease even when empty (common.lua).
+  redis.call('HINCRBY', BATCHES, '#' .. token, -1)
+  redis.call('HSET', BATCHES, '!' .. token, 1)
+  local prev = redis.call('HGET', REVOKED, token)
+  redis.call('HSET', REVOKED, token, prev and prev .. ',' .. id or id)
+  local _, before, _, p2 = fields(env)
+  gone(id, with_attempt(env, id, before + 1, p2))
+  unrun[#unrun + 1] = id
+  stopped = true
+end
+
+-- The reply, once the histories of deleted jobs are gone too, and a cancel's jobs are
+-- kept, trimmed and told.
 local function reply()
   if #histories > 0 then batched('HDEL', ERRORS, histories) end
+  if #cancels > 0 then
+    batched('ZADD', CANCELLED, cancels)
+    local dead_max, dead_age = retention()
+    trim(CANCELLED, dead_max, dead_age, now)
+    drop_progress(unrun)
+    if stopped then redis.call('PUBLISH', EVENTS, 'c') end
+    tell_waiters(ended, now)
+  end
   out[1] = done
   return out
 end
 
--- Acts on scheduled jobs: their bodies leave `jobs`.
+-- Acts on scheduled jobs: their bodies leave `jobs` (a cancel keeps them).
 local function act_keyed(ids)
   if #ids == 0 then return end
   local bodies = hmget_all(JOBS, ids)
   batched('ZREM', SCHEDULED, ids)
-  batched('HDEL', JOBS, ids)
+  if not cancel then batched('HDEL', JOBS, ids) end
   if del then
-    for i = 1, #ids do gone(ids[i], bodies[i]) end
+    for i = 1, #ids do gone(ids[i], bodies[i], true) end
     return
   end
   local envs = {}
@@ -75,24 +122,39 @@ end
 if mode == 'ids' then
   local ids = {}
   for i = 5, #ARGV do ids[#ids + 1] = ARGV[i] end
+  local function skip(id, state)
+    out[#out + 1] = id
+    out[#out + 1] = state or ''
+  end
   local running = nil
-  -- A job's state by its keyed places, or nil (ready, or no such job).
+  -- A job's state by its keyed places, or nil (ready, or no such job). A completed job
+  -- not kept is known by its result, while it lasts.
   local function keyed(id)
     if redis.call('ZSCORE', SCHEDULED, id) then return 'scheduled' end
     if redis.call('ZSCORE', DEAD, id) then return 'dead' end
     if redis.call('ZSCORE', COMPLETED, id) then return 'completed' end
+    if redis.call('ZSCORE', CANCELLED, id) then return 'cancelled' end
     if not running then
       running = {}
       for _, f in ipairs(redis.call('HKEYS', RUNNING)) do
-        running[string.sub(f, string.find(f, '|', 1, true) + 1)] = true
+        running[string.sub(f, string.find(f, '|', 1, true) + 1)] = f
       end
     end
     if running[id] then return 'running' end
+    if redis.call('HEXISTS', RESULTS, id) == 1 then return 'completed' end
     return nil
   end
-  local function skip(id, state)
-    out[#out + 1] = id
-    out[#out + 1] = state or ''
+  -- Acts on a job found in a keyed place, or says it was skipped.
+  local function act_on(id, state)
+    if state == 'scheduled' then
+      act_keyed({id})
+    elseif state == 'running' and cancel then
+      local field = running[id]
+      running[id] = nil
+      cancel_running(field, redis.call('HGET', RUNNING, field))
+    else
+      skip(id, state)
+    end
   end
 
   local sought, walk = {}, ''
@@ -103,10 +165,8 @@ if mode == 'ids' then
       if not seen[id] then
         seen[id] = true
         local state = keyed(id)
-        if state == 'scheduled' then
-          act_keyed({id})
-        elseif state then
-          skip(id, state)
+        if state then
+          act_on(id, state)
         else
           sought[#sought + 1] = i
         end
@@ -153,21 +213,14 @@ if mode == 'ids' then
     end
     delete_prio(members)
     if #marks > 0 then batched('SADD', DELETED, marks) end
-    local left = {}
+    local unfound = {}
     for _, i in ipairs(sought) do
-      if want[ids[i]] then left[#left + 1] = i end
+      if want[ids[i]] then unfound[#unfound + 1] = i end
     end
-    if after ~= '' and #left > 0 then
-      out[2] = after .. '|' .. table.concat(left, ',')
+    if after ~= '' and #unfound > 0 then
+      out[2] = after .. '|' .. table.concat(unfound, ',')
     else
-      for _, i in ipairs(left) do
-        local state = keyed(ids[i])
-        if state == 'scheduled' then
-          act_keyed({ids[i]})
-        else
-          skip(ids[i], state)
-        end
-      end
+      for _, i in ipairs(unfound) do act_on(ids[i], keyed(ids[i])) end
     end
   end
   return reply()
@@ -177,9 +230,12 @@ end
 local phase, at = string.sub(cursor, 1, 1), string.sub(cursor, 3)
 if cursor == '' then phase, at = 's', '' end
 if phase ~= 's' and not del then return error({err = 'TASKYARD_CURSOR ' .. cursor}) end
--- Where a delete goes after prio.
+-- Where a delete goes after prio, and after the ready list (a cancel: running).
 local function after_prio()
   return mode == 'all' and 'r:' .. redis.call('LLEN', READY) or 'w:'
+end
+local function after_list()
+  return cancel and 'u:' or ''
 end
 if phase == 's' then
   local ids, resume = select_in(SCHEDULED, STEP, mode, kind, at, #ARGV + 1)
@@ -224,7 +280,7 @@ elseif phase == 'r' then
   end
   if #forget > 0 then batched('SREM', DELETED, forget) end
   left = left - #envs
-  if left > 0 and #envs == STEP then out[2] = 'r:' .. left end
+  out[2] = (left > 0 and #envs == STEP) and 'r:' .. left or after_list()
 elseif phase == 'w' then
   -- A kind in the ready list: a walk, each match tombstoned.
   local pos, restarts = walk_from(at)
@@ -246,7 +302,20 @@ elseif phase == 'w' then
     end
   end
   if #marks > 0 then batched('SADD', DELETED, marks) end
-  if after ~= '' then out[2] = 'w:' .. after end
+  out[2] = after ~= '' and 'w:' .. after or after_list()
+elseif phase == 'u' and cancel then
+  -- Running jobs, by HSCAN of the running hash: a field there for the whole walk is
+  -- seen, and removing fields meanwhile is allowed. COUNT is a hint Redis may pass by a
+  -- few fields; 900 keeps a step within STEP.
+  local got = redis.call('HSCAN', RUNNING, at == '' and '0' or at, 'COUNT', 900)
+  local of_kind = mode == 'kind' and kind_pattern(kind)
+  local entries = got[2]
+  for i = 1, #entries, 2 do
+    if not of_kind or string.find(entries[i + 1], of_kind) then
+      cancel_running(entries[i], entries[i + 1])
+    end
+  end
+  if got[1] ~= '0' then out[2] = 'u:' .. got[1] end
 else
   return error({err = 'TASKYARD_CURSOR ' .. cursor})
 end

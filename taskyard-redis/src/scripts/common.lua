@@ -29,8 +29,28 @@
 --                ended keys in bounded steps
 --  16 deleted    SET ids of ready jobs deleted while their envelope still sits in the
 --                ready list (tombstones): claims drop such envelopes, counts leave them out
--- A queue that uses no option has none of 13-16, so its scripts check for them with one
--- EXISTS per call and then run as before, per job nothing more.
+--  17 cancelled  ZSET id -> time it was cancelled (ms); its envelope stays in jobs, its
+--                history in errors (kept under the dead set's limits, counted apart)
+--  18 progress   HASH id -> the latest progress (JSON) its handler reported, only while
+--                the job runs under lease
+--  19 revoked    HASH token -> ids of its batch cancelled while running ("1,2"), so its
+--                heartbeats report them until the batch is gone
+--  20 results    HASH id -> "at_ms\thead\n" then "=" and the handler's value (JSON), or
+--                "-" (completed with no value while a waiter was registered); `head` is
+--                the job's envelope head (up to its payload), its attempts counted
+--  21 rexp       ZSET id -> when its result expires, for maintain to drop in bounded steps
+--  22 waiting    ZSET id -> deadline of its latest waiter (wait_job), trimmed by maintain
+-- A queue that uses no option has none of 13-22, so its scripts check for them with one
+-- EXISTS per call and then run as before, per job nothing more. Beside the keys, the
+-- channel EVENTS (not a key: PUBLISH only) carries "c" when a running job was cancelled
+-- and "e" followed by ids ("e1,2") when jobs a waiter waits for ended.
+--
+-- Why a running job cancelled keeps its batch: the job leaves running at once (its
+-- outcome is refused) and its batch counts it out, but the batch and its lease are left
+-- as they are even when no job of it runs any more, so the worker's heartbeats still
+-- find the token held and learn of the cancel (revoked) instead of taking it for a lost
+-- lease; the lease then expires once the worker stops beating it, and maintain forgets
+-- the batch.
 --
 -- Why leases per claim, not per job: a worker claims a batch, heartbeats all of it and
 -- finishes most of it together, so one sorted-set entry per batch carries the deadline
@@ -54,6 +74,12 @@ local READY, SCHEDULED, JOBS, LEASES = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local DEAD, COMPLETED, ERRORS, META, SIGNAL = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local RUNNING, BATCHES, OLD_META = KEYS[10], KEYS[11], KEYS[12]
 local PRIO, UNIQUE, UEXP, DELETED = KEYS[13], KEYS[14], KEYS[15], KEYS[16]
+local CANCELLED, PROGRESS, REVOKED = KEYS[17], KEYS[18], KEYS[19]
+local RESULTS, REXP, WAITING = KEYS[20], KEYS[21], KEYS[22]
+-- How many keys a queue has in this layout: release 0.1's follow (upgrade, drop).
+local N_KEYS = 22
+-- The queue's channel of events: its keys' prefix (META less its name) and "events".
+local EVENTS = string.sub(META, 1, -5) .. 'events'
 
 -- The layout of a queue's keys this build reads and writes, kept in META as `layout`.
 local LAYOUT = '2'
@@ -362,12 +388,21 @@ local function waiting()
     redis.call('ZCARD', SCHEDULED) - redis.call('SCARD', DELETED)
 end
 
+-- Whether the queue has cancels of running jobs to report (REVOKED): nil until a script
+-- asks (once per call; finish sets it from its own check of the option keys).
+local revoking = nil
+
+-- Forgets a batch: its fields, its lease and the cancels its heartbeats reported.
+local function forget_batch(token)
+  redis.call('HDEL', BATCHES, token, '#' .. token, '!' .. token)
+  redis.call('ZREM', LEASES, token)
+  if revoking == nil then revoking = redis.call('EXISTS', REVOKED) == 1 end
+  if revoking then redis.call('HDEL', REVOKED, token) end
+end
+
 -- One job of a batch is done (or gone): forget the batch once none is left running.
 local function settle(token, n)
-  if redis.call('HINCRBY', BATCHES, '#' .. token, -n) <= 0 then
-    redis.call('HDEL', BATCHES, token, '#' .. token, '!' .. token)
-    redis.call('ZREM', LEASES, token)
-  end
+  if redis.call('HINCRBY', BATCHES, '#' .. token, -n) <= 0 then forget_batch(token) end
 end
 
 -- A job left its batch other than by completing (released, failed; call after settle):
@@ -424,6 +459,56 @@ local function retention()
     'completed_max_age_ms')
   return tonumber(v[1]) or @DEAD_MAX@, tonumber(v[2]) or @DEAD_MAX_AGE_MS@,
     tonumber(v[3]) or @COMPLETED_MAX@, tonumber(v[4]) or @COMPLETED_MAX_AGE_MS@
+end
+
+-- How long a result is kept (ms; 0 keeps none).
+local function result_ttl()
+  return tonumber(redis.call('HGET', META, 'result_ttl_ms')) or @RESULT_TTL_MS@
+end
+
+-- Keeps a completed job's result apart from the job, for `ttl` ms: `value` is its JSON,
+-- or nil for the empty marker (completed with no value). `env` is the job's envelope,
+-- of which the head is kept (its kind and counts, for a lookup once the job is gone).
+local function keep_result(id, env, now, value, ttl)
+  if ttl <= 0 then return end
+  local nl = string.find(env, '\n', 1, true)
+  local head = nl and string.sub(env, 1, nl) or env .. '\n'
+  redis.call('HSET', RESULTS, id, now .. '\t' .. head .. (value and '=' .. value or '-'))
+  redis.call('ZADD', REXP, now + ttl, id)
+end
+
+-- A result record split: completion time, envelope head (an envelope with no payload),
+-- value ('' when none).
+local function result_parts(rec)
+  local tab = string.find(rec, '\t', 1, true)
+  local nl = string.find(rec, '\n', tab + 1, true)
+  local value = ''
+  if string.sub(rec, nl + 1, nl + 1) == '=' then value = string.sub(rec, nl + 2) end
+  return string.sub(rec, 1, tab - 1), string.sub(rec, tab + 1, nl), value
+end
+
+-- Of jobs that just ended (completed, dead, cancelled), the ones a waiter waits for
+-- (wait_job; its deadline not passed), told on EVENTS in one message. Returns them as a
+-- set, or nil when none. Costs one EXISTS when nobody waits on the queue.
+local function tell_waiters(ids, now)
+  if #ids == 0 or redis.call('EXISTS', WAITING) == 0 then return nil end
+  local s = scores_of(WAITING, ids)
+  local waited, set = {}, {}
+  for i = 1, #ids do
+    if s[i] and tonumber(s[i]) >= now and not set[ids[i]] then
+      set[ids[i]] = true
+      waited[#waited + 1] = ids[i]
+    end
+  end
+  if #waited == 0 then return nil end
+  redis.call('PUBLISH', EVENTS, 'e' .. table.concat(waited, ','))
+  return set
+end
+
+-- Drops the progress of jobs that left running (any way): one EXISTS when the queue
+-- keeps none.
+local function drop_progress(ids)
+  if #ids > 0 and redis.call('EXISTS', PROGRESS) == 1 then batched('HDEL', PROGRESS, ids) end
 end
 
 local function forget(ids)

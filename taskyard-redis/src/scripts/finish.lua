@@ -2,14 +2,18 @@
 -- ARGV[1] = 'r' when this call replays one whose answer was lost (the connection failed
 -- after it was sent; the store remembers such calls by their arguments), else ''.
 -- ARGV[2] = g, groups of completed runs; per group: token, k, then k ids.
--- Then per failed run, 5 ARGV: token, id, code, number, error. code: r = retry after
--- number ms; a = retry at number (Unix ms); d = dead. A retry whose attempts are spent
--- goes to dead. A run whose job its token no longer holds (the lease expired, the job
+-- Then per failed run (or run completed with a value), 5 ARGV: token, id, code, number,
+-- error. code: r = retry after number ms; a = retry at number (Unix ms); d = dead; v =
+-- completed, with the value (JSON) in place of the error, kept for the queue's result
+-- TTL apart from the job. A retry whose attempts are spent goes to dead. A run whose job its token no longer holds (the lease expired, the job
 -- was released or failed) changes nothing and is answered 0 — except in a replay, where
 -- a run whose job is gone from running was recorded by the first call (the worker sends
 -- one outcome per job) and is answered 1. (If its lease also expired between the two
 -- calls, the worker has lost contact for a lease and already counts those leases lost.)
 -- Returns 1 per run recorded, 0 per stale one: completed runs first, in order.
+-- Every job that leaves running here loses its progress; a job that ends (completed,
+-- dead) while a waiter waits for it is told on EVENTS, and one completed with no value
+-- then keeps an empty result, so the waiter learns it completed even once it is gone.
 check_layout()
 local replay = ARGV[1] == 'r'
 local gone = replay and 1 or 0
@@ -18,9 +22,20 @@ local res = {}
 local at = 3
 local forgotten = {}
 local done_max, done_age
--- A queue holding unique keys reads its completed jobs' envelopes, to give finished-mode
--- keys back; any other skips that (one check per call).
-local uniq = redis.call('EXISTS', UNIQUE) == 1
+-- The options this call may meet, in one check when the queue uses none. A queue
+-- holding unique keys reads its completed jobs' envelopes, to give finished-mode keys
+-- back; one keeping progress drops it; one with waiters tells them.
+local uniq, prog, waits = false, false, false
+if redis.call('EXISTS', UNIQUE, PROGRESS, REVOKED, WAITING) > 0 then
+  uniq = redis.call('EXISTS', UNIQUE) == 1
+  prog = redis.call('EXISTS', PROGRESS) == 1
+  waits = redis.call('EXISTS', WAITING) == 1
+else
+  revoking = false
+end
+-- Jobs that left running (for progress), jobs that ended (for waiters), and the
+-- envelopes of waited ones completed with no value (for their empty results).
+local left, ended, unvalued = {}, {}, {}
 
 -- Completed runs: the hot path, a few variadic calls per batch. A token holds each of
 -- its jobs, not the batch: a job released or failed meanwhile is not this run's to
@@ -41,6 +56,17 @@ for _ = 1, tonumber(ARGV[2]) do
   if not done_max then
     local _
     _, _, done_max, done_age = retention()
+  end
+  if waits then
+    -- Waited jobs' envelopes, read before they leave running: few, and only while
+    -- someone waits on the queue.
+    local w = scores_of(WAITING, ids)
+    for i = 1, k do
+      if w[i] then
+        local env = redis.call('HGET', RUNNING, names[i])
+        if env then unvalued[ids[i]] = env end
+      end
+    end
   end
   local marked = done_max > 0 or uniq or redis.call('HEXISTS', BATCHES, '!' .. token) == 1
   if marked then
@@ -91,11 +117,39 @@ for _ = 1, tonumber(ARGV[2]) do
       end
     end
   end
+  if (prog or waits) and n > 0 then
+    for i = 1, #names do
+      local id = string.sub(names[i], #token + 2)
+      left[#left + 1] = id
+      ended[#ended + 1] = id
+    end
+  end
   if n > 0 then settle(token, n) end
 end
--- A completed job's error history (from earlier attempts) goes with it; most queues
--- have no history at all, and then there is nothing to delete.
-if #forgotten > 0 and redis.call('EXISTS', ERRORS) == 1 then batched('HDEL', ERRORS, forgotten) end
+
+-- A job completed with a value: as one completed in a group, checked alone.
+local function complete(token, id, field, env, value)
+  redis.call('HDEL', RUNNING, field)
+  settle(token, 1)
+  if uniq then free_key(env, id, 'f') end
+  local _, before, _, p2 = fields(env)
+  env = with_attempt(env, id, before + 1, p2)
+  if not done_max then
+    local _
+    _, _, done_max, done_age = retention()
+  end
+  if done_max > 0 then
+    redis.call('HSET', JOBS, id, env)
+    redis.call('ZADD', COMPLETED, now, id)
+    trim(COMPLETED, done_max, done_age, now)
+  else
+    forgotten[#forgotten + 1] = id
+  end
+  keep_result(id, env, now, value, result_ttl())
+  unvalued[id] = nil
+  left[#left + 1] = id
+  ended[#ended + 1] = id
+end
 
 -- Failed runs: rarer; each moves to scheduled, ready or dead with its new attempt count.
 local ready, sched, dead = {}, {}, {}
@@ -103,8 +157,12 @@ while at <= #ARGV do
   local token, id, code = ARGV[at], ARGV[at + 1], ARGV[at + 2]
   local field = token .. '|' .. id
   local env = redis.call('HGET', RUNNING, field)
-  if env then
+  if env and code == 'v' then
     res[#res + 1] = 1
+    complete(token, id, field, env, ARGV[at + 4])
+  elseif env then
+    res[#res + 1] = 1
+    left[#left + 1] = id
     redis.call('HDEL', RUNNING, field)
     settle(token, 1)
     left_early(token)
@@ -119,6 +177,7 @@ while at <= #ARGV do
       redis.call('HSET', JOBS, id, env)
       dead[#dead + 1] = now
       dead[#dead + 1] = id
+      ended[#ended + 1] = id
     elseif due <= now then
       ready[#ready + 1] = env
     else
@@ -143,5 +202,19 @@ if #dead > 0 then
   local dead_max, dead_age = retention()
   batched('ZADD', DEAD, dead)
   trim(DEAD, dead_max, dead_age, now)
+end
+-- A completed job's error history (from earlier attempts) goes with it; most queues
+-- have no history at all, and then there is nothing to delete.
+if #forgotten > 0 and redis.call('EXISTS', ERRORS) == 1 then batched('HDEL', ERRORS, forgotten) end
+if prog then drop_progress(left) end
+local waited = waits and tell_waiters(ended, now)
+if waited then
+  local ttl = result_ttl()
+  for id, env in pairs(unvalued) do
+    if waited[id] then
+      local _, before, _, p2 = fields(env)
+      keep_result(id, with_attempt(env, id, before + 1, p2), now, nil, ttl)
+    end
+  end
 end
 return res

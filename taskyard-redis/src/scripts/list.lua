@@ -1,8 +1,9 @@
 -- list.lua: a page of jobs in one state. ARGV[1] = state, ARGV[2] = cursor ('' = the
 -- start), ARGV[3] = limit.
--- Returns {next cursor or '', envelope, time or '', errors or '', ...}.
+-- Returns {next cursor or '', envelope, time or '', errors or '', progress (running) or
+-- result (completed) or '', ...}.
 --
--- Cursors: scheduled, dead and completed (sorted sets) resume after "score:id", the last
+-- Cursors: scheduled, dead, completed and cancelled (sorted sets) resume after "score:id", the last
 -- job returned — by its rank while it is still there, else by its score and id (equal
 -- scores are ordered by id as a string) — so a job that stays in the set is seen once
 -- however the set changes. Ready and running page by position: claims at the head of
@@ -10,11 +11,22 @@
 check_layout()
 local state, after, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local out = {''}
+-- Where a job's progress or result is, for the states that have one: looked up per job
+-- only on a queue that keeps any.
+local extra = nil
+if state == 'running' and redis.call('EXISTS', PROGRESS) == 1 then extra = PROGRESS end
+if state == 'completed' and redis.call('EXISTS', RESULTS) == 1 then extra = RESULTS end
 local function add(env, at)
   local id = fields(env)
   out[#out + 1] = env
   out[#out + 1] = at
   out[#out + 1] = redis.call('HGET', ERRORS, id) or ''
+  local value = extra and redis.call('HGET', extra, id) or ''
+  if value ~= '' and extra == RESULTS then
+    local _
+    _, _, value = result_parts(value)
+  end
+  out[#out + 1] = value
 end
 local function position()
   if after == '' then return 0 end
@@ -72,7 +84,7 @@ if state == 'running' then
       if envs[j] then
         seen = seen + 1
         if seen > skip then
-          if (#out - 1) / 3 >= limit then
+          if (#out - 1) / 4 >= limit then
             out[1] = tostring(skip + limit)
             return out
           end
@@ -85,7 +97,8 @@ if state == 'running' then
 end
 local set, rev = SCHEDULED, false
 if state == 'dead' then set, rev = DEAD, true
-elseif state == 'completed' then set, rev = COMPLETED, true end
+elseif state == 'completed' then set, rev = COMPLETED, true
+elseif state == 'cancelled' then set, rev = CANCELLED, true end
 -- Where the page starts: the rank after the cursor's job.
 local start = 0
 local score, member

@@ -4,14 +4,15 @@
 -- (check_layout), so nothing reads a half-moved queue. Steps from two processes at once
 -- are safe: each call is atomic and moves what is left.
 --
--- KEYS 1-16 as in common.lua (12 is 0.1's meta); 17-26 are 0.1's other keys:
---   17 ready, 18 scheduled, 19 jobs, 20 leases, 21 dead, 22 completed, 23 errors,
---   24 signal, 25 running, 26 batches.
+-- KEYS 1-N_KEYS as in common.lua (12 is 0.1's meta); the ten after them are 0.1's other
+-- keys: ready, scheduled, jobs, leases, dead, completed, errors, signal, running,
+-- batches.
 -- 0.1's envelope is this layout's without the version: "id\tattempt\t...\npayload".
 -- Every job keeps its id, attempts, error history, due time and lease.
-local O_READY, O_SCHEDULED, O_JOBS, O_LEASES = KEYS[17], KEYS[18], KEYS[19], KEYS[20]
-local O_DEAD, O_COMPLETED, O_ERRORS = KEYS[21], KEYS[22], KEYS[23]
-local O_SIGNAL, O_RUNNING, O_BATCHES = KEYS[24], KEYS[25], KEYS[26]
+local o = N_KEYS
+local O_READY, O_SCHEDULED, O_JOBS, O_LEASES = KEYS[o + 1], KEYS[o + 2], KEYS[o + 3], KEYS[o + 4]
+local O_DEAD, O_COMPLETED, O_ERRORS = KEYS[o + 5], KEYS[o + 6], KEYS[o + 7]
+local O_SIGNAL, O_RUNNING, O_BATCHES = KEYS[o + 8], KEYS[o + 9], KEYS[o + 10]
 local STEP = 1000
 
 -- A queue already in this layout is never upgraded again: 0.1 keys written after its
