@@ -29,15 +29,18 @@ impl Job for Charge {
 
 /// Times each run and counts how runs ended: what an application would export as
 /// metrics.
+#[derive(Clone, Default)]
+struct Metrics(Arc<Counts>);
+
 #[derive(Default)]
-struct Metrics {
+struct Counts {
     completed: AtomicU64,
     retried: AtomicU64,
     dead: AtomicU64,
 }
 
 #[async_trait]
-impl Hook for Arc<Metrics> {
+impl Hook for Metrics {
     async fn around(&self, ctx: &JobContext, next: Next) -> RunResult {
         let started = Instant::now();
         let result = next.run().await;
@@ -54,9 +57,9 @@ impl Hook for Arc<Metrics> {
 
     async fn ended(&self, end: &Ended) {
         let counter = match end.how {
-            How::Completed => &self.completed,
-            How::Retrying { .. } => &self.retried,
-            How::Dead { .. } => &self.dead,
+            How::Completed => &self.0.completed,
+            How::Retrying { .. } => &self.0.retried,
+            How::Dead { .. } => &self.0.dead,
             _ => return,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -91,7 +94,7 @@ async fn main() -> taskyard::Result<()> {
             .await?;
     }
 
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Metrics::default();
     let worker = Worker::builder(store)
         .hook(metrics.clone())
         .hook(DeadLetterAlert)
@@ -106,7 +109,7 @@ async fn main() -> taskyard::Result<()> {
         .spawn();
     // 2 complete at once; the declined charge is tried 3 times, then goes dead.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metrics.completed.load(Ordering::Relaxed) + metrics.dead.load(Ordering::Relaxed) < 3
+    while metrics.0.completed.load(Ordering::Relaxed) + metrics.0.dead.load(Ordering::Relaxed) < 3
         && Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -114,9 +117,9 @@ async fn main() -> taskyard::Result<()> {
     worker.shutdown().await?;
     println!(
         "completed {}, retried {}, dead {}",
-        metrics.completed.load(Ordering::Relaxed),
-        metrics.retried.load(Ordering::Relaxed),
-        metrics.dead.load(Ordering::Relaxed)
+        metrics.0.completed.load(Ordering::Relaxed),
+        metrics.0.retried.load(Ordering::Relaxed),
+        metrics.0.dead.load(Ordering::Relaxed)
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
