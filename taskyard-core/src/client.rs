@@ -153,6 +153,70 @@ impl Client {
         self.walk(queue, filter, Walk::Delete).await
     }
 
+    /// Cancels jobs — one by id, by kind, or all of a queue — in bounded steps as
+    /// [`Client::redrive`]: ready and scheduled jobs end `cancelled` at once; a running
+    /// job ends `cancelled` in the store at once too, and its handler is told within a
+    /// moment ([`StopReason::Cancelled`](crate::StopReason::Cancelled) through
+    /// [`JobContext::stopped`](crate::JobContext::stopped) and its cancellation token).
+    /// Once this returns, a cancelled job never completes, is never retried, and its
+    /// unique key is free. Named jobs already finished come back in `skipped`, with
+    /// their state.
+    pub async fn cancel(&self, queue: &QueueName, filter: &JobFilter) -> Result<Bulk> {
+        self.walk(queue, filter, Walk::Cancel).await
+    }
+
+    /// What became of a job: `None` while it is still to run (scheduled, ready,
+    /// running); its result once completed (the value its handler returned, kept for
+    /// the queue's result TTL), its last error once dead, or that it was cancelled.
+    /// [`Error::UnknownJob`](crate::Error::UnknownJob) if no job has this id.
+    pub async fn result(&self, id: &JobId) -> Result<Option<Finished>> {
+        match self.store.find(id).await? {
+            Some(job) => Ok(Finished::of(&job)),
+            None => Err(crate::Error::UnknownJob(id.clone())),
+        }
+    }
+
+    /// Waits until a job has finished and returns what became of it, as
+    /// [`Client::result`]; [`Error::WaitTimedOut`](crate::Error::WaitTimedOut) if it
+    /// has not within `timeout`. The wait is woken by the job's end (Redis: a message from
+    /// the script that ended it; the embedded store: in the same process at once, from
+    /// another process within 50 ms), not by polling the job.
+    pub async fn wait_for(&self, id: &JobId, timeout: Duration) -> Result<Finished> {
+        let started = std::time::Instant::now();
+        let job = self
+            .store
+            .find(id)
+            .await?
+            .ok_or_else(|| crate::Error::UnknownJob(id.clone()))?;
+        let queue = QueueName::new(job.queue.clone())?;
+        let mut state = job.state;
+        if let Some(done) = Finished::of(&job) {
+            return Ok(done);
+        }
+        loop {
+            let left = timeout.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(crate::Error::WaitTimedOut {
+                    id: id.clone(),
+                    after: timeout,
+                    state,
+                });
+            }
+            self.store.wait_job(&queue, id, left).await?;
+            // A job that vanished while waited on was deleted (a completion while the
+            // wait is registered leaves its mark for the result TTL).
+            let job = self
+                .store
+                .job(&queue, id)
+                .await?
+                .ok_or_else(|| crate::Error::UnknownJob(id.clone()))?;
+            if let Some(done) = Finished::of(&job) {
+                return Ok(done);
+            }
+            state = job.state;
+        }
+    }
+
     /// Deletes a whole queue: its jobs in every state, unique keys, settings and name, in
     /// bounded steps. Workers still running its jobs have their outcomes refused. Returns
     /// how many jobs went.
@@ -194,6 +258,7 @@ impl Client {
                     Walk::Purge => self.store.purge(queue, filter, &after).await?,
                     Walk::RunNow => self.store.run_now(queue, filter, &after).await?,
                     Walk::Delete => self.store.delete(queue, filter, &after).await?,
+                    Walk::Cancel => self.store.cancel(queue, filter, &after).await?,
                 };
                 total.done += step.done;
                 total.skipped.extend(step.skipped);
@@ -245,6 +310,66 @@ enum Walk {
     Purge,
     RunNow,
     Delete,
+    Cancel,
+}
+
+/// What became of a finished job: [`Client::result`], [`Client::wait_for`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Finished {
+    /// It completed; `result` is the JSON its handler returned, if it returned one (and
+    /// the queue's result TTL still keeps it).
+    Completed {
+        /// The handler's value, as JSON text.
+        result: Option<String>,
+    },
+    /// It failed for good; `error` is its last attempt's.
+    Dead {
+        /// The last error.
+        error: String,
+    },
+    /// It was cancelled.
+    Cancelled,
+}
+
+impl Finished {
+    /// What a job's record says became of it; `None` while it is still to run.
+    pub fn of(job: &JobInfo) -> Option<Finished> {
+        match job.state {
+            JobState::Completed => Some(Finished::Completed {
+                result: job.result.clone(),
+            }),
+            JobState::Dead => Some(Finished::Dead {
+                error: job
+                    .errors
+                    .last()
+                    .map(|e| e.message.clone())
+                    .unwrap_or_default(),
+            }),
+            JobState::Cancelled => Some(Finished::Cancelled),
+            _ => None,
+        }
+    }
+
+    /// The result decoded as `T`: `Ok(None)` for a completion without a value;
+    /// an error for a job that did not complete or a value that does not decode.
+    pub fn value<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>> {
+        match self {
+            Finished::Completed { result: None } => Ok(None),
+            Finished::Completed { result: Some(json) } => {
+                serde_json::from_str(json).map(Some).map_err(|e| {
+                    crate::Error::InvalidOption(format!("the result does not decode: {e}"))
+                })
+            }
+            Finished::Dead { error } => Err(crate::Error::InvalidOption(format!(
+                "the job is dead, with no result: {error}"
+            ))),
+            Finished::Cancelled => Err(crate::Error::InvalidOption(
+                "the job was cancelled, with no result".into(),
+            )),
+        }
+    }
 }
 
 fn queue_of(opts: &EnqueueOptions) -> Result<QueueName> {

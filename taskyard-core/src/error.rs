@@ -120,6 +120,20 @@ pub enum Error {
          retry"
     )]
     MemoryFull,
+    /// No job has this id: it was never enqueued, or it is gone (deleted, purged, or
+    /// finished and past its queue's retention and result TTL).
+    #[error("no job {0}: never enqueued, or gone (deleted, or finished and no longer kept)")]
+    UnknownJob(crate::JobId),
+    /// A wait for a job's end ran out before the job ended; the job is unchanged.
+    #[error("job {id} has not finished after {after:?} (it is {state})")]
+    WaitTimedOut {
+        /// The job.
+        id: crate::JobId,
+        /// How long the wait lasted.
+        after: std::time::Duration,
+        /// Where the job stood when the wait gave up.
+        state: crate::JobState,
+    },
     /// Something went wrong inside a worker: one of its tasks panicked, or outcomes could
     /// not be recorded before shutdown ended (those jobs run again after their leases).
     #[error("worker failed: {0}")]

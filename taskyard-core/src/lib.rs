@@ -12,7 +12,7 @@ mod retry;
 pub mod store;
 mod worker;
 
-pub use client::{Bulk, Client};
+pub use client::{Bulk, Client, Finished};
 pub use error::{Error, Result};
 pub use job::{
     AttemptError, Backoff, DEFAULT_PRIORITY, Due, EnqueueOptions, Enqueued, Job, JobId, JobInfo,
@@ -25,8 +25,8 @@ pub use store::{
     LeaseToken, Maintenance, Outcome, Page, QueueConfig, QueueStats, Skip, Skipped, Step, Store,
 };
 pub use worker::{
-    Counters, IntoStore, JobContext, JobError, QueueOrder, StopReason, Worker, WorkerBuilder,
-    WorkerHandle, shutdown_signal,
+    Counters, Ended, Hook, How, IntoStore, JobContext, JobError, Json, Next, Output, QueueOrder,
+    RunResult, StopReason, Worker, WorkerBuilder, WorkerHandle, shutdown_signal,
 };
 
 /// Re-exported so stores implement [`Store`] with the same macro.

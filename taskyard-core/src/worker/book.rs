@@ -27,7 +27,8 @@ pub(crate) struct Held {
     deadline: Instant,
     /// The retry policy and attempt, for the backoff of a run the watchdog times out.
     policy: RetryPolicy,
-    attempt: u32,
+    pub(crate) attempt: u32,
+    pub(crate) max_attempts: u32,
     /// The last time the store is known to have renewed the lease: when the claim, or
     /// the last heartbeat it answered "held", was sent. The lease lasts at least until
     /// this plus the lease length, in the store's time.
@@ -47,6 +48,7 @@ pub(crate) struct Run {
     pub(crate) timeout: Duration,
     pub(crate) policy: RetryPolicy,
     pub(crate) attempt: u32,
+    pub(crate) max_attempts: u32,
     /// When the claim that leased it was sent.
     pub(crate) claimed_at: Instant,
 }
@@ -64,6 +66,7 @@ impl Held {
             deadline: now + run.timeout,
             policy: run.policy,
             attempt: run.attempt,
+            max_attempts: run.max_attempts,
             renewed: run.claimed_at,
             told_timeout: false,
             finished: false,
@@ -273,5 +276,16 @@ impl Book {
         for key in keys {
             book.remove(key);
         }
+    }
+
+    /// Takes recorded jobs out of the book and returns them, for the hooks.
+    pub(crate) fn take(&self, keys: &[u64]) -> Vec<Option<Held>> {
+        let mut book = self.lock();
+        keys.iter().map(|key| book.remove(key)).collect()
+    }
+
+    /// Why the run of `key` was asked to stop, if it was.
+    pub(crate) fn reason(&self, key: u64) -> Option<StopReason> {
+        self.lock().get(&key).and_then(|h| h.stop.reason())
     }
 }

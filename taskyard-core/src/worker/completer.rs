@@ -19,6 +19,8 @@ use tokio::sync::{Mutex, mpsc, watch};
 
 use super::Shared;
 use super::executor::Done;
+use super::hooks::{Ended, How};
+use super::stop::StopReason;
 use crate::{Lease, Outcome};
 
 /// The most outcomes sent in one call.
@@ -97,15 +99,80 @@ async fn record(shared: &Shared, keys: &[u64], batch: &[(Lease, Outcome)]) {
         }
     };
     let counters = &shared.counters;
-    shared.book.remove(keys);
-    for ((lease, outcome), ok) in batch.iter().zip(accepted) {
-        if !ok {
+    // A refused outcome of a run told its job was cancelled is the cancel at work, not a
+    // stale lease: counted apart. Looked up only for refused outcomes.
+    let mut cancelled = vec![false; batch.len()];
+    for (i, ok) in accepted.iter().enumerate() {
+        if !ok && shared.book.reason(keys[i]) == Some(StopReason::Cancelled) {
+            cancelled[i] = true;
+        }
+    }
+    let held = if shared.hooks.is_empty() {
+        shared.book.remove(keys);
+        Vec::new()
+    } else {
+        shared.book.take(keys)
+    };
+    for (((lease, outcome), ok), cancelled) in batch.iter().zip(&accepted).zip(&cancelled) {
+        if *cancelled {
+            counters.cancelled.fetch_add(1, Ordering::Relaxed);
+        } else if !ok {
             counters.stale.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(queue = %lease.queue, id = %lease.id, "outcome rejected: lease no longer held");
-        } else if *outcome == Outcome::Completed {
+        } else if matches!(outcome, Outcome::Completed | Outcome::CompletedWith { .. }) {
             counters.completed.fetch_add(1, Ordering::Relaxed);
         } else {
             counters.failed.fetch_add(1, Ordering::Relaxed);
         }
+    }
+    if held.is_empty() {
+        return;
+    }
+    let ends: Vec<Ended> = batch
+        .iter()
+        .zip(&accepted)
+        .zip(&cancelled)
+        .zip(held)
+        .filter_map(|((((lease, outcome), ok), cancelled), held)| {
+            let held = held?;
+            Some(Ended {
+                queue: lease.queue.clone(),
+                id: lease.id.clone(),
+                kind: held.kind.clone(),
+                attempt: held.attempt,
+                max_attempts: held.max_attempts,
+                cancelled: *cancelled,
+                how: how(outcome, *ok, held.attempt, held.max_attempts),
+            })
+        })
+        .collect();
+    let hooks = shared.hooks.clone();
+    // Off the completer's path: a slow hook delays no outcome.
+    tokio::spawn(async move {
+        for end in &ends {
+            for hook in hooks.iter() {
+                hook.ended(end).await;
+            }
+        }
+    });
+}
+
+/// How an outcome the store answered `ok` for ended the job.
+fn how(outcome: &Outcome, ok: bool, attempt: u32, max_attempts: u32) -> How {
+    if !ok {
+        return How::Refused;
+    }
+    match outcome {
+        Outcome::Retry { error, .. } | Outcome::RetryAt { error, .. } if attempt < max_attempts => {
+            How::Retrying {
+                error: error.clone(),
+            }
+        }
+        Outcome::Retry { error, .. } | Outcome::RetryAt { error, .. } | Outcome::Dead { error } => {
+            How::Dead {
+                error: error.clone(),
+            }
+        }
+        _ => How::Completed,
     }
 }

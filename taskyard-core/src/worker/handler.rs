@@ -87,6 +87,25 @@ impl JobContext {
         self.stop.reason()
     }
 
+    /// Reports how far the run has got: a small JSON value (a percentage, a count, a
+    /// stage), at most [`MAX_PROGRESS_BYTES`](crate::MAX_PROGRESS_BYTES) encoded. Costs
+    /// no store call: the latest value goes out with the worker's next heartbeat (every
+    /// lease/3), and [`Client::job`](crate::Client::job) and `taskyard jobs show` show it
+    /// while the job runs. A value that does not encode or is too large is an error, and
+    /// the progress last reported stands.
+    pub fn progress<T: serde::Serialize + ?Sized>(&self, value: &T) -> crate::Result<()> {
+        let json = serde_json::to_vec(value)?;
+        if json.len() > crate::MAX_PROGRESS_BYTES {
+            return Err(crate::Error::InvalidOption(format!(
+                "progress of {} bytes is over the limit of {} bytes",
+                json.len(),
+                crate::MAX_PROGRESS_BYTES
+            )));
+        }
+        self.stop.set_progress(Bytes::from(json));
+        Ok(())
+    }
+
     /// The same signal as a [`CancellationToken`], to hand to code that takes one. It is
     /// a child of the run's own token: cancelling it does not stop the run.
     pub fn cancellation_token(&self) -> CancellationToken {
@@ -176,7 +195,60 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for JobError {
     }
 }
 
-pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>>;
+/// What a handler may return on success: nothing (`()`), or a value kept as the job's
+/// result for the queue's result TTL ([`Json`], or a `serde_json::Value`), which
+/// [`Client::result`](crate::Client::result) and [`Client::wait_for`](crate::Client::wait_for)
+/// return.
+pub trait Output: Send + 'static {
+    /// The value as JSON, if there is one; an error fails the run.
+    fn into_result(self) -> Result<Option<Bytes>, JobError>;
+}
+
+impl Output for () {
+    fn into_result(self) -> Result<Option<Bytes>, JobError> {
+        Ok(None)
+    }
+}
+
+impl Output for serde_json::Value {
+    fn into_result(self) -> Result<Option<Bytes>, JobError> {
+        Json(self).into_result()
+    }
+}
+
+/// A handler's result, kept as JSON: `Ok(Json(value))`.
+///
+/// ```
+/// use taskyard_core::{Json, JobError};
+///
+/// async fn resize() -> Result<Json<(u32, u32)>, JobError> {
+///     Ok(Json((640, 480)))
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Json<T>(pub T);
+
+impl<T: serde::Serialize + Send + 'static> Output for Json<T> {
+    fn into_result(self) -> Result<Option<Bytes>, JobError> {
+        let json = serde_json::to_vec(&self.0)
+            .map_err(|e| JobError::permanent(format!("the result does not encode as JSON: {e}")))?;
+        if json.len() > crate::MAX_RESULT_BYTES {
+            // The same value would come back from every retry.
+            return Err(JobError::permanent(format!(
+                "result of {} bytes is over the limit of {} bytes",
+                json.len(),
+                crate::MAX_RESULT_BYTES
+            )));
+        }
+        Ok(Some(Bytes::from(json)))
+    }
+}
+
+/// How a run of a handler (with the hooks around it) came out: its result, if it
+/// returned one, or how it failed.
+pub type RunResult = Result<Option<Bytes>, JobError>;
+
+pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = RunResult> + Send>>;
 
 /// A handler with its payload decoding erased, and the kind's retry policy.
 #[derive(Clone)]
@@ -189,11 +261,12 @@ pub(crate) struct Handler {
 impl Handler {
     /// Wraps a typed handler: decodes the payload as `J`; a payload that does not decode
     /// is a permanent failure, since no retry will make it decode.
-    pub(crate) fn typed<J, F, Fut>(f: F) -> Self
+    pub(crate) fn typed<J, F, Fut, O>(f: F) -> Self
     where
         J: Job,
         F: Fn(J, JobContext) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), JobError>> + Send + 'static,
+        Fut: Future<Output = Result<O, JobError>> + Send + 'static,
+        O: Output,
     {
         let f = Arc::new(f);
         Handler {
@@ -203,20 +276,25 @@ impl Handler {
                     let job: J = serde_json::from_slice(&payload).map_err(|e| {
                         JobError::permanent(format!("payload does not decode as {}: {e}", J::KIND))
                     })?;
-                    f(job, ctx).await
+                    f(job, ctx).await?.into_result()
                 })
             }),
             policy: Some(J::retry_policy()),
         }
     }
 
-    pub(crate) fn raw<F, Fut>(f: F) -> Self
+    pub(crate) fn raw<F, Fut, O>(f: F) -> Self
     where
         F: Fn(JobContext, Bytes) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), JobError>> + Send + 'static,
+        Fut: Future<Output = Result<O, JobError>> + Send + 'static,
+        O: Output,
     {
+        let f = Arc::new(f);
         Handler {
-            run: Arc::new(move |ctx, payload| Box::pin(f(ctx, payload))),
+            run: Arc::new(move |ctx, payload| {
+                let fut = f(ctx, payload);
+                Box::pin(async move { fut.await?.into_result() })
+            }),
             policy: None,
         }
     }

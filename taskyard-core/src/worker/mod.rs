@@ -21,6 +21,7 @@ mod executor;
 mod fetcher;
 mod handler;
 mod heartbeater;
+mod hooks;
 mod maintenance;
 mod stop;
 mod watchdog;
@@ -37,7 +38,8 @@ use tokio::task::{JoinError, JoinHandle};
 
 use book::Book;
 pub(crate) use handler::{Failure, Handler};
-pub use handler::{JobContext, JobError};
+pub use handler::{JobContext, JobError, Json, Output, RunResult};
+pub use hooks::{Ended, Hook, How, Next};
 pub use stop::StopReason;
 
 use crate::{Error, Job, Lease, QueueName, Result, RetryPolicy, Store};
@@ -62,6 +64,7 @@ pub struct Counters {
     pub(crate) timed_out: AtomicU64,
     pub(crate) leases_lost: AtomicU64,
     pub(crate) blocked: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
 }
 
 impl Counters {
@@ -90,6 +93,12 @@ impl Counters {
     /// heartbeat reached it for longer than the lease.
     pub fn leases_lost(&self) -> u64 {
         self.leases_lost.load(Ordering::Relaxed)
+    }
+
+    /// Runs whose job was cancelled while they ran: told to stop, their outcomes refused
+    /// (not counted as stale).
+    pub fn cancelled(&self) -> u64 {
+        self.cancelled.load(Ordering::Relaxed)
     }
 
     /// Handlers blocking their thread right now: timed out, aborted, and still not
@@ -143,6 +152,7 @@ pub struct WorkerBuilder {
     default_timeout: Duration,
     timeouts: HashMap<String, Duration>,
     timeout_grace: Duration,
+    hooks: Vec<Arc<dyn Hook>>,
 }
 
 impl WorkerBuilder {
@@ -221,23 +231,35 @@ impl WorkerBuilder {
         self
     }
 
+    /// Adds a lifecycle hook: code around every run and on every recorded end (see
+    /// [`Hook`]). Hooks nest in the order added, the first outermost.
+    pub fn hook(mut self, hook: impl Hook) -> Self {
+        self.hooks.push(Arc::new(hook));
+        self
+    }
+
     /// Registers the handler of job type `J`. A payload that does not decode as `J`
     /// sends the job to dead with the decode error.
-    pub fn handle<J, F, Fut>(mut self, f: F) -> Self
+    ///
+    /// The handler returns `Ok(())`, or `Ok(value)` with a value kept as the job's result
+    /// ([`Output`]: [`Json`] or a `serde_json::Value`).
+    pub fn handle<J, F, Fut, O>(mut self, f: F) -> Self
     where
         J: Job,
         F: Fn(J, JobContext) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = std::result::Result<(), JobError>> + Send + 'static,
+        Fut: Future<Output = std::result::Result<O, JobError>> + Send + 'static,
+        O: Output,
     {
         self.handlers.insert(J::KIND.to_string(), Handler::typed(f));
         self
     }
 
     /// Registers a handler for a kind by name, given the raw JSON payload.
-    pub fn handle_raw<F, Fut>(mut self, kind: impl Into<String>, f: F) -> Self
+    pub fn handle_raw<F, Fut, O>(mut self, kind: impl Into<String>, f: F) -> Self
     where
         F: Fn(JobContext, Bytes) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = std::result::Result<(), JobError>> + Send + 'static,
+        Fut: Future<Output = std::result::Result<O, JobError>> + Send + 'static,
+        O: Output,
     {
         self.handlers.insert(kind.into(), Handler::raw(f));
         self
@@ -320,6 +342,7 @@ impl WorkerBuilder {
                 default_timeout: self.default_timeout,
                 timeouts: self.timeouts,
                 timeout_grace: self.timeout_grace,
+                hooks: self.hooks.into(),
             }),
         })
     }
@@ -344,6 +367,7 @@ pub(crate) struct Shared {
     pub(crate) default_timeout: Duration,
     pub(crate) timeouts: HashMap<String, Duration>,
     pub(crate) timeout_grace: Duration,
+    pub(crate) hooks: Arc<[Arc<dyn Hook>]>,
 }
 
 impl Shared {
@@ -369,6 +393,7 @@ impl Worker {
             default_timeout: crate::job::DEFAULT_TIMEOUT,
             timeouts: HashMap::new(),
             timeout_grace: Duration::from_secs(5),
+            hooks: Vec::new(),
         }
     }
 
