@@ -70,9 +70,10 @@ async fn bulk_enqueue_and_claim_are_one_script_call_each() {
     let leases: Vec<_> = claimed.jobs.iter().map(|j| j.lease.clone()).collect();
     assert!(
         store
-            .heartbeat(&leases, Duration::from_secs(30))
+            .heartbeat(&leases, Duration::from_secs(30), &[])
             .await
             .unwrap()
+            .held
             .iter()
             .all(|ok| *ok)
     );

@@ -143,9 +143,10 @@ async fn a_full_redis_refuses_enqueues_and_drains_with_a_worker() {
     let leases: Vec<_> = claim.jobs.iter().map(|j| j.lease.clone()).collect();
     assert_eq!(
         store
-            .heartbeat(&leases[..1], Duration::from_secs(30))
+            .heartbeat(&leases[..1], Duration::from_secs(30), &[])
             .await
-            .expect("heartbeat at the limit"),
+            .expect("heartbeat at the limit")
+            .held,
         vec![true]
     );
     assert_eq!(

@@ -268,7 +268,7 @@ async fn a_queue_of_a_newer_layout_is_refused_and_left_unchanged() {
     ));
     let l = std::slice::from_ref(&lease);
     assert!(is_version(
-        store.heartbeat(l, minute).await.unwrap_err(),
+        store.heartbeat(l, minute, &[]).await.unwrap_err(),
         "3"
     ));
     let done = [(lease.clone(), Outcome::Completed)];
