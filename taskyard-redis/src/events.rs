@@ -98,12 +98,12 @@ impl Hub {
     }
 
     /// Makes sure every channel of `channels` is subscribed on a live connection,
-    /// connecting if none is.
-    pub(crate) async fn subscribe(self: &Arc<Self>, channels: &[String]) -> Result<()> {
+    /// connecting if none is. Returns whether they all were already (no round trip).
+    pub(crate) async fn subscribe(self: &Arc<Self>, channels: &[String]) -> Result<bool> {
         if self.live.load(Ordering::Acquire) {
             let wanted = lock(&self.wanted);
             if channels.iter().all(|c| wanted.contains(c)) {
-                return Ok(());
+                return Ok(true);
             }
         }
         let mut sink = self.sink.lock().await;
@@ -117,10 +117,10 @@ impl Hub {
         };
         if let Some(s) = sink.as_mut() {
             if fresh.is_empty() {
-                return Ok(());
+                return Ok(true);
             }
             match s.subscribe(&fresh).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(false),
                 Err(e) => {
                     // The connection is failing: the next wait opens another.
                     *sink = None;
@@ -146,7 +146,7 @@ impl Hub {
         }
         *sink = Some(s);
         self.live.store(true, Ordering::Release);
-        Ok(())
+        Ok(false)
     }
 
     /// Wakes the waiters a message concerns.

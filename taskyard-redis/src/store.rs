@@ -204,7 +204,7 @@ impl Store for RedisStore {
         match tokio::time::timeout_at(deadline, hub.subscribe(&channels)).await {
             Ok(r) => r?,
             Err(_) => return Ok(()),
-        }
+        };
         let any = futures::future::select_all(rxs.iter_mut().map(|rx| Box::pin(rx.changed())));
         let _ = tokio::time::timeout_at(deadline, any).await;
         Ok(())
@@ -215,18 +215,29 @@ impl Store for RedisStore {
         let channel = events_channel(queue);
         let deadline = tokio::time::Instant::now() + timeout;
         let mut wait = hub.job(&channel, id.as_str());
-        match tokio::time::timeout_at(deadline, hub.subscribe(std::slice::from_ref(&channel))).await
-        {
-            Ok(r) => r?,
-            Err(_) => return Ok(()),
-        }
-        // Registered and subscribed before the check: an end after it is published.
+        // Registered first (wait.lua), so an end from then on leaves its mark even before
+        // the subscription is in place; checked again once it is, if that took a round
+        // trip. An end before the registration, with no mark, is not seen here: the
+        // caller found the job unfinished just before (see docs/redis.md).
         let args = vec![
             arg(id.as_str()),
             timeout.as_millis().max(1).to_string().into_bytes(),
         ];
-        let ended = int(&self.run(&self.inner.scripts.wait, queue, args).await?)?;
-        if ended == 1 {
+        if int(&self
+            .run(&self.inner.scripts.wait, queue, args.clone())
+            .await?)?
+            == 1
+        {
+            return Ok(());
+        }
+        let live =
+            match tokio::time::timeout_at(deadline, hub.subscribe(std::slice::from_ref(&channel)))
+                .await
+            {
+                Ok(r) => r?,
+                Err(_) => return Ok(()),
+            };
+        if !live && int(&self.run(&self.inner.scripts.wait, queue, args).await?)? == 1 {
             return Ok(());
         }
         let _ = tokio::time::timeout_at(deadline, wait.ended()).await;
