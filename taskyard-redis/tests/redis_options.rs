@@ -1,7 +1,7 @@
 //! Priorities, unique keys and deletes on Redis, beyond the conformance suite: a queue
-//! that uses none of them gets none of their keys (so its scripts run as before), what
-//! each option costs in memory per job, and listings and claims across prio, the ready
-//! list and tombstones.
+//! that uses none of them (nor cancels, progress, results or waits) gets none of their
+//! keys (so its scripts run as before), what each option costs in memory per job, and
+//! listings and claims across prio, the ready list and tombstones.
 
 use std::time::Duration;
 
@@ -35,7 +35,18 @@ async fn conn(server: &RedisServer) -> Conn {
 /// Which of the options' keys a queue has.
 async fn option_keys(conn: &mut Conn, q: &str) -> Vec<&'static str> {
     let mut out = Vec::new();
-    for name in ["prio", "unique", "uexp", "deleted"] {
+    for name in [
+        "prio",
+        "unique",
+        "uexp",
+        "deleted",
+        "cancelled",
+        "progress",
+        "revoked",
+        "results",
+        "rexp",
+        "waiting",
+    ] {
         let n: i64 = redis::cmd("EXISTS")
             .arg(format!("taskyard:2:{{{q}}}:{name}"))
             .query_async(conn)
@@ -84,6 +95,12 @@ async fn a_queue_using_no_option_gets_none_of_their_keys() {
     store.enqueue(&q, vec![job(20, &later)]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
     let jobs = claim(&store, &q, 10).await;
+    // A heartbeat with no progress, as a worker whose handlers report none sends.
+    let beat = store
+        .heartbeat(&[jobs[0].lease.clone()], Duration::from_secs(30), &[])
+        .await
+        .unwrap();
+    assert_eq!((beat.held, beat.cancelled), (vec![true], Vec::new()));
     let mut outcomes: Vec<_> = jobs
         .iter()
         .map(|j| (j.lease.clone(), Outcome::Completed))
