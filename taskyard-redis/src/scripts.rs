@@ -298,3 +298,20 @@ impl RedisStore {
         Ok(held.max(0) as u64)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `N_KEYS` in common.lua says where release 0.1's keys start (upgrade.lua, drop.lua):
+    /// it must count the keys this module passes.
+    #[test]
+    fn common_lua_counts_the_keys_passed() {
+        let q = QueueName::new("q").unwrap();
+        let n = keys(&q).len();
+        assert!(
+            include_str!("scripts/common.lua").contains(&format!("local N_KEYS = {n}\n")),
+            "common.lua's N_KEYS is not {n}"
+        );
+    }
+}

@@ -305,6 +305,16 @@ async fn progress_goes_when_its_job_leaves_running_by_any_path() {
         }
     };
     assert_eq!(count(&mut c).await, 5);
+    let page = store
+        .list(&q, JobState::Running, &Cursor::start(), 10)
+        .await
+        .unwrap();
+    assert_eq!(page.jobs.len(), 5);
+    assert!(
+        page.jobs
+            .iter()
+            .all(|j| j.progress.as_deref() == Some("{\"done\":1}"))
+    );
     let result = Bytes::from_static(b"1");
     let outcomes = [
         (leases[0].clone(), Outcome::Completed),
@@ -461,6 +471,12 @@ async fn a_completion_keeps_an_empty_result_only_while_waited_for() {
         store.job(&q, &ids[0]).await.unwrap().is_none(),
         "not waited for"
     );
+    // Listed as completed only while kept as a job: the mark is not a retained job.
+    let page = store
+        .list(&q, JobState::Completed, &Cursor::start(), 10)
+        .await
+        .unwrap();
+    assert!(page.jobs.is_empty());
     let job = store.job(&q, &ids[1]).await.unwrap().expect("the mark");
     assert_eq!((job.state, job.result), (JobState::Completed, None));
     assert_eq!(job.kind, "a");
