@@ -10,7 +10,7 @@
 //! and the next wait connects again and subscribes to every channel asked for so far.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use futures::StreamExt;
@@ -30,11 +30,11 @@ pub(crate) struct Hub {
     /// The subscriber's commands while its connection is up. Its lock also orders
     /// subscriptions: a channel added while a connection opens is subscribed on it.
     sink: tokio::sync::Mutex<Option<PubSubSink>>,
-    /// Every channel a wait asked for; while `live`, all are subscribed.
+    /// Every channel a wait asked for: a new connection subscribes to them all.
     wanted: Mutex<HashSet<String>>,
-    /// Whether a connection is up with every channel of `wanted` subscribed (the fast
-    /// path of a wait: no lock to take).
-    live: AtomicBool,
+    /// The channels the live connection has confirmed (empty while there is none): the
+    /// fast path of a wait, which takes no other lock.
+    confirmed: Mutex<HashSet<String>>,
     /// Counts connections, so a reader that ended clears only its own.
     generation: AtomicU64,
     /// Per channel, bumped by each cancel of a running job there.
@@ -67,7 +67,7 @@ impl Hub {
             client,
             sink: tokio::sync::Mutex::new(None),
             wanted: Mutex::new(HashSet::new()),
-            live: AtomicBool::new(false),
+            confirmed: Mutex::new(HashSet::new()),
             generation: AtomicU64::new(0),
             cancels: Mutex::new(HashMap::new()),
             jobs: Mutex::new(HashMap::new()),
@@ -100,31 +100,35 @@ impl Hub {
     /// Makes sure every channel of `channels` is subscribed on a live connection,
     /// connecting if none is. Returns whether they all were already (no round trip).
     pub(crate) async fn subscribe(self: &Arc<Self>, channels: &[String]) -> Result<bool> {
-        if self.live.load(Ordering::Acquire) {
-            let wanted = lock(&self.wanted);
-            if channels.iter().all(|c| wanted.contains(c)) {
-                return Ok(true);
-            }
+        let all_in = |set: &HashSet<String>| channels.iter().all(|c| set.contains(c));
+        if all_in(&lock(&self.confirmed)) {
+            return Ok(true);
         }
         let mut sink = self.sink.lock().await;
-        let fresh: Vec<String> = {
-            let mut wanted = lock(&self.wanted);
-            channels
-                .iter()
-                .filter(|c| wanted.insert((*c).clone()))
-                .cloned()
-                .collect()
-        };
+        lock(&self.wanted).extend(channels.iter().cloned());
         if let Some(s) = sink.as_mut() {
+            let fresh: Vec<String> = {
+                let confirmed = lock(&self.confirmed);
+                channels
+                    .iter()
+                    .filter(|c| !confirmed.contains(*c))
+                    .cloned()
+                    .collect()
+            };
             if fresh.is_empty() {
                 return Ok(true);
             }
             match s.subscribe(&fresh).await {
-                Ok(()) => return Ok(false),
+                Ok(()) => {
+                    lock(&self.confirmed).extend(fresh);
+                    return Ok(false);
+                }
                 Err(e) => {
-                    // The connection is failing: the next wait opens another.
+                    // The connection is failing: the next wait opens another, and waits
+                    // on it now may miss messages meanwhile.
                     *sink = None;
-                    self.live.store(false, Ordering::Release);
+                    lock(&self.confirmed).clear();
+                    self.wake_all();
                     return Err(store_err(e));
                 }
             }
@@ -145,7 +149,7 @@ impl Hub {
             old.abort();
         }
         *sink = Some(s);
-        self.live.store(true, Ordering::Release);
+        *lock(&self.confirmed) = all.into_iter().collect();
         Ok(false)
     }
 
@@ -191,7 +195,7 @@ async fn read(hub: Weak<Hub>, mut stream: PubSubStream, generation: u64) {
         let mut sink = hub.sink.lock().await;
         if hub.generation.load(Ordering::Acquire) == generation {
             *sink = None;
-            hub.live.store(false, Ordering::Release);
+            lock(&hub.confirmed).clear();
         }
     }
     tracing::debug!("the subscriber connection ended; the next wait opens another");
