@@ -70,13 +70,18 @@ async fn a_store_file_written_by_0_1_opens_and_its_jobs_carry_on() {
         ..Options::default()
     };
     let store = SqliteStore::open_with(&path, options).await.unwrap();
-    assert_eq!(pragma(&path, "user_version"), 4);
+    assert_eq!(pragma(&path, "user_version"), 5);
     assert_eq!(pragma(&path, "application_id"), 0x7479_7264);
     let migrated = migrations(&path);
     let release = env!("CARGO_PKG_VERSION").to_string();
     assert_eq!(
         migrated,
-        [(2, release.clone()), (3, release.clone()), (4, release)]
+        [
+            (2, release.clone()),
+            (3, release.clone()),
+            (4, release.clone()),
+            (5, release)
+        ]
     );
 
     // Every job reads as 0.1 left it.
@@ -175,7 +180,7 @@ async fn every_migration_leads_to_the_same_schema() {
     std::fs::copy(fixtures::path("store-0.1.db"), &old).unwrap();
     drop(SqliteStore::open(&old).await.unwrap());
     assert_eq!(schema(&fresh), schema(&old));
-    assert_eq!(pragma(&fresh, "user_version"), 4);
+    assert_eq!(pragma(&fresh, "user_version"), 5);
     let conn = rusqlite::Connection::open(&fresh).unwrap();
     let versions: Vec<i64> = conn
         .prepare("SELECT version FROM migrations ORDER BY version")
@@ -184,7 +189,7 @@ async fn every_migration_leads_to_the_same_schema() {
         .unwrap()
         .collect::<rusqlite::Result<_>>()
         .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
 }
 
 #[tokio::test]
@@ -357,7 +362,7 @@ async fn migration_4_keeps_the_jobs_and_their_claim_order() {
     assert_eq!(pragma(&path, "user_version"), 3, "reading changed nothing");
 
     let store = SqliteStore::open(&path).await.unwrap();
-    assert_eq!(pragma(&path, "user_version"), 4);
+    assert_eq!(pragma(&path, "user_version"), 5);
     assert_eq!(ready(&store).await, expected, "migrated");
     let releases = migrations(&path);
     let release = env!("CARGO_PKG_VERSION").to_string();
@@ -366,7 +371,8 @@ async fn migration_4_keeps_the_jobs_and_their_claim_order() {
         [
             (2, "0.2.0".to_string()),
             (3, "0.2.0".to_string()),
-            (4, release)
+            (4, release.clone()),
+            (5, release)
         ]
     );
 
