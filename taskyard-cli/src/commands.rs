@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use taskyard::{
-    Bulk, Client, Cursor, EnqueueOptions, Error, JobFilter, JobId, JobInfo, JobState, NewJob, Page,
+    Bulk, Client, Cursor, EnqueueOptions, Error, Finished, JobFilter, JobId, JobInfo, JobState, NewJob, Page,
     QueueName, RetryPolicy, Skip, UniqueMode,
 };
 
@@ -81,7 +81,7 @@ pub(crate) struct StatsArgs {
 pub(crate) enum JobsCommand {
     /// Jobs in one state.
     List {
-        /// scheduled, ready, running, completed or dead.
+        /// scheduled, ready, running, completed, dead or cancelled.
         #[arg(long)]
         state: JobState,
         #[command(flatten)]
@@ -96,7 +96,7 @@ pub(crate) enum JobsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// One job, with its errors.
+    /// One job, with its errors, progress (while it runs) and result (once completed).
     Show {
         /// The job id.
         id: String,
@@ -108,6 +108,18 @@ pub(crate) enum JobsCommand {
     /// Delete ready and scheduled jobs (running jobs are left to finish; dead jobs are
     /// purged with `dead purge`).
     Delete(Select),
+    /// Cancel ready, scheduled and running jobs: they end `cancelled` and never run
+    /// again; a running job's handler is told to stop.
+    Cancel(Select),
+    /// Wait until a job has finished; print its result (completed), last error (dead) or
+    /// that it was cancelled, as JSON. Fails unless it completed.
+    Wait {
+        /// The job id.
+        id: String,
+        /// Give up after this long (the job is left as it is).
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
 }
 
 #[derive(Subcommand)]
@@ -178,6 +190,9 @@ pub(crate) enum QueueCommand {
         /// Completed jobs kept; 0 = removed at once.
         #[arg(long)]
         completed_max: Option<u64>,
+        /// How long a handler's returned value is kept after completion; 0s keeps none.
+        #[arg(long, value_parser = parse_duration)]
+        result_ttl: Option<Duration>,
     },
 }
 
@@ -205,6 +220,7 @@ impl QueueCommand {
                 max_len: None,
                 dead_max: None,
                 completed_max: None,
+                result_ttl: None,
                 ..
             } | QueueCommand::Delete { yes: false, .. }
         )
@@ -272,18 +288,19 @@ pub(crate) async fn stats(client: Client, args: StatsArgs) -> Res {
                 print!("\x1b[2J\x1b[H");
             }
             println!(
-                "{:<24} {:>10} {:>10} {:>8} {:>10} {:>8}  paused",
-                "queue", "ready", "scheduled", "running", "completed", "dead"
+                "{:<24} {:>10} {:>10} {:>8} {:>10} {:>8} {:>9}  paused",
+                "queue", "ready", "scheduled", "running", "completed", "dead", "cancelled"
             );
             for s in &all {
                 println!(
-                    "{:<24} {:>10} {:>10} {:>8} {:>10} {:>8}  {}",
+                    "{:<24} {:>10} {:>10} {:>8} {:>10} {:>8} {:>9}  {}",
                     s.queue,
                     s.ready,
                     s.scheduled,
                     s.running,
                     s.completed,
                     s.dead,
+                    s.cancelled,
                     if s.paused { "yes" } else { "no" }
                 );
             }
@@ -363,6 +380,27 @@ pub(crate) async fn jobs(client: Client, cmd: JobsCommand) -> Res {
             .await?;
             let done = client.delete(&q, &filter).await?;
             report(&done, "deleted")
+        }
+        JobsCommand::Cancel(sel) => {
+            let (q, filter) = select(sel, "jobs")?;
+            check_named(
+                &client,
+                &q,
+                &filter,
+                &[JobState::Ready, JobState::Scheduled, JobState::Running],
+            )
+            .await?;
+            let done = client.cancel(&q, &filter).await?;
+            report(&done, "cancelled")
+        }
+        JobsCommand::Wait { id, timeout } => {
+            let done = client.wait_for(&JobId::new(id.clone()), timeout).await?;
+            println!("{}", serde_json::to_string(&done)?);
+            match done {
+                Finished::Completed { .. } => Ok(()),
+                Finished::Dead { error } => Err(format!("job {id} is dead: {error}").into()),
+                _ => Err(format!("job {id} was cancelled").into()),
+            }
         }
         JobsCommand::Show { id, queue } => {
             let q = QueueName::new(queue.queue)?;
@@ -450,6 +488,7 @@ fn state_words(state: JobState) -> &'static str {
         JobState::Running => "running: a worker has it",
         JobState::Ready => "already ready",
         JobState::Scheduled => "scheduled",
+        JobState::Cancelled => "already finished (cancelled)",
         _ => "in another state",
     }
 }
@@ -486,12 +525,13 @@ pub(crate) async fn queue(client: Client, cmd: QueueCommand) -> Res {
         QueueCommand::Delete { queue, yes } => {
             let q = QueueName::new(queue)?;
             let st = client.stats(&q).await?;
-            let jobs = st.ready + st.scheduled + st.running + st.completed + st.dead;
+            let jobs =
+                st.ready + st.scheduled + st.running + st.completed + st.dead + st.cancelled;
             if !yes {
                 return Err(format!(
                     "queue {q} holds {jobs} jobs ({} ready, {} scheduled, {} running, {} \
-                     completed, {} dead): add --yes to delete it and all of them",
-                    st.ready, st.scheduled, st.running, st.completed, st.dead
+                     completed, {} dead, {} cancelled): add --yes to delete it and all of them",
+                    st.ready, st.scheduled, st.running, st.completed, st.dead, st.cancelled
                 )
                 .into());
             }
@@ -503,13 +543,20 @@ pub(crate) async fn queue(client: Client, cmd: QueueCommand) -> Res {
             max_len,
             dead_max,
             completed_max,
+            result_ttl,
         } => {
             let q = QueueName::new(queue)?;
             let mut config = client.config(&q).await?;
-            if max_len.is_some() || dead_max.is_some() || completed_max.is_some() {
+            let result_ttl_ms = result_ttl.map(|d| d.as_millis() as u64);
+            if max_len.is_some()
+                || dead_max.is_some()
+                || completed_max.is_some()
+                || result_ttl_ms.is_some()
+            {
                 config.max_len = max_len.unwrap_or(config.max_len);
                 config.dead_max = dead_max.unwrap_or(config.dead_max);
                 config.completed_max = completed_max.unwrap_or(config.completed_max);
+                config.result_ttl_ms = result_ttl_ms.unwrap_or(config.result_ttl_ms);
                 client.configure(&q, &config).await?;
             }
             println!("{}", serde_json::to_string(&config)?);

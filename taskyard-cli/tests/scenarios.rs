@@ -211,3 +211,19 @@ fn unique_keys_hold_while_producers_race_and_workers_are_killed() {
         assert!(f["keys_with_several_jobs"].as_u64().unwrap() > 0, "{v}");
     });
 }
+
+#[test]
+fn cancelled_jobs_never_complete_or_rerun_while_workers_are_killed() {
+    both(|store| {
+        let v = scenario(store, "cancel");
+        let f = &v["figures"];
+        assert_eq!(v["ok"], true, "{v}");
+        assert!(f["kills"].as_u64().unwrap() >= 2, "{v}");
+        assert_eq!(f["wrong_state"], 0, "{v}");
+        assert_eq!(f["started_after_cancel"], 0, "{v}");
+        assert_eq!(f["lost"], 0, "{v}");
+        // Cancels reached jobs in each state, and running handlers heard of theirs.
+        assert!(f["cancelled"].as_u64().unwrap() > 0, "{v}");
+        assert!(f["running_cancels_heard"].as_u64().unwrap() > 0, "{v}");
+    });
+}

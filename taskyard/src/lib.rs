@@ -53,6 +53,9 @@ pub use taskyard_core::*;
 mod open;
 pub use open::AnyStore;
 
+#[cfg(feature = "sqlite")]
+pub mod testing;
+
 /// The embedded store: one SQLite file (see its [`SqliteStore`](sqlite::SqliteStore)).
 #[cfg(feature = "sqlite")]
 pub use taskyard_sqlite as sqlite;

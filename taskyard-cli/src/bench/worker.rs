@@ -12,6 +12,8 @@
 //! - `span`: appends `start KEY id attempt unix_us` to the `--record` file, sleeps
 //!   `{"ms": N}`, appends `end KEY id attempt unix_us` and succeeds: the run's span, for
 //!   the `unique` scenario to check that two jobs of one `{"key": KEY}` never overlap.
+//!   A run told its job was cancelled appends `cancelled KEY id attempt unix_us` at
+//!   once and stops (the `cancel` scenario's latency).
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -20,7 +22,7 @@ use std::time::Duration;
 use clap::Args;
 use std::fs::File;
 
-use taskyard::{JobContext, JobError, RetryPolicy, Worker, WorkerBuilder};
+use taskyard::{JobContext, JobError, RetryPolicy, StopReason, Worker, WorkerBuilder};
 
 use crate::commands::parse_duration;
 use crate::open::{self, Create};
@@ -171,8 +173,19 @@ pub(crate) fn test_handlers(
                             .map_err(JobError::retry)
                     };
                     mark("start")?;
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
-                    mark("end")
+                    let cancelled = async {
+                        if ctx.stopped().await != StopReason::Cancelled {
+                            // Other stops (shutdown, a lost lease) let the run go on.
+                            std::future::pending::<()>().await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(ms)) => mark("end"),
+                        _ = cancelled => {
+                            mark("cancelled")?;
+                            Err(JobError::retry("cancelled"))
+                        }
+                    }
                 }
             }
         })

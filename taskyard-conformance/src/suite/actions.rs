@@ -320,9 +320,10 @@ pub async fn deleting_a_queue_removes_everything_and_refuses_late_outcomes(s: Su
     );
     assert_eq!(
         s.store
-            .heartbeat(std::slice::from_ref(&running.lease), LEASE)
+            .heartbeat(std::slice::from_ref(&running.lease), LEASE, &[])
             .await
-            .unwrap(),
+            .unwrap()
+            .held,
         [false]
     );
     assert_eq!(

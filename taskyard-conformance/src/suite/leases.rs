@@ -53,9 +53,10 @@ pub async fn heartbeat_renews_held_leases_and_rejects_stale_tokens(s: Subject) {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let held = s
             .store
-            .heartbeat(&leases, Duration::from_millis(600))
+            .heartbeat(&leases, Duration::from_millis(600), &[])
             .await
-            .unwrap();
+            .unwrap()
+            .held;
         assert_eq!(held, vec![true, true, false]);
         s.store.maintain(&q).await.unwrap();
     }
@@ -85,9 +86,10 @@ pub async fn stale_token_cannot_complete_fail_or_heartbeat(s: Subject) {
     let old = first.lease.clone();
     assert_eq!(
         s.store
-            .heartbeat(std::slice::from_ref(&old), LEASE)
+            .heartbeat(std::slice::from_ref(&old), LEASE, &[])
             .await
-            .unwrap(),
+            .unwrap()
+            .held,
         vec![false]
     );
     assert_eq!(
@@ -336,7 +338,7 @@ pub async fn a_claim_whose_jobs_all_finished_holds_no_lease(s: Subject) {
     let done = [(first[0].clone(), Outcome::Completed)];
     assert_eq!(s.store.finish(&done).await.unwrap(), vec![true]);
     assert_eq!(
-        s.store.heartbeat(rest, LEASE).await.unwrap(),
+        s.store.heartbeat(rest, LEASE, &[]).await.unwrap().held,
         vec![true, true],
         "two jobs of the claim still run"
     );
@@ -345,7 +347,7 @@ pub async fn a_claim_whose_jobs_all_finished_holds_no_lease(s: Subject) {
     assert_eq!(s.store.finish(&failed).await.unwrap(), vec![true]);
     assert_eq!(s.store.release(&rest[1..]).await.unwrap(), vec![true]);
     assert_eq!(
-        s.store.heartbeat(&leases, LEASE).await.unwrap(),
+        s.store.heartbeat(&leases, LEASE, &[]).await.unwrap().held,
         vec![false, false, false],
         "completed, dead and released: nothing is held"
     );

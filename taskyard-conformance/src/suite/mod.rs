@@ -9,11 +9,13 @@
 
 pub mod actions;
 pub mod admin;
+pub mod cancel;
 pub(crate) mod common;
 pub mod enqueue;
 pub mod leases;
 pub(crate) mod logs;
 pub mod priorities;
+pub mod results;
 pub mod retries;
 pub(crate) mod stalled;
 pub mod timeouts;

@@ -181,7 +181,7 @@ pub async fn handler_chooses_retry_time_or_permanent_failure(s: Subject) {
     let w = worker(&s, &q)
         .handle(move |job: Ping, _ctx: JobContext| async move {
             match job.n {
-                0 => Err(JobError::retry_at(
+                0 => Err::<(), _>(JobError::retry_at(
                     SystemTime::now() + Duration::from_secs(3600),
                     "later",
                 )),
@@ -319,7 +319,7 @@ pub async fn chosen_retry_times_end_in_dead_when_attempts_are_spent(s: Subject) 
         .handle(move |job: Ping, ctx: JobContext| async move {
             let msg = format!("attempt {}", ctx.attempt());
             match job.n {
-                0 => Err(JobError::retry_after(Duration::from_millis(10), msg)),
+                0 => Err::<(), _>(JobError::retry_after(Duration::from_millis(10), msg)),
                 _ => Err(JobError::retry_at(SystemTime::now(), msg)),
             }
         })

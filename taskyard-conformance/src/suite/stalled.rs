@@ -62,16 +62,43 @@ impl Store for Faulty {
         &self,
         leases: &[Lease],
         lease: Duration,
-    ) -> taskyard_core::Result<Vec<bool>> {
+        progress: &[(Lease, bytes::Bytes)],
+    ) -> taskyard_core::Result<taskyard_core::Beat> {
         if self.faults.stalled.load(Ordering::SeqCst) {
-            return Ok(vec![true; leases.len()]);
+            return Ok(taskyard_core::Beat {
+                held: vec![true; leases.len()],
+                cancelled: Vec::new(),
+            });
         }
         if self.faults.failing.load(Ordering::SeqCst) {
             return Err(taskyard_core::Error::Store(
                 "the store cannot be reached (a partition, simulated)".into(),
             ));
         }
-        self.inner.heartbeat(leases, lease).await
+        self.inner.heartbeat(leases, lease, progress).await
+    }
+    async fn wait_cancel(
+        &self,
+        queues: &[QueueName],
+        timeout: Duration,
+    ) -> taskyard_core::Result<()> {
+        self.inner.wait_cancel(queues, timeout).await
+    }
+    async fn wait_job(
+        &self,
+        queue: &QueueName,
+        id: &JobId,
+        timeout: Duration,
+    ) -> taskyard_core::Result<()> {
+        self.inner.wait_job(queue, id, timeout).await
+    }
+    async fn cancel(
+        &self,
+        queue: &QueueName,
+        filter: &JobFilter,
+        after: &taskyard_core::Cursor,
+    ) -> taskyard_core::Result<taskyard_core::Step> {
+        self.inner.cancel(queue, filter, after).await
     }
     async fn finish(&self, outcomes: &[(Lease, Outcome)]) -> taskyard_core::Result<Vec<bool>> {
         self.inner.finish(outcomes).await

@@ -12,6 +12,7 @@
 
 mod add_worker;
 mod backlog;
+mod cancel;
 mod books;
 mod concurrency;
 mod connection_cut;
@@ -36,7 +37,7 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 type Outcome = Res<(bool, &'static str, serde_json::Value)>;
 
 /// The scenarios, by name.
-pub(crate) const NAMES: [&str; 10] = [
+pub(crate) const NAMES: [&str; 11] = [
     "long-jobs",
     "concurrency",
     "add-worker",
@@ -47,6 +48,7 @@ pub(crate) const NAMES: [&str; 10] = [
     "poison-process",
     "connection-cut",
     "unique",
+    "cancel",
 ];
 
 /// What a scenario prints.
@@ -92,6 +94,7 @@ pub(crate) async fn run(url: Option<String>, name: &str, quick: bool, json: bool
         "zombie" => zombie::run(&ctx).await,
         "poison-process" => poison_process::run(&ctx).await,
         "unique" => unique::run(&ctx).await,
+        "cancel" => cancel::run(&ctx).await,
         _ => connection_cut::run(&ctx).await,
     };
     let _ = store.delete_queue(&queue).await;
