@@ -342,8 +342,8 @@ fn cancel(tx: &mut Tx<'_>, q: i64, picked: &[Picked]) -> Result<usize> {
 }
 
 /// One step of deleting a queue: at most [`STEP`] of its jobs (whatever their state), of
-/// its unique keys and of its leases; once none is left, its row (name, settings,
-/// paused). Every job examined goes, so each step starts again from the start.
+/// its unique keys, of its leases, of its results and of its waiters; once none is left,
+/// its row (name, settings, paused). Every job examined goes, so each step starts again from the start.
 pub(crate) fn delete_queue(tx: &mut Tx<'_>, queue: &taskyard_core::QueueName) -> Result<Step> {
     let Some(q) = tx.queue(queue)? else {
         return Ok(Step::default());
@@ -352,6 +352,7 @@ pub(crate) fn delete_queue(tx: &mut Tx<'_>, queue: &taskyard_core::QueueName) ->
     // lease never goes before the jobs it belongs to, so if the deletion stops between
     // steps no job of the queue loses its key (another job could take it) or its lease
     // (a running job would never expire). A key row whose job is gone reads as free.
+    // Results and waiters last: both only ever name jobs that are gone or going.
     let mut counts = [0; 5];
     for (i, sql) in [
         "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE queue = ?1 LIMIT ?2)",

@@ -20,6 +20,11 @@
 //! - **Looking changes nothing.** [`SqliteStore::open_read_only`] reads a file without
 //!   creating or changing any; dropping the last handle of a store closes its connections
 //!   and, if no other process uses the file, leaves it one file (WAL checkpointed).
+//! - **Cancels, progress, results, waits.** A cancel ends a job `cancelled` in its row;
+//!   a running one is reported to its claim's heartbeats. Progress is a column of the
+//!   running job; results, and waits on a job, are tables of their own that plain jobs
+//!   never touch. Waiters in this process are woken at once after the commit; those of
+//!   other processes read a counter row every [`Options::poll`].
 //! - **Bounded file.** Finished jobs are deleted (or kept as retention says), and
 //!   maintenance gives free pages back to the file system once a drained backlog leaves
 //!   many (incremental vacuum); the WAL is truncated after checkpoints.
@@ -136,7 +141,9 @@ pub struct Options {
     /// fails with an error saying so. Default: 60 s.
     pub locked_for: Duration,
     /// How often an idle worker looks for work that another process added (an enqueue
-    /// through this store, or a clone of it, wakes idle workers at once). Default: 50 ms.
+    /// through this store, or a clone of it, wakes idle workers at once), and how often
+    /// waits for cancels and for a job's end look at the counters other processes bump
+    /// (a cancel or an end through this store wakes them at once). Default: 50 ms.
     pub poll: Duration,
 }
 

@@ -179,7 +179,7 @@ async fn waits_with_nothing_to_report_sleep_out_their_timeout() {
         .await
         .unwrap();
     let (a, b, c) = waits.await.unwrap();
-    (a.unwrap(), b.unwrap(), c.unwrap());
+    a.and(b).and(c).unwrap();
     assert!(started.elapsed() >= Duration::from_millis(400));
     assert_eq!(
         bookkeeping(&dir)[2..4],

@@ -464,7 +464,7 @@ async fn migration_5_reads_a_schema_4_file_as_it_is_then_carries_it_on() {
     }
     // Nothing to signal in a file that has no counters: the wait lasts its timeout.
     reader
-        .wait_cancel(&[upgrade.clone()], Duration::from_millis(60))
+        .wait_cancel(std::slice::from_ref(&upgrade), Duration::from_millis(60))
         .await
         .unwrap();
     drop(reader);
