@@ -296,3 +296,62 @@ fn operators_run_scheduled_jobs_now_delete_jobs_and_delete_queues() {
         assert!(!ok(store, &["stats"]).contains("ops"));
     });
 }
+
+/// `jobs cancel` ends ready and scheduled jobs `cancelled` and refuses a finished or
+/// unknown job naming it, changing nothing; `jobs wait` prints what became of a job,
+/// fails unless it completed, and gives up at its timeout; `queue config --result-ttl`
+/// sets the result TTL.
+#[test]
+fn operators_cancel_jobs_and_wait_for_them() {
+    both(|store| {
+        let q = "cq";
+        let enq = |args: &[&str]| {
+            let mut all = vec!["enqueue", "ping", "{}", "--queue", q];
+            all.extend_from_slice(args);
+            ok(store, &all).trim().to_string()
+        };
+        let ready = enq(&[]);
+        let later = enq(&["--delay", "1h"]);
+        let other = enq(&["--delay", "1h"]);
+
+        // A wait that runs out says where the job is, and changes nothing.
+        let run = taskyard(store, &["jobs", "wait", &later, "--timeout", "200ms"]);
+        assert!(!run.ok);
+        assert!(run.stderr.contains("has not finished"), "{}", run.stderr);
+        assert!(run.stderr.contains("scheduled"), "{}", run.stderr);
+        refused(store, &["jobs", "wait", &later, "--timeout", "-1s"], "invalid duration");
+        refused(store, &["jobs", "wait", "404404"], "no job 404404");
+
+        let out = ok(store, &["jobs", "cancel", &ready, &later, "--queue", q]);
+        assert!(out.contains("cancelled 2 jobs"), "{out}");
+        assert_eq!(show(store, q, &ready)["state"], "cancelled");
+        assert_eq!(show(store, q, &later)["state"], "cancelled");
+        let v: Value =
+            serde_json::from_str(ok(store, &["stats", "--json", "--queue", q]).trim()).unwrap();
+        assert_eq!(v[0]["cancelled"], 2);
+        assert_eq!(v[0]["scheduled"], 1);
+
+        // A finished or unknown job fails the whole command; the other job stays.
+        let run = taskyard(
+            store,
+            &["jobs", "cancel", &other, &ready, "404404", "--queue", q],
+        );
+        assert!(!run.ok);
+        assert!(
+            run.stderr.contains("already finished (cancelled)"),
+            "{}",
+            run.stderr
+        );
+        assert!(run.stderr.contains("no such job"), "{}", run.stderr);
+        assert_eq!(show(store, q, &other)["state"], "scheduled");
+
+        // Waiting for a cancelled job: it says so, and fails.
+        let run = taskyard(store, &["jobs", "wait", &ready]);
+        assert!(!run.ok);
+        assert_eq!(run.stdout.trim(), r#"{"state":"cancelled"}"#);
+
+        let out = ok(store, &["queue", "config", q, "--result-ttl", "1h"]);
+        let config: Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(config["result_ttl_ms"], 3_600_000);
+    });
+}

@@ -16,11 +16,15 @@ use std::time::{Duration, Instant};
 use super::Shared;
 use crate::Lease;
 
+/// The least time between two heartbeats a cancel signal brought forward.
+const EARLY_BEATS_APART: Duration = Duration::from_millis(5);
+
 /// Runs until aborted: shutdown keeps it beating through the grace period.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let every = shared.lease / 3;
     let queues = shared.queue_names();
     let mut next = Instant::now() + every;
+    let mut last = Instant::now();
     loop {
         let cancel = async {
             // A store that cannot be reached: wait a little, beat on schedule meanwhile.
@@ -39,6 +43,12 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             // Nothing held here can have been cancelled.
             continue;
         }
+        if woken {
+            // A burst of cancels is answered by one beat every few milliseconds, not
+            // one each.
+            tokio::time::sleep_until((last + EARLY_BEATS_APART).into()).await;
+        }
+        last = Instant::now();
         beat(&shared).await;
         next = Instant::now() + every;
     }
