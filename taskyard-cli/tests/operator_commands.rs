@@ -321,7 +321,7 @@ fn operators_cancel_jobs_and_wait_for_them() {
         assert!(run.stderr.contains("scheduled"), "{}", run.stderr);
         refused(
             store,
-            &["jobs", "wait", &later, "--timeout", "-1s"],
+            &["jobs", "wait", &later, "--timeout=-1s"],
             "invalid duration",
         );
         refused(store, &["jobs", "wait", "404404"], "no job 404404");
