@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use taskyard::{
-    Bulk, Client, Cursor, EnqueueOptions, Error, Finished, JobFilter, JobId, JobInfo, JobState, NewJob, Page,
-    QueueName, RetryPolicy, Skip, UniqueMode,
+    Bulk, Client, Cursor, EnqueueOptions, Error, Finished, JobFilter, JobId, JobInfo, JobState,
+    NewJob, Page, QueueName, RetryPolicy, Skip, UniqueMode,
 };
 
 use crate::QueueArg;
@@ -525,8 +525,7 @@ pub(crate) async fn queue(client: Client, cmd: QueueCommand) -> Res {
         QueueCommand::Delete { queue, yes } => {
             let q = QueueName::new(queue)?;
             let st = client.stats(&q).await?;
-            let jobs =
-                st.ready + st.scheduled + st.running + st.completed + st.dead + st.cancelled;
+            let jobs = st.ready + st.scheduled + st.running + st.completed + st.dead + st.cancelled;
             if !yes {
                 return Err(format!(
                     "queue {q} holds {jobs} jobs ({} ready, {} scheduled, {} running, {} \

@@ -319,7 +319,11 @@ fn operators_cancel_jobs_and_wait_for_them() {
         assert!(!run.ok);
         assert!(run.stderr.contains("has not finished"), "{}", run.stderr);
         assert!(run.stderr.contains("scheduled"), "{}", run.stderr);
-        refused(store, &["jobs", "wait", &later, "--timeout", "-1s"], "invalid duration");
+        refused(
+            store,
+            &["jobs", "wait", &later, "--timeout", "-1s"],
+            "invalid duration",
+        );
         refused(store, &["jobs", "wait", "404404"], "no job 404404");
 
         let out = ok(store, &["jobs", "cancel", &ready, &later, "--queue", q]);

@@ -11,9 +11,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use taskyard_core::{
-    Claim, ClaimedJob, Cursor, Enqueued, JobContext, JobError, JobFilter, JobId, JobInfo, JobState,
-    Lease, LeaseToken, Maintenance, NewJob, Outcome, Page, QueueConfig, QueueName, QueueStats,
-    Result, Step, Store, Worker,
+    Beat, Claim, ClaimedJob, Cursor, Enqueued, JobContext, JobError, JobFilter, JobId, JobInfo,
+    JobState, Lease, LeaseToken, Maintenance, NewJob, Outcome, Page, QueueConfig, QueueName,
+    QueueStats, Result, Step, Store, Worker,
 };
 use tokio::time::Instant;
 
@@ -111,12 +111,31 @@ impl Store for Shared {
         tokio::time::sleep(timeout).await;
         Ok(())
     }
-    async fn heartbeat(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>> {
+    async fn heartbeat(
+        &self,
+        leases: &[Lease],
+        lease: Duration,
+        _: &[(Lease, Bytes)],
+    ) -> Result<Beat> {
         self.0.note(Call::Heartbeat {
             leases: leases.len(),
             lease,
         });
-        Ok(vec![true; leases.len()])
+        Ok(Beat {
+            held: vec![true; leases.len()],
+            cancelled: Vec::new(),
+        })
+    }
+    async fn wait_cancel(&self, _: &[QueueName], timeout: Duration) -> Result<()> {
+        tokio::time::sleep(timeout).await;
+        Ok(())
+    }
+    async fn wait_job(&self, _: &QueueName, _: &JobId, timeout: Duration) -> Result<()> {
+        tokio::time::sleep(timeout).await;
+        Ok(())
+    }
+    async fn cancel(&self, _: &QueueName, _: &JobFilter, _: &Cursor) -> Result<Step> {
+        Ok(Step::default())
     }
     async fn finish(&self, outcomes: &[(Lease, Outcome)]) -> Result<Vec<bool>> {
         self.0.note(Call::Finish);

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use taskyard_core::{
-    Claim, Client, Cursor, Enqueued, Error, Job, JobContext, JobError, JobFilter, JobId, JobInfo,
-    JobState, Lease, LeaseToken, Maintenance, NewJob, Outcome, Page, QueueConfig, QueueName,
-    QueueStats, Result, Step, StopReason, Store, Worker,
+    Beat, Claim, Client, Cursor, Enqueued, Error, Job, JobContext, JobError, JobFilter, JobId,
+    JobInfo, JobState, Lease, LeaseToken, Maintenance, NewJob, Outcome, Page, QueueConfig,
+    QueueName, QueueStats, Result, Step, StopReason, Store, Worker,
 };
 use taskyard_sqlite::SqliteStore;
 use tokio::sync::mpsc;
@@ -138,11 +138,28 @@ impl Store for Faulty {
     async fn wait(&self, queues: &[QueueName], timeout: Duration) -> Result<()> {
         self.inner.wait(queues, timeout).await
     }
-    async fn heartbeat(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>> {
+    async fn heartbeat(
+        &self,
+        leases: &[Lease],
+        lease: Duration,
+        progress: &[(Lease, bytes::Bytes)],
+    ) -> Result<Beat> {
         if self.refuse_heartbeats {
-            return Ok(vec![false; leases.len()]);
+            return Ok(Beat {
+                held: vec![false; leases.len()],
+                cancelled: Vec::new(),
+            });
         }
-        self.inner.heartbeat(leases, lease).await
+        self.inner.heartbeat(leases, lease, progress).await
+    }
+    async fn wait_cancel(&self, queues: &[QueueName], timeout: Duration) -> Result<()> {
+        self.inner.wait_cancel(queues, timeout).await
+    }
+    async fn wait_job(&self, queue: &QueueName, id: &JobId, timeout: Duration) -> Result<()> {
+        self.inner.wait_job(queue, id, timeout).await
+    }
+    async fn cancel(&self, queue: &QueueName, filter: &JobFilter, after: &Cursor) -> Result<Step> {
+        self.inner.cancel(queue, filter, after).await
     }
     async fn finish(&self, outcomes: &[(Lease, Outcome)]) -> Result<Vec<bool>> {
         assert!(

@@ -1,6 +1,6 @@
 //! Bulk operations, one bounded step per writer operation (one transaction): redrive and
-//! purge (dead jobs), run-now (scheduled jobs), delete (ready and scheduled jobs), and
-//! deleting a whole queue. A step acts on at most [`STEP`] jobs and examines at most
+//! purge (dead jobs), run-now (scheduled jobs), delete (ready and scheduled jobs), cancel
+//! (ready, scheduled and running jobs), and deleting a whole queue. A step acts on at most [`STEP`] jobs and examines at most
 //! [`EXAMINE`], so other callers' operations get in between steps.
 
 use std::collections::{HashMap, HashSet};
@@ -8,8 +8,8 @@ use std::collections::{HashMap, HashSet};
 use rusqlite::{OptionalExtension, params};
 use taskyard_core::{Cursor, Error, JobFilter, JobId, Result, Skip, Skipped, Step, UniqueMode};
 
-use crate::db::{DEAD, READY, SCHEDULED, db};
-use crate::ops::{STEP, make_ready};
+use crate::db::{CANCELLED, DEAD, READY, RUNNING, SCHEDULED, db};
+use crate::ops::{self, Gates, STEP, make_ready};
 use crate::read::{Position, row_id, state_of};
 use crate::unique::{self, Left};
 use crate::writer::Tx;
@@ -28,6 +28,8 @@ pub(crate) enum Action {
     RunNow,
     /// Ready and scheduled jobs deleted.
     Delete,
+    /// Ready, scheduled and running jobs ended `cancelled`.
+    Cancel,
 }
 
 impl Action {
@@ -37,6 +39,7 @@ impl Action {
             Action::Redrive | Action::Purge => &[DEAD],
             Action::RunNow => &[SCHEDULED],
             Action::Delete => &[READY, SCHEDULED],
+            Action::Cancel => &[READY, SCHEDULED, RUNNING],
         }
     }
 }
@@ -85,10 +88,12 @@ fn once_each(ids: &[JobId]) -> impl Iterator<Item = &JobId> {
         .filter(move |id| seen.insert(row_id(id).ok_or(id.as_str())))
 }
 
-/// A job a step selected: its id and unique key.
+/// A job a step selected: its id, state, unique key, and lease token if running.
 struct Picked {
     id: i64,
+    state: i64,
     uniq: Option<String>,
+    token: Option<String>,
 }
 
 /// The jobs of queue `q` in the action's states that a step acts on, the named jobs it
@@ -109,24 +114,44 @@ fn select(
             let mut skipped = Vec::new();
             let mut look = tx
                 .conn
-                .prepare_cached("SELECT state, uniq FROM jobs WHERE id = ?1 AND queue = ?2")
+                .prepare_cached("SELECT state, uniq, token FROM jobs WHERE id = ?1 AND queue = ?2")
+                .map_err(db)?;
+            // A completed job whose row was not retained is known by its result.
+            let mut kept = tx
+                .conn
+                .prepare_cached(
+                    "SELECT 4 FROM results WHERE job = ?1 AND queue = ?2 AND ends_ms > ?3",
+                )
                 .map_err(db)?;
             for name in once_each(ids) {
-                let found: Option<(i64, i64, Option<String>)> = match row_id(name) {
+                let found: Option<Picked> = match row_id(name) {
                     Some(id) => look
-                        .query_row([id, q], |r| Ok((id, r.get(0)?, r.get(1)?)))
+                        .query_row([id, q], |r| {
+                            Ok(Picked {
+                                id,
+                                state: r.get(0)?,
+                                uniq: r.get(1)?,
+                                token: r.get(2)?,
+                            })
+                        })
                         .optional()
                         .map_err(db)?,
                     None => None,
                 };
+                let state = match (&found, row_id(name)) {
+                    (Some(job), _) => Some(job.state),
+                    (None, Some(id)) => kept
+                        .query_row([id, q, ops::ms(tx.now)], |r| r.get(0))
+                        .optional()
+                        .map_err(db)?,
+                    (None, None) => None,
+                };
                 match found {
-                    Some((id, state, uniq)) if states.contains(&state) => {
-                        picked.push(Picked { id, uniq })
-                    }
-                    found => skipped.push(Skipped {
+                    Some(job) if states.contains(&job.state) => picked.push(job),
+                    _ => skipped.push(Skipped {
                         id: name.clone(),
-                        why: found
-                            .and_then(|(_, state, _)| state_of(state))
+                        why: state
+                            .and_then(state_of)
                             .map_or(Skip::NotFound, Skip::InState),
                     }),
                 }
@@ -144,23 +169,29 @@ fn select(
     let mut walk = tx
         .conn
         .prepare_cached(
-            "SELECT id, rank, kind, uniq FROM jobs WHERE queue = ?1 AND state = ?2
+            "SELECT id, rank, kind, uniq, token FROM jobs WHERE queue = ?1 AND state = ?2
              AND (rank, id) > (?3, ?4) ORDER BY rank, id LIMIT ?5",
         )
         .map_err(db)?;
     let mut examined = 0;
     let mut at = after.at.bound(false);
     for (n, state) in states.iter().enumerate().skip(after.state) {
-        let rows: Vec<(i64, i64, String, Option<String>)> = walk
+        type Row = (i64, i64, String, Option<String>, Option<String>);
+        let rows: Vec<Row> = walk
             .query_map(params![q, state, at.0, at.1, EXAMINE - examined], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })
             .and_then(|rows| rows.collect())
             .map_err(db)?;
-        for (id, rank, k, uniq) in rows {
+        for (id, rank, k, uniq, token) in rows {
             examined += 1;
             if kind.is_none_or(|kind| kind == k) {
-                picked.push(Picked { id, uniq });
+                picked.push(Picked {
+                    id,
+                    state: *state,
+                    uniq,
+                    token,
+                });
             }
             if picked.len() as i64 == STEP || examined == EXAMINE {
                 return Ok((picked, Vec::new(), Some(Resume::cursor(n, rank, id))));
@@ -236,19 +267,27 @@ pub(crate) fn step(
             ids.len()
         }
         Action::Purge | Action::Delete => {
-            let mut delete = tx
-                .conn
-                .prepare_cached("DELETE FROM jobs WHERE id = ?1")
-                .map_err(db)?;
+            // A waiter on a deleted job is woken (it finds the job gone). Dead jobs have
+            // no waiter left: their end ended it.
+            let waiters =
+                action == Action::Delete && !picked.is_empty() && Gates::read(tx)?.waiters;
             for job in &picked {
-                delete.execute([job.id]).map_err(db)?;
+                tx.conn
+                    .prepare_cached("DELETE FROM jobs WHERE id = ?1")
+                    .and_then(|mut s| s.execute([job.id]))
+                    .map_err(db)?;
                 // Dead jobs hold no key but a period's, which outlasts its job.
                 if action == Action::Delete {
                     unique::left(tx, q, job.id, job.uniq.as_deref(), Left::Deleted)?;
                 }
+                if waiters {
+                    ops::end_wait(tx, job.id)?;
+                }
             }
+            ops::signal(tx)?;
             picked.len()
         }
+        Action::Cancel => cancel(tx, q, &picked)?,
     };
     Ok(Step {
         done: done as u64,
@@ -257,9 +296,54 @@ pub(crate) fn step(
     })
 }
 
+/// Ends the picked jobs (ready, scheduled or running) `cancelled`, at once: ranked by
+/// now, attempts and errors kept, progress dropped, unique key freed as a delete frees
+/// it. A running one leaves its lease: its outcome is then refused (it is not running),
+/// its lease's heartbeats report it, and cancel waiters are signalled, here after commit
+/// and in other processes through the `cancels` counter. The cancelled set is then kept
+/// within the queue's dead-set limits.
+fn cancel(tx: &mut Tx<'_>, q: i64, picked: &[Picked]) -> Result<usize> {
+    if picked.is_empty() {
+        return Ok(0);
+    }
+    let waiters = Gates::read(tx)?.waiters;
+    for job in picked {
+        tx.conn
+            .prepare_cached(
+                "UPDATE jobs SET state = ?2, rank = ?3, token = NULL, progress = NULL
+                 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![job.id, CANCELLED, ops::ms(tx.now)]))
+            .map_err(db)?;
+        if job.state == RUNNING
+            && let Some(token) = &job.token
+        {
+            tx.conn
+                .prepare_cached(
+                    "UPDATE leases SET running = running - 1,
+                                       cancelled = ifnull(cancelled || ',', '') || ?2
+                     WHERE token = ?1",
+                )
+                .and_then(|mut s| s.execute(params![token, job.id.to_string()]))
+                .map_err(db)?;
+            tx.cancelled = true;
+        }
+        unique::left(tx, q, job.id, job.uniq.as_deref(), Left::Deleted)?;
+        if waiters {
+            ops::end_wait(tx, job.id)?;
+        }
+    }
+    ops::signal(tx)?;
+    let c = crate::read::queue_row(tx.conn, q)?
+        .unwrap_or_default()
+        .config;
+    ops::trim(tx, q, CANCELLED, c.dead_max, c.dead_max_age_ms)?;
+    Ok(picked.len())
+}
+
 /// One step of deleting a queue: at most [`STEP`] of its jobs (whatever their state), of
-/// its unique keys and of its leases; once none is left, its row (name, settings,
-/// paused). Every job examined goes, so each step starts again from the start.
+/// its unique keys, of its leases, of its results and of its waiters; once none is left,
+/// its row (name, settings, paused). Every job examined goes, so each step starts again from the start.
 pub(crate) fn delete_queue(tx: &mut Tx<'_>, queue: &taskyard_core::QueueName) -> Result<Step> {
     let Some(q) = tx.queue(queue)? else {
         return Ok(Step::default());
@@ -268,12 +352,15 @@ pub(crate) fn delete_queue(tx: &mut Tx<'_>, queue: &taskyard_core::QueueName) ->
     // lease never goes before the jobs it belongs to, so if the deletion stops between
     // steps no job of the queue loses its key (another job could take it) or its lease
     // (a running job would never expire). A key row whose job is gone reads as free.
-    let mut counts = [0; 3];
+    // Results and waiters last: both only ever name jobs that are gone or going.
+    let mut counts = [0; 5];
     for (i, sql) in [
         "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE queue = ?1 LIMIT ?2)",
         "DELETE FROM uniques WHERE queue = ?1 AND key IN
             (SELECT key FROM uniques WHERE queue = ?1 LIMIT ?2)",
         "DELETE FROM leases WHERE token IN (SELECT token FROM leases WHERE queue = ?1 LIMIT ?2)",
+        "DELETE FROM results WHERE job IN (SELECT job FROM results WHERE queue = ?1 LIMIT ?2)",
+        "DELETE FROM waiters WHERE job IN (SELECT job FROM waiters WHERE queue = ?1 LIMIT ?2)",
     ]
     .into_iter()
     .enumerate()

@@ -19,7 +19,7 @@ const APPLICATION_ID: i32 = 0x7479_7264;
 /// The migrations, in order: `MIGRATIONS[n]` takes a file from schema `n` to `n + 1`.
 /// Each runs in one transaction with the `user_version` it sets, so a file is never left
 /// between two versions; a migration, once released, never changes.
-const MIGRATIONS: [&str; 4] = [SCHEMA_1, SCHEMA_2, SCHEMA_3, SCHEMA_4];
+const MIGRATIONS: [&str; 5] = [SCHEMA_1, SCHEMA_2, SCHEMA_3, SCHEMA_4, SCHEMA_5];
 
 /// How long one statement waits on another process's lock before SQLite gives up
 /// (`busy_timeout`); our own retry loop then keeps trying up to `Options::locked_for`.
@@ -37,14 +37,15 @@ const WAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
 // Job states as stored. One table holds every job; `rank` orders each state:
 // ready - claim order: the job's priority band, then the order it became ready (a
 // released job goes before all others of its priority; see `ops::band`);
-// scheduled - due time (ms); running - the claim order it had; dead and completed - when
-// it got there (ms). One index on (queue, state, rank) serves claims, promotion,
+// scheduled - due time (ms); running - the claim order it had; dead, completed and
+// cancelled - when it got there (ms). One index on (queue, state, rank) serves claims, promotion,
 // listing, counting and trimming.
 pub(crate) const READY: i64 = 0;
 pub(crate) const SCHEDULED: i64 = 1;
 pub(crate) const RUNNING: i64 = 2;
 pub(crate) const DEAD: i64 = 3;
 pub(crate) const COMPLETED: i64 = 4;
+pub(crate) const CANCELLED: i64 = 5;
 
 /// Schema 1, release 0.1's: queues, the id sequence, jobs and leases.
 const SCHEMA_1: &str = "
@@ -136,6 +137,63 @@ CREATE TABLE uniques (
 ) WITHOUT ROWID;
 -- Expired period holds, cleaned by maintenance.
 CREATE INDEX uniques_by_end ON uniques (queue, ends_ms) WHERE ends_ms IS NOT NULL;
+";
+
+/// Schema 5: cancels, progress, results and waits (issue 12). Every column added is NULL
+/// for a plain job, so no row is rewritten and a plain job grows by one header byte
+/// (`progress`). Cancelled jobs are rows in the state 5 (`CANCELLED`), ranked by when
+/// they were cancelled. Results and waiters are tables of their own that only jobs
+/// using them touch; `signals` counts the events other processes wait for.
+const SCHEMA_5: &str = "
+-- NULL: the default of QueueConfig.
+ALTER TABLE queues ADD COLUMN result_ttl_ms INTEGER;
+-- A running job's latest progress (JSON text); NULL once it leaves running.
+ALTER TABLE jobs ADD COLUMN progress TEXT;
+-- Ids of the claim's jobs cancelled while running, '4,7': heartbeats of the token report
+-- them. A lease with some keeps its row (with no job running) until it expires.
+ALTER TABLE leases ADD COLUMN cancelled TEXT;
+-- What completed jobs returned, kept apart from their rows (which are usually deleted at
+-- once) until ends_ms. value NULL: the job returned nothing (kept for a waiter).
+CREATE TABLE results (
+    job INTEGER PRIMARY KEY,
+    queue INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    max_attempts INTEGER NOT NULL,
+    enqueued_ms INTEGER NOT NULL,
+    done_ms INTEGER NOT NULL,
+    ends_ms INTEGER NOT NULL,
+    value TEXT
+);
+CREATE INDEX results_by_end ON results (queue, ends_ms);
+-- Jobs someone waits on (`Store::wait_job`), until when: their end is signalled and a
+-- completion without a value leaves an empty result. Empty unless someone waits.
+CREATE TABLE waiters (
+    job INTEGER PRIMARY KEY,
+    queue INTEGER NOT NULL,
+    until_ms INTEGER NOT NULL
+);
+CREATE INDEX waiters_by_end ON waiters (queue, until_ms);
+-- Counters other processes poll: cancels of running jobs, ends of waited jobs.
+CREATE TABLE signals (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    cancels INTEGER NOT NULL,
+    ends INTEGER NOT NULL
+);
+INSERT INTO signals (one, cancels, ends) VALUES (1, 0, 0);
+";
+
+/// What a read-only connection on a file of an older schema (read as it is, never
+/// migrated) is given so that this release's reads run on it: temporary views, which
+/// SQLite resolves before the file's own tables, with the later columns as NULL and the
+/// later tables empty. Temporary objects live in the connection's own memory: the file
+/// is not touched.
+pub(crate) const SHIMS_BEFORE_5: &str = "
+CREATE TEMP VIEW IF NOT EXISTS queues AS SELECT *, NULL AS result_ttl_ms FROM main.queues;
+CREATE TEMP VIEW IF NOT EXISTS results AS SELECT NULL AS job, NULL AS queue, NULL AS kind,
+    NULL AS attempt, NULL AS max_attempts, NULL AS enqueued_ms, NULL AS done_ms,
+    NULL AS ends_ms, NULL AS value WHERE 0;
+CREATE TEMP VIEW IF NOT EXISTS signals AS SELECT 1 AS one, 0 AS cancels, 0 AS ends;
 ";
 
 /// Whether an error is another connection holding a lock we need.
@@ -447,6 +505,9 @@ pub(crate) fn check_readable(path: &Path, conn: &Connection) -> Result<()> {
             "no taskyard store at {}: the file is empty (nothing has been enqueued there yet)",
             path.display()
         )));
+    }
+    if id.user_version < 5 {
+        conn.execute_batch(SHIMS_BEFORE_5).map_err(db)?;
     }
     Ok(())
 }

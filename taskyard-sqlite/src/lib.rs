@@ -20,6 +20,11 @@
 //! - **Looking changes nothing.** [`SqliteStore::open_read_only`] reads a file without
 //!   creating or changing any; dropping the last handle of a store closes its connections
 //!   and, if no other process uses the file, leaves it one file (WAL checkpointed).
+//! - **Cancels, progress, results, waits.** A cancel ends a job `cancelled` in its row;
+//!   a running one is reported to its claim's heartbeats. Progress is a column of the
+//!   running job; results, and waits on a job, are tables of their own that plain jobs
+//!   never touch. Waiters in this process are woken at once after the commit; those of
+//!   other processes read a counter row every [`Options::poll`].
 //! - **Bounded file.** Finished jobs are deleted (or kept as retention says), and
 //!   maintenance gives free pages back to the file system once a drained backlog leaves
 //!   many (incremental vacuum); the WAL is truncated after checkpoints.
@@ -45,16 +50,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use rusqlite::Connection;
 use taskyard_core::{
-    Claim, Cursor, Enqueued, Error, JobFilter, JobId, JobInfo, JobState, Lease, LeaseToken,
+    Beat, Claim, Cursor, Enqueued, Error, JobFilter, JobId, JobInfo, JobState, Lease, LeaseToken,
     Maintenance, NewJob, Outcome, Page, QueueConfig, QueueName, QueueStats, Result, Step, Store,
 };
-use tokio::sync::Notify;
 
 use crate::bulk::Action;
 pub use crate::url::parse_url;
-use crate::writer::Writer;
+use crate::writer::{Signals, Writer};
 
 /// The file every command and [`SqliteStore::open_default`] use when no store is named.
 pub const DEFAULT_PATH: &str = "taskyard.db";
@@ -136,7 +141,9 @@ pub struct Options {
     /// fails with an error saying so. Default: 60 s.
     pub locked_for: Duration,
     /// How often an idle worker looks for work that another process added (an enqueue
-    /// through this store, or a clone of it, wakes idle workers at once). Default: 50 ms.
+    /// through this store, or a clone of it, wakes idle workers at once), and how often
+    /// waits for cancels and for a job's end look at the counters other processes bump
+    /// (a cancel or an end through this store wakes them at once). Default: 50 ms.
     pub poll: Duration,
 }
 
@@ -179,8 +186,9 @@ struct Inner {
     /// Reader connections not in use.
     readers: Mutex<Vec<Connection>>,
     clock: Arc<dyn Clock>,
-    /// Raised after a commit that made work ready; idle workers of this process wait on it.
-    notify: Arc<Notify>,
+    /// Raised after commits: work made ready (idle workers of this process wait on it),
+    /// running jobs cancelled, waited jobs ended.
+    signals: Arc<Signals>,
     /// How often idle workers look for other processes' work.
     poll: Duration,
     /// How long a reader waits out other processes' locks.
@@ -223,15 +231,15 @@ impl SqliteStore {
         }
         let path = path.as_ref().to_path_buf();
         let room = Arc::new(room::Room::new(&path, options.reserve, options.max_size)?);
-        let notify = Arc::new(Notify::new());
-        let writer = Writer::start(path.clone(), options.clone(), notify.clone()).await?;
+        let signals = Arc::new(Signals::default());
+        let writer = Writer::start(path.clone(), options.clone(), signals.clone()).await?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
                 writer: Some(writer),
                 readers: Mutex::new(Vec::new()),
                 clock: options.clock,
-                notify,
+                signals,
                 poll: options.poll,
                 locked_for: options.locked_for,
                 room,
@@ -267,7 +275,7 @@ impl SqliteStore {
                 writer: None,
                 readers: Mutex::new(Vec::new()),
                 clock: options.clock,
-                notify: Arc::new(Notify::new()),
+                signals: Arc::new(Signals::default()),
                 poll: options.poll,
                 locked_for: options.locked_for,
             }),
@@ -481,7 +489,7 @@ impl Store for SqliteStore {
         let deadline = tokio::time::Instant::now() + timeout;
         // Registered before looking, so a commit between the look and the sleep still
         // wakes this wait.
-        let notified = self.inner.notify.notified();
+        let notified = self.inner.signals.work.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         loop {
@@ -505,14 +513,49 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn heartbeat(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>> {
-        let tokens: Vec<LeaseToken> = leases.iter().map(|l| l.token.clone()).collect();
+    async fn heartbeat(
+        &self,
+        leases: &[Lease],
+        lease: Duration,
+        progress: &[(Lease, Bytes)],
+    ) -> Result<Beat> {
+        let (leases, progress) = (leases.to_vec(), progress.to_vec());
         let lease_ms = lease_ms(lease)?;
         self.writer()?
-            .call(move |tx| {
-                let names: Vec<&str> = tokens.iter().map(|t| &**t).collect();
-                ops::heartbeat(tx, &names, lease_ms)
-            })
+            .call(move |tx| ops::heartbeat(tx, &leases, lease_ms, &progress))
+            .await
+    }
+
+    async fn wait_cancel(&self, _queues: &[QueueName], timeout: Duration) -> Result<()> {
+        // One counter for the file: a cancel in any queue wakes every waiter (spurious
+        // for the others, allowed), which is rare enough to cost nothing.
+        let notified = self.inner.signals.cancels.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let (seen, _) = self.read(read::signals).await?;
+        self.until_signal(notified, timeout, move |(cancels, _)| cancels != seen)
+            .await
+    }
+
+    async fn wait_job(&self, queue: &QueueName, id: &JobId, timeout: Duration) -> Result<()> {
+        let notified = self.inner.signals.ends.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let until = self
+            .inner
+            .clock
+            .now_ms()
+            .saturating_add(timeout.as_millis().min(u64::MAX as u128) as u64);
+        let (queue, id) = (queue.clone(), id.clone());
+        let registered = self
+            .writer()?
+            .call(move |tx| ops::wait_job(tx, &queue, &id, until))
+            .await?;
+        let Some(seen) = registered else {
+            // Unknown or already ended: nothing to wait for.
+            return Ok(());
+        };
+        self.until_signal(notified, timeout, move |(_, ends)| ends != seen)
             .await
     }
 
@@ -559,18 +602,23 @@ impl Store for SqliteStore {
     ) -> Result<Page> {
         let queue = queue.clone();
         let after = read::Position::parse(after)?;
-        self.read(move |conn| read::list(conn, &queue, state, after, limit))
+        let clock = self.inner.clock.clone();
+        self.read(move |conn| read::list(conn, &queue, state, after, limit, clock.now_ms()))
             .await
     }
 
     async fn job(&self, queue: &QueueName, id: &JobId) -> Result<Option<JobInfo>> {
         let (queue, id) = (queue.clone(), id.clone());
-        self.read(move |conn| read::job(conn, &queue, &id)).await
+        let clock = self.inner.clock.clone();
+        self.read(move |conn| read::job(conn, &queue, &id, clock.now_ms()))
+            .await
     }
 
     async fn find(&self, id: &JobId) -> Result<Option<JobInfo>> {
         let id = id.clone();
-        self.read(move |conn| read::find(conn, &id)).await
+        let clock = self.inner.clock.clone();
+        self.read(move |conn| read::find(conn, &id, clock.now_ms()))
+            .await
     }
 
     async fn redrive(&self, queue: &QueueName, filter: &JobFilter, after: &Cursor) -> Result<Step> {
@@ -587,6 +635,10 @@ impl Store for SqliteStore {
 
     async fn delete(&self, queue: &QueueName, filter: &JobFilter, after: &Cursor) -> Result<Step> {
         self.step(queue, Action::Delete, filter, after).await
+    }
+
+    async fn cancel(&self, queue: &QueueName, filter: &JobFilter, after: &Cursor) -> Result<Step> {
+        self.step(queue, Action::Cancel, filter, after).await
     }
 
     async fn delete_queue(&self, queue: &QueueName, _after: &Cursor) -> Result<Step> {
@@ -619,6 +671,31 @@ impl Store for SqliteStore {
 }
 
 impl SqliteStore {
+    /// Waits until `notified` (this process's signal) fires, the counters other
+    /// processes bump satisfy `changed` (read every `Options::poll`, one indexed read), or
+    /// `timeout` passes.
+    async fn until_signal(
+        &self,
+        mut notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+        timeout: Duration,
+        changed: impl Fn((i64, i64)) -> bool,
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = &mut notified => return Ok(()),
+                _ = tokio::time::sleep_until(deadline.min(now + self.inner.poll)) => {}
+            }
+            if changed(self.read(read::signals).await?) {
+                return Ok(());
+            }
+        }
+    }
+
     /// One step of a bulk operation: at most 1,000 jobs in one transaction, so a large
     /// one never holds the writer for long.
     async fn step(

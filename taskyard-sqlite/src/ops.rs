@@ -11,11 +11,11 @@ use bytes::Bytes;
 use rusqlite::{OptionalExtension, params};
 use taskyard_core::store::support::{LEASE_EXPIRED, history};
 use taskyard_core::{
-    Backoff, ClaimedJob, DEFAULT_PRIORITY, Due, Enqueued, Error, JobId, Lease, LeaseToken,
+    Backoff, Beat, ClaimedJob, DEFAULT_PRIORITY, Due, Enqueued, Error, JobId, Lease, LeaseToken,
     Maintenance, NewJob, Outcome, QueueConfig, QueueName, Result, UniqueMode,
 };
 
-use crate::db::{COMPLETED, DEAD, READY, SCHEDULED, db};
+use crate::db::{CANCELLED, COMPLETED, DEAD, READY, SCHEDULED, db};
 use crate::read::{self, row_id};
 use crate::unique::{self, Left};
 use crate::writer::Tx;
@@ -377,26 +377,66 @@ fn parse_backoff(s: &str) -> Option<Backoff> {
     })
 }
 
-pub(crate) fn heartbeat(tx: &mut Tx<'_>, tokens: &[&str], lease_ms: u64) -> Result<Vec<bool>> {
+/// Renews each lease (one per claim token) and records the progress of jobs still held
+/// under their lease's token. The renewal returns the lease's cancelled jobs in the same
+/// statement, so a plain heartbeat runs what it ran before cancels existed.
+pub(crate) fn heartbeat(
+    tx: &mut Tx<'_>,
+    leases: &[Lease],
+    lease_ms: u64,
+    progress: &[(Lease, Bytes)],
+) -> Result<Beat> {
     let ends = ms(tx.now.saturating_add(lease_ms));
-    let mut renew = tx
-        .conn
-        .prepare_cached("UPDATE leases SET ends_ms = ?1 WHERE token = ?2")
-        .map_err(db)?;
-    tokens
-        .iter()
-        .map(|t| renew.execute(params![ends, t]).map(|n| n == 1).map_err(db))
-        .collect()
+    let mut beat = Beat {
+        held: Vec::with_capacity(leases.len()),
+        cancelled: Vec::new(),
+    };
+    {
+        let mut renew = tx
+            .conn
+            .prepare_cached("UPDATE leases SET ends_ms = ?1 WHERE token = ?2 RETURNING cancelled")
+            .map_err(db)?;
+        for lease in leases {
+            let found: Option<Option<String>> = renew
+                .query_row(params![ends, &*lease.token], |r| r.get(0))
+                .optional()
+                .map_err(db)?;
+            beat.held.push(found.is_some());
+            for id in found.flatten().iter().flat_map(|ids| ids.split(',')) {
+                beat.cancelled
+                    .push((lease.queue.clone(), JobId::new(id.to_string())));
+            }
+        }
+    }
+    if !progress.is_empty() {
+        let mut record = tx
+            .conn
+            .prepare_cached(
+                "UPDATE jobs SET progress = ?3 WHERE id = ?1 AND token = ?2 AND state = 2",
+            )
+            .map_err(db)?;
+        for (lease, value) in progress {
+            let Some(id) = row_id(&lease.id) else {
+                continue;
+            };
+            record
+                .execute(params![id, &*lease.token, String::from_utf8_lossy(value)])
+                .map_err(db)?;
+        }
+    }
+    Ok(beat)
 }
 
-/// Jobs of a batch that left running: forget the lease once none of its jobs is left.
+/// Jobs of a batch that left running: forget the lease once none of its jobs is left —
+/// unless some were cancelled, which its heartbeats report until it expires.
 fn settle(tx: &Tx<'_>, token: &str, n: i64) -> Result<()> {
     tx.conn
         .prepare_cached("UPDATE leases SET running = running - ?1 WHERE token = ?2")
         .and_then(|mut s| s.execute(params![n, token]))
         .and_then(|_| {
-            tx.conn
-                .prepare_cached("DELETE FROM leases WHERE token = ?1 AND running <= 0")
+            tx.conn.prepare_cached(
+                "DELETE FROM leases WHERE token = ?1 AND running <= 0 AND cancelled IS NULL",
+            )
         })
         .and_then(|mut s| s.execute([token]))
         .map(|_| ())
@@ -453,7 +493,8 @@ fn fail(tx: &mut Tx<'_>, id: i64, run: Run, code: Fail) -> Result<i64> {
     };
     tx.conn
         .prepare_cached(
-            "UPDATE jobs SET state = ?2, rank = ?3, token = NULL, errors = ?4 WHERE id = ?1",
+            "UPDATE jobs SET state = ?2, rank = ?3, token = NULL, errors = ?4, progress = NULL
+             WHERE id = ?1",
         )
         .and_then(|mut s| s.execute(params![id, state, rank, errors]))
         .map_err(db)?;
@@ -478,12 +519,130 @@ impl Fail<'_> {
     }
 }
 
+/// What a call must look after beyond a plain job's rows, asked once per call (one
+/// statement) and only by calls that may need it: whether any unique key is held (a
+/// completion may free one) and whether anyone waits on a job (an end must be marked and
+/// signalled).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Gates {
+    pub(crate) keys: bool,
+    pub(crate) waiters: bool,
+}
+
+impl Gates {
+    pub(crate) fn read(tx: &Tx<'_>) -> Result<Gates> {
+        tx.conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM uniques), EXISTS (SELECT 1 FROM waiters)")
+            .and_then(|mut s| {
+                s.query_row([], |r| {
+                    Ok(Gates {
+                        keys: r.get(0)?,
+                        waiters: r.get(1)?,
+                    })
+                })
+            })
+            .map_err(db)
+    }
+}
+
+/// The gates of this call, read on first use.
+fn gates(tx: &Tx<'_>, cached: &mut Option<Gates>) -> Result<Gates> {
+    match cached {
+        Some(g) => Ok(*g),
+        None => Ok(*cached.insert(Gates::read(tx)?)),
+    }
+}
+
+/// Until when job `id` is waited on, if it is. Only asked where [`Gates::waiters`] says
+/// someone waits.
+fn waited(tx: &Tx<'_>, id: i64) -> Result<Option<i64>> {
+    tx.conn
+        .prepare_cached("SELECT until_ms FROM waiters WHERE job = ?1")
+        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+        .map_err(db)
+}
+
+/// Job `id` ended (completed, dead, cancelled or deleted): if someone waits on it, its
+/// wait is over — the waiter row goes and the end is signalled after commit, here and
+/// (through the `ends` counter, bumped once per call by [`signal`]) to other processes.
+/// Returns whether it was waited on.
+pub(crate) fn end_wait(tx: &mut Tx<'_>, id: i64) -> Result<bool> {
+    let n = tx
+        .conn
+        .prepare_cached("DELETE FROM waiters WHERE job = ?1")
+        .and_then(|mut s| s.execute([id]))
+        .map_err(db)?;
+    if n > 0 {
+        tx.ended = true;
+    }
+    Ok(n > 0)
+}
+
+/// Bumps the counters other processes poll, once per call, for what the call raised:
+/// a cancel of a running job, an end of a waited job.
+pub(crate) fn signal(tx: &Tx<'_>) -> Result<()> {
+    if !tx.cancelled && !tx.ended {
+        return Ok(());
+    }
+    tx.conn
+        .prepare_cached("UPDATE signals SET cancels = cancels + ?1, ends = ends + ?2 WHERE one = 1")
+        .and_then(|mut s| s.execute([tx.cancelled as i64, tx.ended as i64]))
+        .map_err(db)?;
+    Ok(())
+}
+
+/// How long a completion's empty result is kept for a waiter past its wait, at least: a
+/// waiter woken at the end of its wait still finds it when it looks.
+const WAITED_GRACE_MS: u64 = 60_000;
+
+/// Keeps what job `id`, still running under `token`, completed with, apart from its row:
+/// `value` for the queue's result TTL, and for a waiter an empty result at least until
+/// its wait is over. Run just before the statement that completes the job, under the
+/// same conditions, so it writes nothing if that one finds nothing.
+fn keep_result(
+    tx: &Tx<'_>,
+    id: i64,
+    token: &str,
+    ttl_ms: u64,
+    value: Option<&[u8]>,
+    waited_until: Option<i64>,
+) -> Result<()> {
+    let value = value.filter(|_| ttl_ms > 0);
+    let mut ends = value.map(|_| ms(tx.now.saturating_add(ttl_ms)));
+    if let Some(until) = waited_until {
+        let mark =
+            ms(tx.now.saturating_add(ttl_ms)).max(until.saturating_add(WAITED_GRACE_MS as i64));
+        ends = Some(ends.map_or(mark, |e| e.max(mark)));
+    }
+    let Some(ends) = ends else {
+        return Ok(());
+    };
+    tx.conn
+        .prepare_cached(
+            "INSERT OR REPLACE INTO results
+                 (job, queue, kind, attempt, max_attempts, enqueued_ms, done_ms, ends_ms, value)
+             SELECT id, queue, kind, attempt, max_attempts, enqueued_ms, ?3, ?4, ?5 FROM jobs
+             WHERE id = ?1 AND token = ?2 AND state = 2",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                id,
+                token,
+                ms(tx.now),
+                ends,
+                value.map(String::from_utf8_lossy)
+            ])
+        })
+        .map_err(db)?;
+    Ok(())
+}
+
 pub(crate) fn finish(tx: &mut Tx<'_>, outcomes: &[(Lease, Outcome)]) -> Result<Vec<bool>> {
     let mut result = Vec::with_capacity(outcomes.len());
     let mut settled: HashMap<&str, i64> = HashMap::new();
     let mut retention: HashMap<&QueueName, QueueConfig> = HashMap::new();
     let mut trims: Vec<(i64, i64, u64, u64)> = Vec::new();
-    let mut keyed: Option<bool> = None;
+    let mut cached: Option<Gates> = None;
     for (lease, outcome) in outcomes {
         let Some(id) = row_id(&lease.id) else {
             result.push(false);
@@ -491,9 +650,9 @@ pub(crate) fn finish(tx: &mut Tx<'_>, outcomes: &[(Lease, Outcome)]) -> Result<V
         };
         let token = &*lease.token;
         let ok = match outcome {
-            Outcome::Completed => {
-                let keep = match retention.get(&lease.queue) {
-                    Some(c) => c.completed_max > 0,
+            Outcome::Completed | Outcome::CompletedWith { .. } => {
+                let config = match retention.get(&lease.queue) {
+                    Some(c) => *c,
                     None => {
                         let (q, c) = match tx.settings(&lease.queue)? {
                             Some((q, row)) => (q, row.config),
@@ -503,22 +662,31 @@ pub(crate) fn finish(tx: &mut Tx<'_>, outcomes: &[(Lease, Outcome)]) -> Result<V
                         if c.completed_max > 0 {
                             trims.push((q, COMPLETED, c.completed_max, c.completed_max_age_ms));
                         }
-                        c.completed_max > 0
+                        c
                     }
                 };
+                let keep = config.completed_max > 0;
                 // Where keys are held, the row's key comes back with it, so a finished key
                 // is given back; elsewhere the plain statements. Measured with bench/ab.sh:
                 // RETURNING on every completion (and the claim reading the key) took the
                 // process rate to 0.82 of release 0.1's; without them, 0.96.
-                let keyed = match keyed {
-                    Some(k) => k,
-                    None => *keyed.insert(unique::any_held(tx)?),
+                let gates = gates(tx, &mut cached)?;
+                let keyed = gates.keys;
+                // A value, or a waiter: kept apart from the row. A plain completion with
+                // no waiter in the file writes nothing more than before.
+                let value = match outcome {
+                    Outcome::CompletedWith { result } => Some(&result[..]),
+                    _ => None,
                 };
+                let waited_until = if gates.waiters { waited(tx, id)? } else { None };
+                if value.is_some() || waited_until.is_some() {
+                    keep_result(tx, id, token, config.result_ttl_ms, value, waited_until)?;
+                }
                 let done: Option<(i64, Option<String>)> = match (keep, keyed) {
                     (true, true) => tx
                         .conn
                         .prepare_cached(
-                            "UPDATE jobs SET state = 4, rank = ?3, token = NULL
+                            "UPDATE jobs SET state = 4, rank = ?3, token = NULL, progress = NULL
                              WHERE id = ?1 AND token = ?2 AND state = 2 RETURNING queue, uniq",
                         )
                         .and_then(|mut s| {
@@ -540,7 +708,7 @@ pub(crate) fn finish(tx: &mut Tx<'_>, outcomes: &[(Lease, Outcome)]) -> Result<V
                     (true, false) => tx
                         .conn
                         .prepare_cached(
-                            "UPDATE jobs SET state = 4, rank = ?3, token = NULL
+                            "UPDATE jobs SET state = 4, rank = ?3, token = NULL, progress = NULL
                              WHERE id = ?1 AND token = ?2 AND state = 2",
                         )
                         .and_then(|mut s| s.execute(params![id, token, ms(tx.now)]))
@@ -556,6 +724,9 @@ pub(crate) fn finish(tx: &mut Tx<'_>, outcomes: &[(Lease, Outcome)]) -> Result<V
                 .map_err(db)?;
                 if let Some((q, Some(uniq))) = &done {
                     unique::left(tx, *q, id, Some(uniq), Left::Finished)?;
+                }
+                if done.is_some() && waited_until.is_some() {
+                    end_wait(tx, id)?;
                 }
                 done.is_some()
             }
@@ -576,6 +747,9 @@ pub(crate) fn finish(tx: &mut Tx<'_>, outcomes: &[(Lease, Outcome)]) -> Result<V
                     };
                     let q = run.queue;
                     if fail(tx, id, run, code)? == DEAD {
+                        if gates(tx, &mut cached)?.waiters {
+                            end_wait(tx, id)?;
+                        }
                         let c = read::queue_row(tx.conn, q)?.unwrap_or_default().config;
                         trims.push((q, DEAD, c.dead_max, c.dead_max_age_ms));
                     }
@@ -596,6 +770,7 @@ pub(crate) fn finish(tx: &mut Tx<'_>, outcomes: &[(Lease, Outcome)]) -> Result<V
     for (q, state, max, age) in trims {
         trim(tx, q, state, max, age)?;
     }
+    signal(tx)?;
     Ok(result)
 }
 
@@ -614,7 +789,7 @@ pub(crate) fn release(tx: &mut Tx<'_>, leases: &[Lease]) -> Result<Vec<bool>> {
             .prepare_cached(concat!(
                 "UPDATE jobs SET state = 0, rank = ?3 + ",
                 band_sql!(),
-                ", token = NULL, attempt = attempt - 1
+                ", token = NULL, attempt = attempt - 1, progress = NULL
                  WHERE id = ?1 AND token = ?2 AND state = 2"
             ))
             .and_then(|mut s| s.execute(params![id, &*lease.token, rank]))
@@ -628,8 +803,9 @@ pub(crate) fn release(tx: &mut Tx<'_>, leases: &[Lease]) -> Result<Vec<bool>> {
     Ok(result)
 }
 
-/// Keeps a finished state (dead or completed) within its count and age, oldest first.
-fn trim(tx: &Tx<'_>, q: i64, state: i64, max: u64, max_age_ms: u64) -> Result<()> {
+/// Keeps a finished state (dead, completed or cancelled) within its count and age, oldest
+/// first.
+pub(crate) fn trim(tx: &Tx<'_>, q: i64, state: i64, max: u64, max_age_ms: u64) -> Result<()> {
     // The newest job past the count: it and every older one go.
     let over: Option<(i64, i64)> = tx
         .conn
@@ -679,10 +855,15 @@ pub(crate) fn maintain(tx: &mut Tx<'_>, queue: &QueueName) -> Result<Maintenance
         })
         .map_err(db)?;
     let mut expired = 0;
+    let mut cached = None;
     for (token, ids) in &leases {
         for id in ids.split(',').filter_map(|s| s.parse::<i64>().ok()) {
             if let Some(run) = running(tx, id, token)? {
-                fail(tx, id, run, Fail::At(0, LEASE_EXPIRED))?;
+                if fail(tx, id, run, Fail::At(0, LEASE_EXPIRED))? == DEAD
+                    && gates(tx, &mut cached)?.waiters
+                {
+                    end_wait(tx, id)?;
+                }
                 expired += 1;
             }
         }
@@ -694,7 +875,21 @@ pub(crate) fn maintain(tx: &mut Tx<'_>, queue: &QueueName) -> Result<Maintenance
     let c = row.config;
     trim(tx, q, DEAD, c.dead_max, c.dead_max_age_ms)?;
     trim(tx, q, COMPLETED, c.completed_max, c.completed_max_age_ms)?;
+    // Cancelled jobs are kept as dead ones are, counted apart.
+    trim(tx, q, CANCELLED, c.dead_max, c.dead_max_age_ms)?;
     unique::expire(tx, q)?;
+    for sql in [
+        "DELETE FROM results WHERE job IN
+            (SELECT job FROM results WHERE queue = ?1 AND ends_ms <= ?2 LIMIT ?3)",
+        "DELETE FROM waiters WHERE job IN
+            (SELECT job FROM waiters WHERE queue = ?1 AND until_ms <= ?2 LIMIT ?3)",
+    ] {
+        tx.conn
+            .prepare_cached(sql)
+            .and_then(|mut s| s.execute([q, ms(tx.now), STEP]))
+            .map_err(db)?;
+    }
+    signal(tx)?;
     vacuum(tx)?;
     Ok(Maintenance { promoted, expired })
 }
@@ -721,6 +916,39 @@ fn vacuum(tx: &Tx<'_>) -> Result<()> {
     Ok(())
 }
 
+/// Registers a wait on job `id` of `queue` until `until_ms`. Returns the `ends` counter
+/// as of this commit, to compare later reads with — or `None` when the job is not
+/// running or due to run (unknown, or already ended): nothing to wait for.
+pub(crate) fn wait_job(
+    tx: &mut Tx<'_>,
+    queue: &QueueName,
+    id: &JobId,
+    until_ms: u64,
+) -> Result<Option<i64>> {
+    let (Some(q), Some(id)) = (tx.queue(queue)?, row_id(id)) else {
+        return Ok(None);
+    };
+    let live: bool = tx
+        .conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE id = ?1 AND queue = ?2 AND state IN (0, 1, 2))",
+        )
+        .and_then(|mut s| s.query_row([id, q], |r| r.get(0)))
+        .map_err(db)?;
+    if !live {
+        return Ok(None);
+    }
+    // Several waiters of one job (in any process) share its row, kept for the longest.
+    tx.conn
+        .prepare_cached(
+            "INSERT INTO waiters (job, queue, until_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (job) DO UPDATE SET until_ms = max(until_ms, excluded.until_ms)",
+        )
+        .and_then(|mut s| s.execute([id, q, ms(until_ms)]))
+        .map_err(db)?;
+    read::signals(tx.conn).map(|(_, ends)| Some(ends))
+}
+
 pub(crate) fn set_paused(tx: &mut Tx<'_>, queue: &QueueName, paused: bool) -> Result<()> {
     let (q, _) = tx.ensure(queue)?;
     tx.conn
@@ -737,7 +965,8 @@ pub(crate) fn configure(tx: &mut Tx<'_>, queue: &QueueName, c: &QueueConfig) -> 
     tx.conn
         .prepare_cached(
             "UPDATE queues SET max_len = ?2, dead_max = ?3, dead_max_age_ms = ?4,
-                               completed_max = ?5, completed_max_age_ms = ?6
+                               completed_max = ?5, completed_max_age_ms = ?6,
+                               result_ttl_ms = ?7
              WHERE id = ?1",
         )
         .and_then(|mut s| {
@@ -747,7 +976,8 @@ pub(crate) fn configure(tx: &mut Tx<'_>, queue: &QueueName, c: &QueueConfig) -> 
                 ms(c.dead_max),
                 ms(c.dead_max_age_ms),
                 ms(c.completed_max),
-                ms(c.completed_max_age_ms)
+                ms(c.completed_max_age_ms),
+                ms(c.result_ttl_ms)
             ])
         })
         .map_err(db)?;

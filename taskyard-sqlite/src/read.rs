@@ -8,7 +8,8 @@ use taskyard_core::{
     QueueStats, Result,
 };
 
-use crate::db::{COMPLETED, DEAD, READY, RUNNING, SCHEDULED, db};
+use crate::db::{CANCELLED, COMPLETED, DEAD, READY, RUNNING, SCHEDULED, db};
+use crate::ops::ms;
 
 pub(crate) fn state_code(state: JobState) -> i64 {
     match state {
@@ -17,6 +18,7 @@ pub(crate) fn state_code(state: JobState) -> i64 {
         JobState::Running => RUNNING,
         JobState::Dead => DEAD,
         JobState::Completed => COMPLETED,
+        JobState::Cancelled => CANCELLED,
         // A state this release does not store: no job has it.
         _ => -1,
     }
@@ -29,6 +31,7 @@ pub(crate) fn state_of(code: i64) -> Option<JobState> {
         RUNNING => JobState::Running,
         DEAD => JobState::Dead,
         COMPLETED => JobState::Completed,
+        CANCELLED => JobState::Cancelled,
         _ => return None,
     })
 }
@@ -52,8 +55,8 @@ pub(crate) struct QueueRow {
     pub(crate) config: QueueConfig,
 }
 
-const QUEUE_ROW: &str =
-    "paused, max_len, dead_max, dead_max_age_ms, completed_max, completed_max_age_ms";
+const QUEUE_ROW: &str = "paused, max_len, dead_max, dead_max_age_ms, completed_max, \
+                         completed_max_age_ms, result_ttl_ms";
 
 fn queue_row_of(r: &Row<'_>, first: usize) -> rusqlite::Result<QueueRow> {
     let d = QueueConfig::default();
@@ -70,6 +73,7 @@ fn queue_row_of(r: &Row<'_>, first: usize) -> rusqlite::Result<QueueRow> {
             dead_max_age_ms: get(3, d.dead_max_age_ms)?,
             completed_max: get(4, d.completed_max)?,
             completed_max_age_ms: get(5, d.completed_max_age_ms)?,
+            result_ttl_ms: get(6, d.result_ttl_ms)?,
         },
     })
 }
@@ -149,6 +153,7 @@ pub(crate) fn stats(conn: &Connection, name: &QueueName) -> Result<QueueStats> {
             RUNNING => stats.running = n,
             DEAD => stats.dead = n,
             COMPLETED => stats.completed = n,
+            CANCELLED => stats.cancelled = n,
             _ => {}
         }
     }
@@ -163,25 +168,39 @@ macro_rules! info_columns_1 {
     };
 }
 
-/// The columns `info` reads, in its order.
-const INFO_COLUMNS: &str = concat!(info_columns_1!(), ", j.priority, j.uniq");
+/// The columns `info` reads, in its order. `r` is the job's result row, joined by
+/// [`result_join`].
+const INFO_COLUMNS: &str = concat!(
+    info_columns_1!(),
+    ", j.priority, j.uniq, j.progress, r.value"
+);
 
-/// [`INFO_COLUMNS`] for a file of a schema before 4 (read as it is by a read-only
-/// store): its jobs have the default priority and no key.
-const INFO_COLUMNS_3: &str = concat!(info_columns_1!(), ", NULL, NULL");
+/// [`INFO_COLUMNS`] for a file of schema 4 (read as it is by a read-only store): its
+/// jobs have no progress and no result.
+const INFO_COLUMNS_4: &str = concat!(info_columns_1!(), ", j.priority, j.uniq, NULL, NULL");
+
+/// [`INFO_COLUMNS`] for a file of a schema before 4: its jobs have the default priority
+/// and no key either.
+const INFO_COLUMNS_3: &str = concat!(info_columns_1!(), ", NULL, NULL, NULL, NULL");
 
 /// The number of columns `info` reads: a query's own columns come after them.
-const INFO_LEN: usize = 11;
+const INFO_LEN: usize = 13;
+
+/// Joins a job's result while it is kept (parameter `now`: the store time), for
+/// [`INFO_COLUMNS`]. Results exist for completed jobs only, so only they find one.
+fn result_join(now: usize) -> String {
+    format!("LEFT JOIN results r ON r.job = j.id AND r.ends_ms > ?{now}")
+}
 
 /// The columns `info` reads on this file.
 fn info_columns(conn: &Connection) -> Result<&'static str> {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(db)?;
-    Ok(if version >= 4 {
-        INFO_COLUMNS
-    } else {
-        INFO_COLUMNS_3
+    Ok(match version {
+        5.. => INFO_COLUMNS,
+        4 => INFO_COLUMNS_4,
+        _ => INFO_COLUMNS_3,
     })
 }
 
@@ -191,11 +210,12 @@ fn info(name: &QueueName, r: &Row<'_>) -> rusqlite::Result<JobInfo> {
     let errors: Option<String> = r.get(7)?;
     let priority: Option<u8> = r.get(9)?;
     let uniq: Option<String> = r.get(10)?;
+    let state = state_of(state).ok_or(rusqlite::Error::IntegralValueOutOfRange(1, state))?;
     Ok(JobInfo {
         id: JobId::new(r.get::<_, i64>(0)?.to_string()),
         queue: name.to_string(),
         kind: r.get(5)?,
-        state: state_of(state).ok_or(rusqlite::Error::IntegralValueOutOfRange(1, state))?,
+        state,
         payload: String::from_utf8_lossy(&payload).into_owned(),
         attempt: r.get(2)?,
         max_attempts: r.get(3)?,
@@ -206,6 +226,37 @@ fn info(name: &QueueName, r: &Row<'_>) -> rusqlite::Result<JobInfo> {
             .unwrap_or_default(),
         priority: priority.unwrap_or(DEFAULT_PRIORITY),
         unique: uniq.as_deref().and_then(crate::unique::decode),
+        // Only a running job shows progress (the column is cleared as it leaves running).
+        progress: if state == JobState::Running {
+            r.get(11)?
+        } else {
+            None
+        },
+        result: r.get(12)?,
+    })
+}
+
+/// The columns of a result row that [`kept`] reads, in its order.
+const KEPT_COLUMNS: &str = "job, kind, attempt, max_attempts, enqueued_ms, done_ms, value";
+
+/// A completed job known only by its result row (its own row was not retained): as much
+/// as the row keeps; its payload is not kept.
+fn kept(name: &QueueName, r: &Row<'_>) -> rusqlite::Result<JobInfo> {
+    Ok(JobInfo {
+        id: JobId::new(r.get::<_, i64>(0)?.to_string()),
+        queue: name.to_string(),
+        kind: r.get(1)?,
+        state: JobState::Completed,
+        payload: String::new(),
+        attempt: r.get(2)?,
+        max_attempts: r.get(3)?,
+        enqueued_at_ms: r.get::<_, i64>(4)? as u64,
+        at_ms: Some(r.get::<_, i64>(5)? as u64),
+        errors: Vec::new(),
+        priority: DEFAULT_PRIORITY,
+        unique: None,
+        progress: None,
+        result: r.get(6)?,
     })
 }
 
@@ -256,23 +307,27 @@ pub(crate) fn list(
     state: JobState,
     after: Position,
     limit: u64,
+    now: u64,
 ) -> Result<Page> {
     let Some(q) = queue_id(conn, name)? else {
         return Ok(Page::default());
     };
-    // Ready and scheduled: next first; running: earliest lease end first; dead and
-    // completed: newest first. Each page resumes after the (key, id) of the last one.
+    // Ready and scheduled: next first; running: earliest lease end first; dead,
+    // completed and cancelled: newest first. Each page resumes after the (key, id) of the
+    // last one.
     let (key, descending) = match state {
         JobState::Running => ("l.ends_ms", false),
-        JobState::Dead | JobState::Completed => ("j.rank", true),
+        JobState::Dead | JobState::Completed | JobState::Cancelled => ("j.rank", true),
         _ => ("j.rank", false),
     };
     let (cmp, dir) = if descending { ("<", "DESC") } else { (">", "") };
     let columns = info_columns(conn)?;
     let sql = format!(
         "SELECT {columns}, {key} FROM jobs j LEFT JOIN leases l ON l.token = j.token
+         {}
          WHERE j.queue = ?1 AND j.state = ?2 AND ({key}, j.id) {cmp} (?3, ?4)
-         ORDER BY {key} {dir}, j.id {dir} LIMIT ?5"
+         ORDER BY {key} {dir}, j.id {dir} LIMIT ?5",
+        result_join(6)
     );
     let (k, id) = after.bound(descending);
     // One more than asked: whether there is a next page.
@@ -280,7 +335,7 @@ pub(crate) fn list(
     let mut rows: Vec<(JobInfo, i64)> = conn
         .prepare_cached(&sql)
         .and_then(|mut s| {
-            s.query_map(params![q, state_code(state), k, id, fetch], |r| {
+            s.query_map(params![q, state_code(state), k, id, fetch, ms(now)], |r| {
                 Ok((info(name, r)?, r.get(INFO_LEN)?))
             })?
             .collect()
@@ -301,41 +356,74 @@ pub(crate) fn list(
     })
 }
 
-pub(crate) fn job(conn: &Connection, name: &QueueName, id: &JobId) -> Result<Option<JobInfo>> {
+pub(crate) fn job(
+    conn: &Connection,
+    name: &QueueName,
+    id: &JobId,
+    now: u64,
+) -> Result<Option<JobInfo>> {
     let (Some(q), Some(id)) = (queue_id(conn, name)?, row_id(id)) else {
         return Ok(None);
     };
     let columns = info_columns(conn)?;
     let sql = format!(
-        "SELECT {columns} FROM jobs j LEFT JOIN leases l ON l.token = j.token
-         WHERE j.id = ?1 AND j.queue = ?2"
+        "SELECT {columns} FROM jobs j LEFT JOIN leases l ON l.token = j.token {}
+         WHERE j.id = ?1 AND j.queue = ?2",
+        result_join(3)
     );
-    conn.prepare_cached(&sql)
-        .and_then(|mut s| s.query_row([id, q], |r| info(name, r)).optional())
-        .map_err(db)
+    let found = conn
+        .prepare_cached(&sql)
+        .and_then(|mut s| {
+            s.query_row(params![id, q, ms(now)], |r| info(name, r))
+                .optional()
+        })
+        .map_err(db)?;
+    if found.is_some() {
+        return Ok(found);
+    }
+    conn.prepare_cached(&format!(
+        "SELECT {KEPT_COLUMNS} FROM results WHERE job = ?1 AND queue = ?2 AND ends_ms > ?3"
+    ))
+    .and_then(|mut s| {
+        s.query_row(params![id, q, ms(now)], |r| kept(name, r))
+            .optional()
+    })
+    .map_err(db)
 }
 
 /// One job by id alone: ids are unique across the file's queues.
-pub(crate) fn find(conn: &Connection, id: &JobId) -> Result<Option<JobInfo>> {
+pub(crate) fn find(conn: &Connection, id: &JobId, now: u64) -> Result<Option<JobInfo>> {
     let Some(id) = row_id(id) else {
         return Ok(None);
+    };
+    let named = |name: String| {
+        QueueName::new(name).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
     };
     let columns = info_columns(conn)?;
     let sql = format!(
         "SELECT {columns}, q.name FROM jobs j LEFT JOIN leases l ON l.token = j.token
-         JOIN queues q ON q.id = j.queue WHERE j.id = ?1"
+         {} JOIN queues q ON q.id = j.queue WHERE j.id = ?1",
+        result_join(2)
     );
-    conn.prepare_cached(&sql)
+    let found = conn
+        .prepare_cached(&sql)
         .and_then(|mut s| {
-            s.query_row([id], |r| {
-                let name: String = r.get(INFO_LEN)?;
-                let name = QueueName::new(name)
-                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-                info(&name, r)
-            })
-            .optional()
+            s.query_row(params![id, ms(now)], |r| info(&named(r.get(INFO_LEN)?)?, r))
+                .optional()
         })
-        .map_err(db)
+        .map_err(db)?;
+    if found.is_some() {
+        return Ok(found);
+    }
+    conn.prepare_cached(&format!(
+        "SELECT {KEPT_COLUMNS}, q.name FROM results JOIN queues q ON q.id = results.queue
+         WHERE job = ?1 AND ends_ms > ?2"
+    ))
+    .and_then(|mut s| {
+        s.query_row(params![id, ms(now)], |r| kept(&named(r.get(7)?)?, r))
+            .optional()
+    })
+    .map_err(db)
 }
 
 /// Whether one of `queues` has work a claim would take now: a ready job or a due one,
@@ -360,4 +448,12 @@ pub(crate) fn has_work(conn: &Connection, queues: &[QueueName], now: u64) -> Res
         }
     }
     Ok(false)
+}
+
+/// The counters other processes' waits compare: (cancels of running jobs, ends of waited
+/// jobs).
+pub(crate) fn signals(conn: &Connection) -> Result<(i64, i64)> {
+    conn.prepare_cached("SELECT cancels, ends FROM signals WHERE one = 1")
+        .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
+        .map_err(db)
 }

@@ -24,12 +24,30 @@ use crate::{Clock, Options};
 /// Operations per transaction at most: bounds how long one commit keeps callers waiting.
 const GROUP: usize = 512;
 
+/// What the writer raises after a commit, for this process's waiters (other processes
+/// see the commits themselves: polled reads and the `signals` counters).
+#[derive(Debug, Default)]
+pub(crate) struct Signals {
+    /// Work was made ready: idle workers ([`Store::wait`](taskyard_core::Store::wait)).
+    pub(crate) work: Notify,
+    /// A running job was cancelled: heartbeaters
+    /// ([`Store::wait_cancel`](taskyard_core::Store::wait_cancel)).
+    pub(crate) cancels: Notify,
+    /// A job someone waits on ended ([`Store::wait_job`](taskyard_core::Store::wait_job)).
+    pub(crate) ends: Notify,
+}
+
 /// What an operation sees: the connection inside the open transaction, the store time,
-/// and a flag to raise when it made work ready (idle workers are woken after commit).
+/// and flags to raise for the [`Signals`] sent after commit.
 pub(crate) struct Tx<'c> {
     pub(crate) conn: &'c Connection,
     pub(crate) now: u64,
+    /// It made work ready.
     pub(crate) wake: bool,
+    /// It cancelled a running job.
+    pub(crate) cancelled: bool,
+    /// It ended a job someone waits on.
+    pub(crate) ended: bool,
     /// Queue ids seen by this writer. Emptied whenever a change is rolled back, so it
     /// only ever holds committed rows. A queue deleted since (by any process) is noticed
     /// where its row is read ([`Tx::settings`]): its id is never given to another queue.
@@ -203,8 +221,8 @@ struct Limits<'a> {
     /// How long to wait out other processes' locks.
     locked_for: Duration,
     commits: &'a AtomicU64,
-    /// Wakes idle waiters of this store.
-    notify: &'a Notify,
+    /// Wakes waiters of this store.
+    signals: &'a Signals,
 }
 
 impl Writer {
@@ -212,7 +230,7 @@ impl Writer {
     pub(crate) async fn start(
         path: PathBuf,
         options: Options,
-        notify: Arc<Notify>,
+        signals: Arc<Signals>,
     ) -> Result<Writer> {
         let (ops, rx) = mpsc::channel::<Box<dyn Op>>();
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -223,7 +241,7 @@ impl Writer {
             .spawn(move || match db::open_writer(&path, &options) {
                 Ok(conn) => {
                     let _ = ready_tx.send(Ok(()));
-                    serve(conn, rx, &options, notify, counted);
+                    serve(conn, rx, &options, signals, counted);
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -272,14 +290,14 @@ fn serve(
     conn: Connection,
     rx: mpsc::Receiver<Box<dyn Op>>,
     options: &Options,
-    notify: Arc<Notify>,
+    signals: Arc<Signals>,
     commits: Arc<AtomicU64>,
 ) {
     let limits = Limits {
         clock: options.clock.as_ref(),
         locked_for: options.locked_for,
         commits: &commits,
-        notify: &notify,
+        signals: &signals,
     };
     let mut queues = HashMap::new();
     let mut group: Vec<Box<dyn Op>> = Vec::with_capacity(GROUP);
@@ -337,6 +355,7 @@ fn run_group(
     }
     let mut done: Vec<Box<dyn Op>> = Vec::with_capacity(group.len());
     let mut wake = false;
+    let (mut cancelled, mut ended) = (false, false);
     // Set when the transaction cannot commit as a whole (an operation could not be
     // undone alone): every operation of the group then fails; none is half-applied.
     let mut broken: Option<Failed> = None;
@@ -351,11 +370,13 @@ fn run_group(
             conn,
             now: clock.now_ms(),
             wake: false,
+            cancelled: false,
+            ended: false,
             queues,
         };
         // A panic in an operation is its failure; the writer carries on.
         let ok = std::panic::catch_unwind(AssertUnwindSafe(|| op.run(&mut tx))).unwrap_or(false);
-        let op_wake = tx.wake;
+        let (op_wake, op_cancelled, op_ended) = (tx.wake, tx.cancelled, tx.ended);
         if conn.is_autocommit() {
             // SQLite rolled the whole transaction back: this operation fails, and every
             // other one of the group, run or not, runs again in a new transaction.
@@ -371,6 +392,8 @@ fn run_group(
         }
         if ok {
             wake |= op_wake;
+            cancelled |= op_cancelled;
+            ended |= op_ended;
         } else {
             queues.clear();
             if let Err(e) = exec(conn, "ROLLBACK TO op") {
@@ -402,7 +425,13 @@ fn run_group(
         // Before the answers: a caller that sees its enqueue done and then starts to
         // wait must not be woken by that enqueue's own wakeup.
         if wake {
-            limits.notify.notify_waiters();
+            limits.signals.work.notify_waiters();
+        }
+        if cancelled {
+            limits.signals.cancels.notify_waiters();
+        }
+        if ended {
+            limits.signals.ends.notify_waiters();
         }
     }
     if commit.is_err() {

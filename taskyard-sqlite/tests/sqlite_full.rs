@@ -84,9 +84,10 @@ async fn everything_but_enqueue_works(store: &SqliteStore, q: &QueueName, acked:
     let leases: Vec<Lease> = claim.jobs.iter().map(|j| j.lease.clone()).collect();
     assert_eq!(
         store
-            .heartbeat(&leases, Duration::from_secs(30))
+            .heartbeat(&leases, Duration::from_secs(30), &[])
             .await
-            .expect("heartbeat when full"),
+            .expect("heartbeat when full")
+            .held,
         [true, true]
     );
     assert_eq!(

@@ -758,9 +758,10 @@ async fn a_queue_deletion_stopped_between_steps_leaves_keys_and_leases_with_thei
     assert_eq!(left, 500);
     let leases: Vec<_> = running.iter().map(|j| j.lease.clone()).collect();
     let held = store
-        .heartbeat(&leases, Duration::from_secs(60))
+        .heartbeat(&leases, Duration::from_secs(60), &[])
         .await
-        .unwrap();
+        .unwrap()
+        .held;
     assert!(held.iter().all(|h| *h), "leases go after their jobs");
 
     assert_eq!(

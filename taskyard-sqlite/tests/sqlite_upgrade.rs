@@ -70,13 +70,18 @@ async fn a_store_file_written_by_0_1_opens_and_its_jobs_carry_on() {
         ..Options::default()
     };
     let store = SqliteStore::open_with(&path, options).await.unwrap();
-    assert_eq!(pragma(&path, "user_version"), 4);
+    assert_eq!(pragma(&path, "user_version"), 5);
     assert_eq!(pragma(&path, "application_id"), 0x7479_7264);
     let migrated = migrations(&path);
     let release = env!("CARGO_PKG_VERSION").to_string();
     assert_eq!(
         migrated,
-        [(2, release.clone()), (3, release.clone()), (4, release)]
+        [
+            (2, release.clone()),
+            (3, release.clone()),
+            (4, release.clone()),
+            (5, release)
+        ]
     );
 
     // Every job reads as 0.1 left it.
@@ -175,7 +180,7 @@ async fn every_migration_leads_to_the_same_schema() {
     std::fs::copy(fixtures::path("store-0.1.db"), &old).unwrap();
     drop(SqliteStore::open(&old).await.unwrap());
     assert_eq!(schema(&fresh), schema(&old));
-    assert_eq!(pragma(&fresh, "user_version"), 4);
+    assert_eq!(pragma(&fresh, "user_version"), 5);
     let conn = rusqlite::Connection::open(&fresh).unwrap();
     let versions: Vec<i64> = conn
         .prepare("SELECT version FROM migrations ORDER BY version")
@@ -184,7 +189,7 @@ async fn every_migration_leads_to_the_same_schema() {
         .unwrap()
         .collect::<rusqlite::Result<_>>()
         .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
 }
 
 #[tokio::test]
@@ -357,7 +362,7 @@ async fn migration_4_keeps_the_jobs_and_their_claim_order() {
     assert_eq!(pragma(&path, "user_version"), 3, "reading changed nothing");
 
     let store = SqliteStore::open(&path).await.unwrap();
-    assert_eq!(pragma(&path, "user_version"), 4);
+    assert_eq!(pragma(&path, "user_version"), 5);
     assert_eq!(ready(&store).await, expected, "migrated");
     let releases = migrations(&path);
     let release = env!("CARGO_PKG_VERSION").to_string();
@@ -366,7 +371,8 @@ async fn migration_4_keeps_the_jobs_and_their_claim_order() {
         [
             (2, "0.2.0".to_string()),
             (3, "0.2.0".to_string()),
-            (4, release)
+            (4, release.clone()),
+            (5, release)
         ]
     );
 
@@ -395,4 +401,156 @@ async fn migration_4_keeps_the_jobs_and_their_claim_order() {
         order, want,
         "priority 90, the old jobs and a plain one, priority 10"
     );
+}
+
+/// Migration 5 (cancels, progress, results, waits) on a file of schema 4: read as it is
+/// by a read-only store (its queues read with the default result TTL, nothing cancelled,
+/// no progress or result), then upgraded, after which its running claim carries on: one
+/// of its jobs is cancelled and reported to the claim's heartbeat, the other completes
+/// with a value that its retained record shows.
+#[tokio::test]
+async fn migration_5_reads_a_schema_4_file_as_it_is_then_carries_it_on() {
+    let dir = TempDir::new();
+    let path = dir.path().join("store.db");
+    std::fs::copy(fixtures::path("store-0.1.db"), &path).unwrap();
+    // Schema 4 as the release before this one left a file: migrations 2 to 4 as they were
+    // released (they never change).
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "BEGIN;
+             PRAGMA application_id = 1954116196;
+             CREATE TABLE migrations (version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL,
+                                      release TEXT NOT NULL);
+             ALTER TABLE jobs ADD COLUMN timeout_ms INTEGER;
+             ALTER TABLE jobs ADD COLUMN priority INTEGER;
+             ALTER TABLE jobs ADD COLUMN uniq TEXT;
+             CREATE TABLE uniques (queue INTEGER NOT NULL, key TEXT NOT NULL,
+                                   holder INTEGER NOT NULL, mode INTEGER NOT NULL,
+                                   ends_ms INTEGER, PRIMARY KEY (queue, key)) WITHOUT ROWID;
+             CREATE INDEX uniques_by_end ON uniques (queue, ends_ms) WHERE ends_ms IS NOT NULL;
+             INSERT INTO migrations VALUES (2, 0, '0.2.0'), (3, 0, '0.2.0'), (4, 0, '0.2.0');
+             PRAGMA user_version = 4;
+             COMMIT;",
+        )
+        .unwrap();
+    let jobs = fixtures::jobs("sqlite");
+    let upgrade = queue("upgrade");
+
+    let reader = SqliteStore::open_read_only(&path).await.unwrap();
+    fixtures::assert_as_0_1_left_them(&reader, &jobs).await;
+    fixtures::assert_queues_as_0_1_left_them(&reader).await;
+    let config = reader.config(&upgrade).await.unwrap();
+    assert_eq!(config.result_ttl_ms, taskyard_core::DEFAULT_RESULT_TTL_MS);
+    assert_eq!(reader.stats(&upgrade).await.unwrap().cancelled, 0);
+    let cancelled = reader
+        .list(
+            &upgrade,
+            JobState::Cancelled,
+            &taskyard_core::Cursor::start(),
+            10,
+        )
+        .await
+        .unwrap();
+    assert!(cancelled.jobs.is_empty());
+    for job in &jobs {
+        let found = reader.find(&job.id).await.unwrap().expect("found");
+        assert_eq!(
+            (found.progress, found.result),
+            (None, None),
+            "job {}",
+            job.id
+        );
+    }
+    // Nothing to signal in a file that has no counters: the wait lasts its timeout.
+    reader
+        .wait_cancel(std::slice::from_ref(&upgrade), Duration::from_millis(60))
+        .await
+        .unwrap();
+    drop(reader);
+    assert_eq!(pragma(&path, "user_version"), 4, "reading changed nothing");
+
+    let end_ms = fixtures::manifest()["stores"]["sqlite"]["now_ms_at_end"]
+        .as_u64()
+        .unwrap();
+    let options = Options {
+        clock: Arc::new(ManualClock::new(end_ms)),
+        ..Options::default()
+    };
+    let store = SqliteStore::open_with(&path, options).await.unwrap();
+    assert_eq!(pragma(&path, "user_version"), 5);
+    let release = env!("CARGO_PKG_VERSION").to_string();
+    assert_eq!(
+        migrations(&path),
+        [
+            (2, "0.2.0".to_string()),
+            (3, "0.2.0".to_string()),
+            (4, "0.2.0".to_string()),
+            (5, release)
+        ]
+    );
+    fixtures::assert_as_0_1_left_them(&store, &jobs).await;
+
+    // The running pair's claim, made by 0.1, carries on. Its token is renamed to one
+    // this test can name (a token is only minted), the same in its lease and its jobs.
+    let token = LeaseToken::mint("carry").unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(&format!(
+            "UPDATE jobs SET token = '{token}' WHERE token IS NOT NULL;
+             UPDATE leases SET token = '{token}';"
+        ))
+        .unwrap();
+    let lease = |role: &str| Lease {
+        queue: upgrade.clone(),
+        id: fixtures::by_role(&jobs, role).id.clone(),
+        token: token.clone(),
+    };
+    let (retried, fresh) = (lease("running-retried"), lease("running-fresh"));
+    let client = taskyard_core::Client::new(store.clone());
+    let done = client
+        .cancel(
+            &upgrade,
+            &taskyard_core::JobFilter::Ids(vec![retried.id.clone()]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.done, 1);
+    let progress = (fresh.clone(), bytes::Bytes::from_static(b"0.5"));
+    let beat = store
+        .heartbeat(
+            std::slice::from_ref(&fresh),
+            Duration::from_secs(60),
+            &[progress],
+        )
+        .await
+        .unwrap();
+    assert_eq!(beat.held, [true]);
+    assert_eq!(beat.cancelled, [(upgrade.clone(), retried.id.clone())]);
+    let shown = store.job(&upgrade, &fresh.id).await.unwrap().unwrap();
+    assert_eq!(shown.progress.as_deref(), Some("0.5"));
+    let result = bytes::Bytes::from_static(b"{\"ok\":true}");
+    let answers = store
+        .finish(&[
+            (retried.clone(), Outcome::Completed),
+            (fresh.clone(), Outcome::CompletedWith { result }),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(answers, [false, true]);
+    let retried = store.job(&upgrade, &retried.id).await.unwrap().unwrap();
+    assert_eq!(
+        (retried.state, retried.attempt, retried.errors.len()),
+        (JobState::Cancelled, 2, 1),
+        "attempts and errors kept"
+    );
+    let fresh = store.job(&upgrade, &fresh.id).await.unwrap().unwrap();
+    assert_eq!(
+        (fresh.state, fresh.progress, fresh.result.as_deref()),
+        (JobState::Completed, None, Some("{\"ok\":true}"))
+    );
+    let mut config = store.config(&upgrade).await.unwrap();
+    config.result_ttl_ms = 5_000;
+    store.configure(&upgrade, &config).await.unwrap();
+    assert_eq!(store.config(&upgrade).await.unwrap(), config);
 }

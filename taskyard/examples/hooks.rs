@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use taskyard::{
-    Client, EnqueueOptions, Ended, Hook, How, Job, JobContext, JobError, Next, RetryPolicy,
+    Client, Ended, EnqueueOptions, Hook, How, Job, JobContext, JobError, Next, RetryPolicy,
     RunResult, Worker, async_trait,
 };
 

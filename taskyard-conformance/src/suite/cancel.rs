@@ -205,7 +205,10 @@ pub async fn a_cancelled_running_job_ends_cancelled_and_its_outcome_is_refused(s
         "a failure after the cancel is refused too"
     );
     assert_eq!(
-        s.store.release(&[one.lease.clone()]).await.unwrap(),
+        s.store
+            .release(std::slice::from_ref(&one.lease))
+            .await
+            .unwrap(),
         vec![false]
     );
 

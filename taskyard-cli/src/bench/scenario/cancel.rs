@@ -174,7 +174,7 @@ async fn produce(
                 let ms = rand::random_range(100..500);
                 let payload = json!({"key": "c", "ms": ms}).to_string().into_bytes();
                 let mut opts = EnqueueOptions::default();
-                if n % 3 == 0 {
+                if n.is_multiple_of(3) {
                     opts = opts.delay(Duration::from_millis(rand::random_range(500..3000)));
                 }
                 NewJob::new("span", payload, &opts, RetryPolicy::default())

@@ -12,8 +12,8 @@
 
 mod add_worker;
 mod backlog;
-mod cancel;
 mod books;
+mod cancel;
 mod concurrency;
 mod connection_cut;
 mod context;
