@@ -12,6 +12,9 @@
 //! - Deadlines and due times use Redis `TIME` inside the scripts.
 //! - Idle workers block on `BLPOP` of the queue's signal list on a dedicated connection,
 //!   never on the shared multiplexed one.
+//! - A cancel of a running job, and the end of a job someone waits for, are published on
+//!   the queue's channel (`taskyard:2:{queue}:events`); each store keeps one subscriber
+//!   connection for its waits, opened by the first.
 //! - A lost script cache (`NOSCRIPT` after a restart or `SCRIPT FLUSH`) is reloaded on the
 //!   spot; a lost connection is re-established by the connection manager.
 //!
