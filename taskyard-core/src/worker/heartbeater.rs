@@ -23,12 +23,15 @@ const EARLY_BEATS_APART: Duration = Duration::from_millis(5);
 pub(crate) async fn run(shared: Arc<Shared>) {
     let every = shared.lease / 3;
     let queues = shared.queue_names();
-    let mut next = Instant::now() + every;
-    let mut last = Instant::now();
+    // The runtime's clock (not `std`'s), so a paused test clock paces the beats too.
+    let mut next = tokio::time::Instant::now() + every;
+    let mut last = tokio::time::Instant::now();
     loop {
         let cancel = async {
-            // A store that cannot be reached: wait a little, beat on schedule meanwhile.
-            if let Err(e) = shared.store.wait_cancel(&queues, every).await {
+            // Waits past the next beat, so that a wait ending is a signal (or a rare
+            // spurious return), never its timeout running out. A store that cannot be
+            // reached: wait a little, beat on schedule meanwhile.
+            if let Err(e) = shared.store.wait_cancel(&queues, every * 2).await {
                 tracing::debug!(error = %e, "waiting for cancels failed");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 return false;
@@ -36,7 +39,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             true
         };
         let woken = tokio::select! {
-            _ = tokio::time::sleep_until(next.into()) => false,
+            _ = tokio::time::sleep_until(next) => false,
             signalled = cancel => signalled,
         };
         if woken && shared.book.is_empty() {
@@ -46,11 +49,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         if woken {
             // A burst of cancels is answered by one beat every few milliseconds, not
             // one each.
-            tokio::time::sleep_until((last + EARLY_BEATS_APART).into()).await;
+            tokio::time::sleep_until(last + EARLY_BEATS_APART).await;
         }
-        last = Instant::now();
+        last = tokio::time::Instant::now();
         beat(&shared).await;
-        next = Instant::now() + every;
+        next = tokio::time::Instant::now() + every;
     }
 }
 

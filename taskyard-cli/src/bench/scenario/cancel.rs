@@ -24,8 +24,9 @@ struct Cancelled {
     picked_from: JobState,
 }
 
-/// Three worker processes run 100–500 ms `span` jobs that a producer enqueues (a third
-/// of them delayed 0.5–3 s) while a canceller cancels, every 25 ms, a job picked at
+/// Three worker processes (5 slots each) run 100–500 ms `span` jobs that a producer
+/// enqueues (100 a second, a third of them delayed 0.5–3 s, more than the workers keep
+/// up with) while a canceller cancels, every 25 ms, a job picked at
 /// random among those running, scheduled or just enqueued; one worker is SIGKILLed
 /// every 2 s and restarted. Afterwards: every job a cancel acted on is `cancelled` and
 /// no run of it started after the cancel returned; every other job completed; the time
@@ -44,7 +45,9 @@ pub(super) async fn run(c: &Ctx) -> Outcome {
             },
         )
         .await?;
-    let args = ["--concurrency", "20", "--lease", "2s"];
+    // Fewer slots (15) than the producer's pace needs, so a backlog of ready jobs
+    // builds up for the canceller to pick from.
+    let args = ["--concurrency", "5", "--lease", "2s"];
     let names = ["w0", "w1", "w2"];
     let mut workers = c.spawn_all(&names, &args)?;
     let mut all_names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
