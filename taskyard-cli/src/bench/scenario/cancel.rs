@@ -252,23 +252,12 @@ struct Runs {
 /// The record lines of every worker generation, by job id.
 fn read_record(c: &Ctx, names: &[String]) -> HashMap<String, Runs> {
     let mut runs: HashMap<String, Runs> = HashMap::new();
-    for name in names {
-        let text =
-            std::fs::read_to_string(c.dir.join(format!("{name}.record"))).unwrap_or_default();
-        for line in text.lines() {
-            let f: Vec<&str> = line.split(' ').collect();
-            let [what, _key, id, attempt, us] = f[..] else {
-                continue;
-            };
-            let (Ok(attempt), Ok(us)) = (attempt.parse::<u32>(), us.parse::<u128>()) else {
-                continue;
-            };
-            let r = runs.entry(id.to_string()).or_default();
-            match what {
-                "start" => r.starts.push((attempt, us)),
-                "cancelled" => r.cancelled.push(us),
-                _ => {}
-            }
+    for line in c.span_lines(names) {
+        let r = runs.entry(line.id).or_default();
+        match line.what.as_str() {
+            "start" => r.starts.push((line.attempt, line.us)),
+            "cancelled" => r.cancelled.push(line.us),
+            _ => {}
         }
     }
     runs

@@ -123,6 +123,45 @@ impl Ctx {
     }
 }
 
+/// One line a `span` job appended to its worker's record file: what happened (`start`,
+/// `end`, `cancelled`), the job's key, id and attempt, and when (Unix µs).
+pub(super) struct SpanLine {
+    pub(super) what: String,
+    pub(super) key: String,
+    pub(super) id: String,
+    pub(super) attempt: u32,
+    pub(super) us: u128,
+}
+
+impl Ctx {
+    /// The span lines of every worker generation named, in file order; malformed lines
+    /// (a write cut short by a kill) are skipped.
+    pub(super) fn span_lines(&self, names: &[String]) -> Vec<SpanLine> {
+        let mut lines = Vec::new();
+        for name in names {
+            let path = self.dir.join(format!("{name}.record"));
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            for line in text.lines() {
+                let f: Vec<&str> = line.split(' ').collect();
+                let [what, key, id, attempt, us] = f[..] else {
+                    continue;
+                };
+                let (Ok(attempt), Ok(us)) = (attempt.parse::<u32>(), us.parse::<u128>()) else {
+                    continue;
+                };
+                lines.push(SpanLine {
+                    what: what.to_string(),
+                    key: key.to_string(),
+                    id: id.to_string(),
+                    attempt,
+                    us,
+                });
+            }
+        }
+        lines
+    }
+}
+
 pub(super) fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
 }

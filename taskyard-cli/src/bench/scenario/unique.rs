@@ -166,24 +166,13 @@ async fn produce(
 /// The span lines of every worker generation, by job id.
 fn read_spans(c: &Ctx, names: &[String]) -> HashMap<String, Spans> {
     let mut spans: HashMap<String, Spans> = HashMap::new();
-    for name in names {
-        let text =
-            std::fs::read_to_string(c.dir.join(format!("{name}.record"))).unwrap_or_default();
-        for line in text.lines() {
-            let f: Vec<&str> = line.split(' ').collect();
-            let [what, key, id, attempt, us] = f[..] else {
-                continue;
-            };
-            let (Ok(attempt), Ok(us)) = (attempt.parse::<u32>(), us.parse::<u128>()) else {
-                continue;
-            };
-            let s = spans.entry(id.to_string()).or_default();
-            s.key = key.to_string();
-            match what {
-                "start" => s.starts.push((attempt, us)),
-                "end" => s.ends.push((attempt, us)),
-                _ => {}
-            }
+    for line in c.span_lines(names) {
+        let s = spans.entry(line.id).or_default();
+        s.key = line.key;
+        match line.what.as_str() {
+            "start" => s.starts.push((line.attempt, line.us)),
+            "end" => s.ends.push((line.attempt, line.us)),
+            _ => {}
         }
     }
     spans
