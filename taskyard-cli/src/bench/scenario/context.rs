@@ -87,6 +87,34 @@ impl Ctx {
         names.iter().map(|name| self.spawn(name, args)).collect()
     }
 
+    /// Until `end`, every `every`, SIGKILLs the next of `workers` in turn and starts a
+    /// new process in its place (`NAME-k` for the k-th kill). Returns how many were
+    /// killed and the names of every generation, for their record files.
+    pub(super) async fn kill_in_turn(
+        &self,
+        workers: &mut [WorkerProcess],
+        names: &[&str],
+        args: &[&str],
+        every: Duration,
+        end: Instant,
+    ) -> Res<(usize, Vec<String>)> {
+        let mut all: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut kills = 0;
+        while Instant::now() < end {
+            tokio::time::sleep(every.min(end.saturating_duration_since(Instant::now()))).await;
+            if Instant::now() >= end {
+                break;
+            }
+            let victim = kills % workers.len();
+            workers[victim].kill9()?;
+            kills += 1;
+            let name = format!("{}-{kills}", names[victim]);
+            workers[victim] = self.spawn(&name, args)?;
+            all.push(name);
+        }
+        Ok((kills, all))
+    }
+
     /// The same on another URL of the store (through a proxy).
     pub(super) fn spawn_on(&self, store: &str, name: &str, args: &[&str]) -> Res<WorkerProcess> {
         let args = [&["--queue", self.queue.as_str()], args].concat();

@@ -31,25 +31,14 @@ pub(super) async fn run(c: &Ctx) -> Outcome {
     let args = ["--concurrency", "20", "--lease", "2s"];
     let names = ["w0", "w1", "w2"];
     let mut workers = c.spawn_all(&names, &args)?;
-    let mut all_names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
 
     let end = Instant::now() + length;
     let producers: Vec<_> = (0..4)
         .map(|_| tokio::spawn(produce(c.client(), c.queue.clone(), keys, end)))
         .collect();
-    let mut kills = 0;
-    while Instant::now() < end {
-        tokio::time::sleep(every.min(end.saturating_duration_since(Instant::now()))).await;
-        if Instant::now() >= end {
-            break;
-        }
-        let victim = kills % workers.len();
-        workers[victim].kill9()?;
-        kills += 1;
-        let name = format!("{}-{kills}", names[victim]);
-        workers[victim] = c.spawn(&name, &args)?;
-        all_names.push(name);
-    }
+    let (kills, all_names) = c
+        .kill_in_turn(&mut workers, &names, &args, every, end)
+        .await?;
     // Every answer: (id, key, duplicate).
     let mut answers: Vec<(JobId, String, bool)> = Vec::new();
     for p in producers {
