@@ -33,8 +33,8 @@
 use std::time::Duration;
 
 use taskyard_core::{
-    Client, EnqueueOptions, Error, Finished, Job, JobFilter, JobId, JobInfo, QueueConfig,
-    QueueName, Result, WorkerBuilder,
+    Client, EnqueueOptions, Error, Finished, Job, JobFilter, JobId, JobInfo, QueueName, Result,
+    WorkerBuilder,
 };
 
 use crate::AnyStore;
@@ -153,18 +153,20 @@ impl TestQueue {
         }
     }
 
-    /// Makes every queue keep its completed jobs, so tests can look at them.
+    /// Makes every queue keep its completed jobs, so tests can look at them; its other
+    /// settings stay as they are.
     async fn keep_completed(&self) -> Result<()> {
-        let keep = QueueConfig {
-            completed_max: 1_000_000,
-            completed_max_age_ms: 30 * 24 * 3600 * 1000,
-            ..QueueConfig::default()
-        };
         for q in self.client.queues().await? {
-            if self.client.config(&q).await?.completed_max < keep.completed_max {
-                self.client.configure(&q, &keep).await?;
+            let mut config = self.client.config(&q).await?;
+            if config.completed_max < KEEP_COMPLETED {
+                config.completed_max = KEEP_COMPLETED;
+                config.completed_max_age_ms = 30 * 24 * 3600 * 1000;
+                self.client.configure(&q, &config).await?;
             }
         }
         Ok(())
     }
 }
+
+/// Completed jobs a test queue keeps.
+const KEEP_COMPLETED: u64 = 1_000_000;

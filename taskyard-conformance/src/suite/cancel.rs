@@ -184,6 +184,15 @@ pub async fn a_cancelled_running_job_ends_cancelled_and_its_outcome_is_refused(s
         .await
         .unwrap();
     assert_eq!(answers, vec![false, true]);
+    // The claim's last running job is done; the claim stays with its lease, so its
+    // worker still hears of the cancel (not of a lost lease).
+    let beat = s
+        .store
+        .heartbeat(&[jobs[0].lease.clone()], lease, &[])
+        .await
+        .unwrap();
+    assert_eq!(beat.held, vec![true]);
+    assert_eq!(beat.cancelled, vec![(q.clone(), ids[0].clone())]);
     assert_eq!(
         s.store.job(&q, &ids[0]).await.unwrap().unwrap().state,
         JobState::Cancelled

@@ -113,6 +113,31 @@ pub async fn a_result_ttl_of_zero_keeps_no_result(s: Subject) {
         .unwrap();
     assert_eq!(ok, vec![true]);
     assert!(s.store.job(&q, &ids[0]).await.unwrap().is_none());
+
+    // A waiter still learns the job completed, with or without a value.
+    let client = Client::new(s.store.clone());
+    for value in [None, Some(bytes::Bytes::from_static(b"7"))] {
+        let ids = enqueue(&s.store, &q, vec![new_job(2)]).await;
+        let waiter = {
+            let (client, id) = (client.clone(), ids[0].clone());
+            tokio::spawn(async move { client.wait_for(&id, SOON).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let jobs = claim(&s.store, &q, 1, LEASE, "t").await;
+        let outcome = match value {
+            Some(result) => Outcome::CompletedWith { result },
+            None => Outcome::Completed,
+        };
+        s.store
+            .finish(&[(jobs[0].lease.clone(), outcome)])
+            .await
+            .unwrap();
+        let done = waiter.await.unwrap();
+        assert!(
+            matches!(done, Ok(Finished::Completed { .. })),
+            "with no result kept, a waiter still learns the job completed: {done:?}"
+        );
+    }
 }
 
 /// A wait started before the job runs is woken by its completion — even a completion

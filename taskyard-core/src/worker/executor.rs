@@ -84,6 +84,7 @@ pub(crate) fn start(
                     .catch_unwind()
                     .await
                     .unwrap_or_else(|panic| Err(JobError::retry(panic_message(&panic))))
+                    .and_then(checked)
             }
             None => Err(JobError::retry(format!(
                 "no handler for kind {} on this worker",
@@ -132,6 +133,18 @@ pub(crate) fn start(
         let _ = done.send((key, job.lease, outcome));
     }));
     book.insert(key, Held::new(lease, stop, task.abort_handle(), run));
+}
+
+/// A result as a hook may have replaced it: held to the same limit as a handler's.
+fn checked(result: Option<bytes::Bytes>) -> RunResult {
+    match result {
+        Some(json) if json.len() > crate::MAX_RESULT_BYTES => Err(JobError::permanent(format!(
+            "result of {} bytes is over the limit of {} bytes",
+            json.len(),
+            crate::MAX_RESULT_BYTES
+        ))),
+        other => Ok(other),
+    }
 }
 
 /// The error a timed-out run leaves in its job's history.

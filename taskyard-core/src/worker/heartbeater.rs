@@ -22,25 +22,19 @@ const EARLY_BEATS_APART: Duration = Duration::from_millis(5);
 /// Runs until aborted: shutdown keeps it beating through the grace period.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let every = shared.lease / 3;
-    let queues = shared.queue_names();
+    // One listener for the worker's life, calling `wait_cancel` again the moment it
+    // returns, so a cancel signalled while a beat is in flight is not missed: it leaves
+    // a permit in `signal` for the next look.
+    let signal = Arc::new(tokio::sync::Notify::new());
+    let listener = tokio::spawn(listen(shared.clone(), signal.clone()));
+    let _stop_listener = AbortOnDrop(listener);
     // The runtime's clock (not `std`'s), so a paused test clock paces the beats too.
     let mut next = tokio::time::Instant::now() + every;
     let mut last = tokio::time::Instant::now();
     loop {
-        let cancel = async {
-            // Waits past the next beat, so that a wait ending is a signal (or a rare
-            // spurious return), never its timeout running out. A store that cannot be
-            // reached: wait a little, beat on schedule meanwhile.
-            if let Err(e) = shared.store.wait_cancel(&queues, every * 2).await {
-                tracing::debug!(error = %e, "waiting for cancels failed");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                return false;
-            }
-            true
-        };
         let woken = tokio::select! {
             _ = tokio::time::sleep_until(next) => false,
-            signalled = cancel => signalled,
+            _ = signal.notified() => true,
         };
         if woken && shared.book.is_empty() {
             // Nothing held here can have been cancelled.
@@ -54,6 +48,40 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         last = tokio::time::Instant::now();
         beat(&shared).await;
         next = tokio::time::Instant::now() + every;
+    }
+}
+
+/// Waits for cancel signals for as long as the worker runs, and passes each on. A wait
+/// that ends before its (long) timeout is a signal, or a rare spurious return; a store
+/// that cannot be reached is asked again after a pause, and meanwhile the worker beats
+/// on its schedule.
+async fn listen(shared: Arc<Shared>, signal: Arc<tokio::sync::Notify>) {
+    let queues = shared.queue_names();
+    let timeout = shared.lease;
+    loop {
+        let started = tokio::time::Instant::now();
+        match shared.store.wait_cancel(&queues, timeout).await {
+            Ok(()) if started.elapsed() < timeout => {
+                signal.notify_one();
+                // A store that returns at once again and again costs a few wakes, not a
+                // spinning loop.
+                tokio::time::sleep(EARLY_BEATS_APART).await;
+            }
+            Ok(()) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "waiting for cancels failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// Aborts the listener when the heartbeater itself is aborted (shutdown).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

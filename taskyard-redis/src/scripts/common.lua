@@ -400,9 +400,16 @@ local function forget_batch(token)
   if revoking then redis.call('HDEL', REVOKED, token) end
 end
 
--- One job of a batch is done (or gone): forget the batch once none is left running.
+-- One job of a batch is done (or gone): forget the batch once none is left running —
+-- unless one of its jobs was cancelled while running: then the batch stays with its
+-- lease until maintenance expires it, so the worker's heartbeats go on reporting the
+-- cancel (and its handler hears "cancelled", not "lease lost").
 local function settle(token, n)
-  if redis.call('HINCRBY', BATCHES, '#' .. token, -n) <= 0 then forget_batch(token) end
+  if redis.call('HINCRBY', BATCHES, '#' .. token, -n) <= 0 then
+    if revoking == nil then revoking = redis.call('EXISTS', REVOKED) == 1 end
+    if revoking and redis.call('HEXISTS', REVOKED, token) == 1 then return end
+    forget_batch(token)
+  end
 end
 
 -- A job left its batch other than by completing (released, failed; call after settle):

@@ -129,6 +129,7 @@ end
 
 -- A job completed with a value: as one completed in a group, checked alone.
 local function complete(token, id, field, env, value)
+  local running_env = env
   redis.call('HDEL', RUNNING, field)
   settle(token, 1)
   if uniq then free_key(env, id, 'f') end
@@ -145,8 +146,14 @@ local function complete(token, id, field, env, value)
   else
     forgotten[#forgotten + 1] = id
   end
-  keep_result(id, env, now, value, result_ttl())
-  unvalued[id] = nil
+  local ttl = result_ttl()
+  keep_result(id, env, now, value, ttl)
+  -- With no result kept (a TTL of 0), a waiter still gets its mark below.
+  if ttl > 0 then
+    unvalued[id] = nil
+  elseif waits then
+    unvalued[id] = running_env
+  end
   left[#left + 1] = id
   ended[#ended + 1] = id
 end
@@ -209,7 +216,8 @@ if #forgotten > 0 and redis.call('EXISTS', ERRORS) == 1 then batched('HDEL', ERR
 if prog then drop_progress(left) end
 local waited = waits and tell_waiters(ended, now)
 if waited then
-  local ttl = result_ttl()
+  -- A waiter's mark outlives a short TTL (or none), so the waiter woken now finds it.
+  local ttl = math.max(result_ttl(), 60000)
   for id, env in pairs(unvalued) do
     if waited[id] then
       local _, before, _, p2 = fields(env)
