@@ -100,7 +100,7 @@ fn line(what: &str, calls: &[u64], wall: Duration, extra: &str) -> String {
 /// (a call that does 10 ms of work is slow every time).
 async fn measure<T>(
     conn: &mut Conn,
-    report: &mut Vec<String>,
+    report: &mut Report,
     what: &str,
     mut op: impl AsyncFnMut() -> T,
 ) -> T {
@@ -114,7 +114,7 @@ async fn measure<T>(
         let l = line(what, &calls, wall, "");
         println!("{l}");
         if calls.iter().all(|&us| us < SLOW_US) {
-            report.push(l);
+            report.lines.push(l);
             return out;
         }
         println!("  ^ a call over 10 ms (attempt {attempt} of 3)");
@@ -123,12 +123,13 @@ async fn measure<T>(
 }
 
 /// Walks a redrive or purge to its end step by step, as `Client::redrive` and
-/// `Client::purge` do (without their 1 ms pause between steps), and checks each step:
-/// the CPU time Redis spent on it under 10 ms (a bulk step cannot be run again to rule
-/// out a preemption, so its own CPU time is what is checked), its wall time printed.
+/// `Client::purge` do (without their 1 ms pause between steps), and checks that each
+/// step did under 10 ms of work. A step cannot be run again, so a walk with a step over
+/// 10 ms is noted in `over` and the whole test runs again on a fresh server (a step
+/// that does 10 ms of work is slow every time).
 async fn measure_walk(
     conn: &mut Conn,
-    report: &mut Vec<String>,
+    report: &mut Report,
     what: &str,
     mut step: impl AsyncFnMut(&Cursor) -> Step,
 ) -> u64 {
@@ -148,15 +149,33 @@ async fn measure_walk(
     let wall = start.elapsed();
     let calls = script_calls(conn).await;
     assert_eq!(calls.len(), cpu.len(), "{what}: one script call per step");
-    let most_cpu = cpu.iter().max().copied().unwrap_or(0);
-    let l = line(what, &calls, wall, &format!(" (CPU {most_cpu:>5} µs)"));
+    // A step's own work is at most the lesser of its wall time (SLOWLOG: the command
+    // alone, but inflated when the machine preempts Redis mid-call) and the CPU Redis
+    // used between the two INFO calls around it (not inflated by preemption, but holding
+    // whatever else ran on the main thread then: serverCron's rehashing, the INFOs).
+    let most = cpu
+        .iter()
+        .zip(&calls)
+        .map(|(&cpu, &wall)| cpu.min(wall))
+        .max()
+        .unwrap_or(0);
+    let l = line(what, &calls, wall, &format!(" (work {most:>5} µs)"));
     println!("{l}");
-    report.push(l);
-    assert!(
-        most_cpu < SLOW_US,
-        "{what}: a step used {most_cpu} µs of Redis CPU, over 10 ms"
-    );
+    report.lines.push(l);
+    if most >= SLOW_US {
+        report
+            .over
+            .push(format!("{what}: a step did {most} µs of work"));
+    }
     done
+}
+
+/// What one run of the test measured: a line per operation, and the walks that had a
+/// step over 10 ms.
+#[derive(Default)]
+struct Report {
+    lines: Vec<String>,
+    over: Vec<String>,
 }
 
 /// Kills `n` jobs from the head of ready, 1,000 per claim.
@@ -188,6 +207,21 @@ async fn kill(store: &RedisStore, q: &QueueName, n: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_paths_on_a_million_jobs_stay_under_10_ms_per_call() {
+    let mut seen = Vec::new();
+    for run in 1..=3 {
+        let report = walk_a_million().await;
+        println!("\nsummary:\n{}", report.lines.join("\n"));
+        if report.over.is_empty() {
+            return;
+        }
+        println!("over 10 ms (run {run} of 3): {:?}", report.over);
+        seen.extend(report.over);
+    }
+    panic!("a bulk step did 10 ms of work or more in three runs: {seen:?}");
+}
+
+/// One run of the test on a fresh server: fills it, then measures every operator path.
+async fn walk_a_million() -> Report {
     let began = Instant::now();
     let server = RedisServer::start_with(&["--slowlog-max-len", "100000"]);
     let store = RedisStore::connect(&server.url()).await.unwrap();
@@ -237,7 +271,7 @@ async fn operator_paths_on_a_million_jobs_stay_under_10_ms_per_call() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let mut report = Vec::new();
+    let mut report = Report::default();
     let r = &mut report;
     let c = &mut conn;
 
@@ -409,8 +443,8 @@ async fn operator_paths_on_a_million_jobs_stay_under_10_ms_per_call() {
     .await;
     assert_eq!(gone, 99_999);
     assert_eq!(store.stats(&q).await.unwrap().ready, s.ready);
-    println!("\nsummary:\n{}", report.join("\n"));
-    println!("whole test {:.1} s", began.elapsed().as_secs_f64());
+    println!("whole run {:.1} s", began.elapsed().as_secs_f64());
+    report
 }
 
 /// A lookup walks the ready list over many calls while claims pop its head and releases

@@ -341,7 +341,8 @@ pub async fn listings_walk_a_state_a_page_at_a_time(s: Subject) {
 }
 
 /// Bulk operations on the dead set go in bounded steps, each resuming where the last one
-/// stopped: a step acts on at most 1,000 jobs, and a walk by kind takes every match once.
+/// stopped: a step acts on at most 1,000 jobs (a store may take fewer: Redis redrives 500
+/// a step), and a walk by kind takes every match once.
 pub async fn redrive_and_purge_go_in_bounded_steps(s: Subject) {
     let q = unique_queue();
     let mut jobs: Vec<NewJob> = (0..2400).map(new_job).collect();
@@ -357,7 +358,11 @@ pub async fn redrive_and_purge_go_in_bounded_steps(s: Subject) {
         .redrive(&q, &DeadFilter::Kind("ping".into()), &Cursor::start())
         .await
         .unwrap();
-    assert_eq!(step.done, 1000, "one step moves at most 1,000");
+    assert!(
+        (1..=1000).contains(&step.done),
+        "one step moves at most 1,000: {}",
+        step.done
+    );
     assert!(step.next.is_some(), "and says where to go on");
     let client = Client::new(s.store.clone());
     assert_eq!(
@@ -372,7 +377,7 @@ pub async fn redrive_and_purge_go_in_bounded_steps(s: Subject) {
             .redrive(&q, &DeadFilter::Kind("ping".into()))
             .await
             .unwrap(),
-        1400
+        2400 - step.done
     );
     let st = stats(&s.store, &q).await;
     assert_eq!((st.dead, st.ready), (0, 2400));

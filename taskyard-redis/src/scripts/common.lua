@@ -337,14 +337,14 @@ end
 -- so a walk resumes exactly after it however claims and deletes moved the set. As with
 -- the list, a job that enters prio behind the cursor meanwhile (a release, a promotion
 -- to a higher priority) is not seen by that walk. Returns the envelopes and the cursor
--- after them ('' at the end).
-local function prio_chunk(after)
+-- after them ('' at the end). `n` (WALK_STEP unless told) members a call.
+local function prio_chunk(after, n)
+  n = n or WALK_STEP
   local from = after == '' and '-inf' or '(' .. after
-  local got = redis.call('ZRANGEBYSCORE', PRIO, from, '+inf', 'WITHSCORES', 'LIMIT', 0,
-    WALK_STEP)
+  local got = redis.call('ZRANGEBYSCORE', PRIO, from, '+inf', 'WITHSCORES', 'LIMIT', 0, n)
   local chunk = {}
   for i = 1, #got, 2 do chunk[#chunk + 1] = got[i] end
-  if #chunk < WALK_STEP then return chunk, '' end
+  if #chunk < n then return chunk, '' end
   -- Redis's own text of the score: exact, where Lua's would keep 14 digits.
   return chunk, got[#got]
 end

@@ -1,4 +1,4 @@
--- redrive.lua: moves up to 1000 dead jobs matching the filter (see select_in; ARGV[1] =
+-- redrive.lua: moves up to 500 dead jobs (1000 named ones) matching the filter (see select_in; ARGV[1] =
 -- 'ids' | 'kind' | 'all', ARGV[2] = kind, ARGV[3] = cursor, ARGV[4..] = ids) back to the
 -- tail of ready, each at its priority, with a fresh count of attempts; their error
 -- history is kept. A job with a unique key (other than a period's) takes it again; while
@@ -6,7 +6,11 @@
 -- Returns {how many moved, where the next step resumes or '', then per job left dead:
 -- its id, the holder's id}.
 check_layout()
-local ids, resume = select_in(DEAD, 1000, ARGV[1], ARGV[2], ARGV[3], 4)
+-- A walk (kind, all) takes 500 a step, not the 1000 a purge takes: each job moved is
+-- parsed for its unique key and routed by priority, and a step of 1000 came within
+-- 10 ms of Redis CPU. Named jobs (at most 1000, the client's chunk) are all taken.
+local limit = ARGV[1] == 'ids' and 1000 or 500
+local ids, resume = select_in(DEAD, limit, ARGV[1], ARGV[2], ARGV[3], 4)
 if #ids == 0 then return {0, resume(0)} end
 local bodies = redis.call('HMGET', JOBS, unpack(ids))
 local now = now_ms()
