@@ -6,6 +6,7 @@
 
 mod bench;
 mod commands;
+mod cron;
 mod demo;
 mod jsonl;
 mod open;
@@ -52,6 +53,9 @@ enum Command {
     /// Pause, resume or configure a queue.
     #[command(subcommand)]
     Queue(commands::QueueCommand),
+    /// Periodic jobs: list, add, pause, resume, run, remove schedules.
+    #[command(subcommand)]
+    Cron(cron::CronCommand),
     /// Benchmark the store with the peer workload (see docs/benchmarks.md).
     Bench(bench::BenchArgs),
 }
@@ -122,6 +126,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let access = if cmd.only_reads() { ReadOnly } else { Yes };
             commands::queue(open::client(url, access).await?, cmd).await
         }
+        Command::Cron(cmd) => cron::run(open::client(url, cmd.access()).await?, cmd).await,
         Command::Bench(args) => bench::run(url, args).await,
         Command::Demo(args) => demo::run(url, args).await,
     }

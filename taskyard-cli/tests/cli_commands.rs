@@ -191,6 +191,8 @@ fn bench_prints_one_json_line_with_its_figures() {
             "100",
             "--delayed-secs",
             "0.5",
+            "--cron-ticks",
+            "2",
             "--json",
         ],
     );
@@ -211,6 +213,9 @@ fn bench_prints_one_json_line_with_its_figures() {
     // No delayed job starts before its due time.
     assert!(v["late_min_ms"].as_f64().unwrap() >= 0.0, "{v}");
     assert_eq!(v["delayed_jobs"], 100);
+    // No tick's job starts before its tick.
+    assert!(v["tick_late_min_ms"].as_f64().unwrap() >= 0.0, "{v}");
+    assert_eq!(v["cron_ticks"], 2);
     assert_eq!(v["jobs"], 2000);
     // The bench cleans up after itself.
     let stats = taskyard(&server, &["stats", "--json"]);

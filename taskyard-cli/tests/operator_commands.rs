@@ -359,3 +359,107 @@ fn operators_cancel_jobs_and_wait_for_them() {
         assert_eq!(config["result_ttl_ms"], 3_600_000);
     });
 }
+
+/// `taskyard cron`: add declares a schedule (again: unchanged; another definition of the
+/// same version: refused, nothing changed; a higher version: replaced); list shows it
+/// with its next run; pause, resume, run (a job now, apart from the ticks) and remove act
+/// on it; bad input and unknown names are refused in one line.
+#[test]
+fn operators_list_pause_resume_run_and_remove_schedules_from_the_shell() {
+    both(|store| {
+        let q = "crq";
+        let add = |expr: &str, payload: &str, extra: &[&str]| {
+            let mut all = vec!["cron", "add", "nightly", expr, "report", payload, "-q", q];
+            all.extend_from_slice(extra);
+            taskyard(store, &all)
+        };
+        let tz = ["--tz", "Europe/Berlin"];
+        assert_eq!(add("0 30 2 * * *", "{}", &tz).stdout.trim(), "created");
+        assert_eq!(add("0 30 2 * * *", "{}", &tz).stdout.trim(), "unchanged");
+        let run = add("0 30 3 * * *", "{}", &tz);
+        assert!(!run.ok);
+        assert!(
+            run.stderr.contains("another definition of version 1"),
+            "{}",
+            run.stderr
+        );
+        let listed = ok(store, &["cron", "list", "--json"]);
+        let v: Value = serde_json::from_str(listed.trim()).unwrap();
+        assert_eq!(
+            (v["cron"].as_str(), v["tz"].as_str()),
+            (Some("0 30 2 * * *"), Some("Europe/Berlin"))
+        );
+        assert!(v["next_ms"].as_u64().is_some() && v["last_ms"].is_null());
+        assert_eq!(v["paused"], false);
+        let more = ["--tz", "Europe/Berlin", "--version", "2"];
+        assert_eq!(add("0 30 3 * * *", "{}", &more).stdout.trim(), "replaced");
+        let table = ok(store, &["cron", "list"]);
+        assert!(
+            table.contains("nightly") && table.contains("0 30 3 * * *") && table.contains("active"),
+            "{table}"
+        );
+
+        ok(store, &["cron", "pause", "nightly", "-q", q]);
+        assert!(ok(store, &["cron", "list", "-q", q]).contains("paused"));
+        let id = ok(store, &["cron", "run", "nightly", "-q", q])
+            .trim()
+            .to_string();
+        assert_eq!(show(store, q, &id)["kind"], "report");
+        ok(store, &["cron", "resume", "nightly", "-q", q]);
+        assert!(ok(store, &["cron", "list", "-q", q]).contains("active"));
+        ok(store, &["cron", "remove", "nightly", "-q", q]);
+        assert_eq!(ok(store, &["cron", "list", "--json"]).trim(), "");
+
+        for (args, says) in [
+            (
+                vec!["cron", "pause", "nightly", "-q", q],
+                "no schedule \"nightly\"",
+            ),
+            (
+                vec!["cron", "add", "x", "61 * * * *", "k"],
+                "cron expression",
+            ),
+            (
+                vec![
+                    "cron",
+                    "add",
+                    "x",
+                    "* * * * *",
+                    "k",
+                    "{}",
+                    "--tz",
+                    "Mars/Base",
+                ],
+                "unknown time zone",
+            ),
+            (
+                vec!["cron", "add", "x", "* * * * *", "k", "not json"],
+                "not JSON",
+            ),
+            (
+                vec![
+                    "cron",
+                    "add",
+                    "x",
+                    "* * * * *",
+                    "k",
+                    "{}",
+                    "--misfire",
+                    "never",
+                ],
+                "misfire policy",
+            ),
+            (
+                vec!["cron", "add", "a b", "* * * * *", "k"],
+                "schedule name",
+            ),
+        ] {
+            refused(store, &args, says);
+        }
+        assert_eq!(
+            ok(store, &["cron", "list", "--json"]).trim(),
+            "",
+            "nothing was added"
+        );
+    });
+}

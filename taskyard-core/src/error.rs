@@ -42,6 +42,29 @@ pub enum Error {
         /// The configured max length.
         max_len: u64,
     },
+    /// No schedule of this name in this queue.
+    #[error("no schedule {name:?} in queue {queue}: `taskyard cron list` shows them")]
+    UnknownSchedule {
+        /// The queue.
+        queue: String,
+        /// The name asked for.
+        name: String,
+    },
+    /// A schedule was declared with a definition other than the stored one of the same
+    /// version: nothing changed. A new definition takes a higher version.
+    #[error(
+        "schedule {name:?} in queue {queue} is stored with another definition of version \
+         {version}: nothing changed; give the new definition a higher version (it then \
+         replaces the stored one), or remove the schedule first"
+    )]
+    ScheduleConflict {
+        /// The queue.
+        queue: String,
+        /// The schedule.
+        name: String,
+        /// The version both definitions carry.
+        version: u32,
+    },
     /// An option or argument has a value that makes no sense (zero attempts, ...).
     #[error("invalid option: {0}")]
     InvalidOption(String),

@@ -9,6 +9,7 @@ mod client;
 mod error;
 pub mod job;
 mod retry;
+pub mod schedule;
 pub mod store;
 mod worker;
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::schedule::StoredSchedule;
 use crate::{Enqueued, JobId, JobInfo, JobState, NewJob, QueueName, Result};
 
 /// The token of one claim call, shared by the jobs it claimed: minted here, in the core,
@@ -528,6 +529,38 @@ pub trait Store: Send + Sync + 'static {
 
     /// Changes the queue's settings.
     async fn configure(&self, queue: &QueueName, config: &QueueConfig) -> Result<()>;
+
+    // Periodic jobs (see the `schedule` module). A queue's schedules are few (declared
+    // by the application), so they are read whole.
+
+    /// The schedules of a queue, by name.
+    async fn schedules(&self, queue: &QueueName) -> Result<Vec<StoredSchedule>>;
+
+    /// Stores `schedule` (definition, next and last tick, paused) if the stored one's
+    /// revision is still `schedule.rev` (0: none is stored), and answers whether it did;
+    /// the stored revision is then one higher. Registers the queue's name, as an
+    /// enqueue does.
+    async fn put_schedule(&self, queue: &QueueName, schedule: &StoredSchedule) -> Result<bool>;
+
+    /// Removes a schedule; answers whether there was one.
+    async fn remove_schedule(&self, queue: &QueueName, name: &str) -> Result<bool>;
+
+    /// Fires a schedule: in one atomic step, enqueues `jobs` (as [`Store::enqueue`]; none
+    /// when missed ticks are skipped) and moves the schedule to `next_ms` with `last_ms`
+    /// its last tick and the last of the jobs its last job — if its stored revision is
+    /// still `rev` and it is not paused. Answers the jobs' ids, or `None` when it was not
+    /// (another worker fired that tick, or the schedule changed, was paused or removed):
+    /// then nothing was written. An enqueue's refusals (`QueueFull`, `StoreFull`,
+    /// `MemoryFull`) leave the schedule unchanged too.
+    async fn fire(
+        &self,
+        queue: &QueueName,
+        name: &str,
+        rev: u64,
+        next_ms: u64,
+        last_ms: Option<u64>,
+        jobs: Vec<NewJob>,
+    ) -> Result<Option<Vec<JobId>>>;
 }
 
 /// What a store implementation shares with every other, so no store writes it again.

@@ -193,6 +193,33 @@ impl Store for Shared {
     async fn configure(&self, _: &QueueName, _: &QueueConfig) -> Result<()> {
         Ok(())
     }
+    async fn schedules(
+        &self,
+        _: &QueueName,
+    ) -> Result<Vec<taskyard_core::schedule::StoredSchedule>> {
+        Ok(Vec::new())
+    }
+    async fn put_schedule(
+        &self,
+        _: &QueueName,
+        _: &taskyard_core::schedule::StoredSchedule,
+    ) -> Result<bool> {
+        Ok(true)
+    }
+    async fn remove_schedule(&self, _: &QueueName, _: &str) -> Result<bool> {
+        Ok(false)
+    }
+    async fn fire(
+        &self,
+        _: &QueueName,
+        _: &str,
+        _: u64,
+        _: u64,
+        _: Option<u64>,
+        _: Vec<NewJob>,
+    ) -> Result<Option<Vec<JobId>>> {
+        Ok(None)
+    }
 }
 
 /// A worker with every default, whose handler never returns (`hang`) or succeeds at once.

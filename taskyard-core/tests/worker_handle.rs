@@ -219,6 +219,35 @@ impl Store for Faulty {
     async fn configure(&self, queue: &QueueName, config: &QueueConfig) -> Result<()> {
         self.inner.configure(queue, config).await
     }
+    async fn schedules(
+        &self,
+        queue: &QueueName,
+    ) -> taskyard_core::Result<Vec<taskyard_core::schedule::StoredSchedule>> {
+        self.inner.schedules(queue).await
+    }
+    async fn put_schedule(
+        &self,
+        queue: &QueueName,
+        schedule: &taskyard_core::schedule::StoredSchedule,
+    ) -> taskyard_core::Result<bool> {
+        self.inner.put_schedule(queue, schedule).await
+    }
+    async fn remove_schedule(&self, queue: &QueueName, name: &str) -> taskyard_core::Result<bool> {
+        self.inner.remove_schedule(queue, name).await
+    }
+    async fn fire(
+        &self,
+        queue: &QueueName,
+        name: &str,
+        rev: u64,
+        next_ms: u64,
+        last_ms: Option<u64>,
+        jobs: Vec<NewJob>,
+    ) -> taskyard_core::Result<Option<Vec<taskyard_core::JobId>>> {
+        self.inner
+            .fire(queue, name, rev, next_ms, last_ms, jobs)
+            .await
+    }
 }
 
 #[tokio::test]

@@ -31,6 +31,11 @@ pub(crate) struct Scripts {
     pub(crate) settings: Script,
     pub(crate) upgrade: Script,
     pub(crate) wait: Script,
+    pub(crate) schedules: Script,
+    pub(crate) schedule: Script,
+    /// `fire.lua` in front of `enqueue.lua`'s body: a schedule's guard, then its jobs
+    /// enqueued as an enqueue does.
+    pub(crate) fire: Script,
     /// Every script's full source, to load them all at connect.
     pub(crate) sources: Vec<String>,
 }
@@ -85,6 +90,19 @@ impl Scripts {
             settings: s(Drains, include_str!("scripts/settings.lua")),
             upgrade: s(Drains, include_str!("scripts/upgrade.lua")),
             wait: s(Drains, include_str!("scripts/wait.lua")),
+            schedules: s(Reads, include_str!("scripts/schedules.lua")),
+            // Like a setting: a schedule is small and the application declares a few, so
+            // pausing or removing one works at the memory limit.
+            schedule: s(Drains, include_str!("scripts/schedule.lua")),
+            // Adds jobs: refused at the limit, as an enqueue is.
+            fire: s(
+                Grows,
+                &format!(
+                    "{}\n{}",
+                    include_str!("scripts/fire.lua"),
+                    include_str!("scripts/enqueue.lua")
+                ),
+            ),
             sources,
         }
     }
@@ -95,12 +113,13 @@ impl Scripts {
 /// anything, with an `OOM` error that [`store_err`] makes [`Error::MemoryFull`]).
 #[derive(Clone, Copy)]
 enum Oom {
-    /// Adds jobs (enqueue, redrive): refused at the limit, so a full Redis takes no
+    /// Adds jobs (enqueue, redrive, fire): refused at the limit, so a full Redis takes no
     /// more work.
     Grows,
-    /// Moves, finishes or deletes jobs, or changes a setting (`allow-oom`): runs at the
-    /// limit, so workers drain a full Redis instead of jamming on it. What these add
-    /// while over the limit is bounded by the jobs already stored (docs/redis.md).
+    /// Moves, finishes or deletes jobs, or changes a setting or a schedule (`allow-oom`):
+    /// runs at the limit, so workers drain a full Redis instead of jamming on it. What
+    /// these add while over the limit is bounded by the jobs already stored, and by the
+    /// few schedules an application declares (docs/redis.md).
     Drains,
     /// Reads only (`no-writes`, which implies running at the limit).
     Reads,
@@ -132,8 +151,8 @@ const KEY_NAMES: [&str; 11] = [
 ];
 
 /// The keys of the options (priorities, unique keys, deletes, cancels, progress, results,
-/// waiters): a queue that uses none has none of them.
-const OPTION_KEY_NAMES: [&str; 10] = [
+/// waiters) and of periodic jobs (schedules): a queue that uses none has none of them.
+const OPTION_KEY_NAMES: [&str; 11] = [
     "prio",
     "unique",
     "uexp",
@@ -144,6 +163,7 @@ const OPTION_KEY_NAMES: [&str; 10] = [
     "results",
     "rexp",
     "waiting",
+    "schedules",
 ];
 
 /// The keys of one queue, in the order every script expects (see `common.lua`): this
@@ -200,6 +220,9 @@ pub(crate) fn store_err(e: redis::RedisError) -> Error {
     }
     if e.code() == Some("OOM") {
         return Error::MemoryFull;
+    }
+    if e.code() == Some("TASKYARD_CORRUPT") {
+        return Error::Corrupt(e.detail().unwrap_or_default().to_string());
     }
     if e.code() == Some("TASKYARD_CURSOR") {
         return Error::InvalidOption(format!(

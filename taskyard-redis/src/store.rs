@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use redis::{Script, Value};
+use taskyard_core::schedule::StoredSchedule;
 use taskyard_core::store::support::history;
 use taskyard_core::{
     Beat, Claim, ClaimedJob, Cursor, DEFAULT_PRIORITY, Due, Enqueued, Error, JobFilter, JobId,
@@ -31,70 +32,14 @@ impl Store for RedisStore {
         self.remember(queue).await?;
         let n = jobs.len();
         let first = self.ids(n as u64).await?;
-        // A batch with no option keeps the plain layout, two arguments per job; one with
-        // a priority or a unique key anywhere gives each job three more (enqueue.lua).
-        let options = jobs
-            .iter()
-            .any(|j| j.priority() != DEFAULT_PRIORITY || j.unique().is_some());
-        let mut args = Vec::with_capacity(2 + if options { 5 } else { 2 } * n);
-        args.push(n.to_string().into_bytes());
-        args.push(first.to_string().into_bytes());
-        for job in &jobs {
-            args.push(match job.due() {
-                Due::Now => Vec::new(),
-                Due::After(ms) => format!("+{ms}").into_bytes(),
-                Due::At(ms) => format!("@{ms}").into_bytes(),
-            });
-            args.push(envelope::tail(job));
-            if options {
-                args.push(if job.priority() == DEFAULT_PRIORITY {
-                    Vec::new()
-                } else {
-                    job.priority().to_string().into_bytes()
-                });
-                match job.unique() {
-                    Some(u) => {
-                        args.push(envelope::mode_code(u.mode).into_bytes());
-                        args.push(arg(&u.key));
-                    }
-                    None => args.extend([Vec::new(), Vec::new()]),
-                }
-            }
-        }
+        let mut args = Vec::new();
+        job_args(&mut args, &jobs, first);
         let out = match self.replica_ack {
             None => self.run(&self.inner.scripts.enqueue, queue, args).await?,
             Some(ack) => self.enqueue_acked(queue, args, ack).await?,
         };
         self.remember_again(queue, &out).await?;
-        let mut out = array(out)?.into_iter();
-        let written = out.next().unwrap_or(Value::Nil);
-        let second = out.next().unwrap_or(Value::Nil);
-        if int(&written)? == 0 {
-            return Err(Error::QueueFull {
-                queue: queue.to_string(),
-                len: int(&second).unwrap_or(0) as u64,
-                max_len: out.next().map(|v| int(&v)).transpose()?.unwrap_or(0) as u64,
-            });
-        }
-        let first = int(&second)?;
-        let mut answers: Vec<Enqueued> = (0..n as i64)
-            .map(|i| Enqueued {
-                id: JobId::new((first + i).to_string()),
-                duplicate: false,
-            })
-            .collect();
-        // Then per duplicate: its 1-based index and its holder's id.
-        while let (Some(index), Some(holder)) = (out.next(), out.next()) {
-            let index = int(&index)? as usize;
-            let answer = answers
-                .get_mut(index.wrapping_sub(1))
-                .ok_or_else(|| Error::Corrupt(format!("enqueue named job {index} of {n}")))?;
-            *answer = Enqueued {
-                id: JobId::new(String::from_utf8_lossy(&bytes(holder)?).into_owned()),
-                duplicate: true,
-            };
-        }
-        Ok(answers)
+        enqueued(queue, n, out)
     }
 
     async fn claim(
@@ -555,6 +500,96 @@ impl Store for RedisStore {
         let out = self.run(&self.inner.scripts.settings, queue, args).await?;
         self.remember_again(queue, &out).await
     }
+
+    async fn schedules(&self, queue: &QueueName) -> Result<Vec<StoredSchedule>> {
+        let out = array(
+            self.run(&self.inner.scripts.schedules, queue, Vec::new())
+                .await?,
+        )?;
+        let mut it = out.into_iter();
+        let mut all = Vec::new();
+        while let (Some(name), Some(record)) = (it.next(), it.next()) {
+            all.push(schedule_of(text(name)?, &bytes(record)?)?);
+        }
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
+    }
+
+    async fn put_schedule(&self, queue: &QueueName, schedule: &StoredSchedule) -> Result<bool> {
+        self.remember(queue).await?;
+        let args = vec![
+            arg("put"),
+            arg(&schedule.name),
+            schedule.rev.to_string().into_bytes(),
+            next_rev(schedule.rev)?,
+            schedule.next_ms.to_string().into_bytes(),
+            optional(schedule.last_ms),
+            schedule
+                .last_job
+                .as_ref()
+                .map(|id| arg(id.as_str()))
+                .unwrap_or_default(),
+            arg(if schedule.paused { "1" } else { "0" }),
+            schedule.definition.to_vec(),
+        ];
+        let out = self.run(&self.inner.scripts.schedule, queue, args).await?;
+        self.remember_again(queue, &out).await?;
+        Ok(int(&out)? >= 1)
+    }
+
+    async fn remove_schedule(&self, queue: &QueueName, name: &str) -> Result<bool> {
+        let args = vec![arg("remove"), arg(name)];
+        let out = self.run(&self.inner.scripts.schedule, queue, args).await?;
+        Ok(int(&out)? == 1)
+    }
+
+    async fn fire(
+        &self,
+        queue: &QueueName,
+        name: &str,
+        rev: u64,
+        next_ms: u64,
+        last_ms: Option<u64>,
+        jobs: Vec<NewJob>,
+    ) -> Result<Option<Vec<JobId>>> {
+        // fire.lua checks the max length for enqueue.lua, which is exact only when every
+        // job is added: no job may be a duplicate.
+        if jobs.iter().any(|j| j.unique().is_some()) {
+            return Err(Error::InvalidOption(format!(
+                "schedule {name:?}: a fired job cannot hold a unique key"
+            )));
+        }
+        self.remember(queue).await?;
+        let n = jobs.len();
+        // Ids are taken even when the schedule turns out not to fire: they stay unused,
+        // as a duplicate's does.
+        let first = if n == 0 { 0 } else { self.ids(n as u64).await? };
+        let mut args = vec![
+            arg(name),
+            rev.to_string().into_bytes(),
+            next_rev(rev)?,
+            next_ms.to_string().into_bytes(),
+            optional(last_ms),
+        ];
+        job_args(&mut args, &jobs, first);
+        // Not waited for by replicas, even with `wait_replicas`: the jobs and the
+        // schedule's move replicate as one script, so a failover loses both or neither,
+        // and a lost fire is fired again from the new primary.
+        let out = self.run(&self.inner.scripts.fire, queue, args).await?;
+        self.remember_again(queue, &out).await?;
+        let fired = match &out {
+            Value::Array(v) => v.first().map(int).transpose()?,
+            _ => None,
+        };
+        match fired {
+            Some(-1) => Ok(None),
+            Some(_) if n == 0 => Ok(Some(Vec::new())),
+            Some(_) => Ok(Some(
+                enqueued(queue, n, out)?.into_iter().map(|e| e.id).collect(),
+            )),
+            None => Err(Error::Corrupt(format!("fire answered {out:?}"))),
+        }
+    }
 }
 
 impl RedisStore {
@@ -676,6 +711,116 @@ fn step_of(out: &mut impl Iterator<Item = Value>) -> Result<Step> {
         done,
         next: (!next.is_empty()).then(|| Cursor::new(next)),
         skipped: Vec::new(),
+    })
+}
+
+/// Appends enqueue.lua's arguments for `jobs`, their ids `first` on: the count, the first
+/// id, then per job its due time and tail; a batch with a priority or a unique key
+/// anywhere gives each job three more (enqueue.lua).
+fn job_args(args: &mut Vec<Vec<u8>>, jobs: &[NewJob], first: u64) {
+    let n = jobs.len();
+    // A batch with no option keeps the plain layout, two arguments per job.
+    let options = jobs
+        .iter()
+        .any(|j| j.priority() != DEFAULT_PRIORITY || j.unique().is_some());
+    args.reserve(2 + if options { 5 } else { 2 } * n);
+    args.push(n.to_string().into_bytes());
+    args.push(first.to_string().into_bytes());
+    for job in jobs {
+        args.push(match job.due() {
+            Due::Now => Vec::new(),
+            Due::After(ms) => format!("+{ms}").into_bytes(),
+            Due::At(ms) => format!("@{ms}").into_bytes(),
+        });
+        args.push(envelope::tail(job));
+        if options {
+            args.push(if job.priority() == DEFAULT_PRIORITY {
+                Vec::new()
+            } else {
+                job.priority().to_string().into_bytes()
+            });
+            match job.unique() {
+                Some(u) => {
+                    args.push(envelope::mode_code(u.mode).into_bytes());
+                    args.push(arg(&u.key));
+                }
+                None => args.extend([Vec::new(), Vec::new()]),
+            }
+        }
+    }
+}
+
+/// Reads enqueue.lua's reply for a batch of `n` jobs: their ids, or `QueueFull`.
+fn enqueued(queue: &QueueName, n: usize, out: Value) -> Result<Vec<Enqueued>> {
+    let mut out = array(out)?.into_iter();
+    let written = out.next().unwrap_or(Value::Nil);
+    let second = out.next().unwrap_or(Value::Nil);
+    if int(&written)? == 0 {
+        return Err(Error::QueueFull {
+            queue: queue.to_string(),
+            len: int(&second).unwrap_or(0) as u64,
+            max_len: out.next().map(|v| int(&v)).transpose()?.unwrap_or(0) as u64,
+        });
+    }
+    let first = int(&second)?;
+    let mut answers: Vec<Enqueued> = (0..n as i64)
+        .map(|i| Enqueued {
+            id: JobId::new((first + i).to_string()),
+            duplicate: false,
+        })
+        .collect();
+    // Then per duplicate: its 1-based index and its holder's id.
+    while let (Some(index), Some(holder)) = (out.next(), out.next()) {
+        let index = int(&index)? as usize;
+        let answer = answers
+            .get_mut(index.wrapping_sub(1))
+            .ok_or_else(|| Error::Corrupt(format!("enqueue named job {index} of {n}")))?;
+        *answer = Enqueued {
+            id: JobId::new(String::from_utf8_lossy(&bytes(holder)?).into_owned()),
+            duplicate: true,
+        };
+    }
+    Ok(answers)
+}
+
+/// The revision a write stores: one past the one read.
+fn next_rev(rev: u64) -> Result<Vec<u8>> {
+    rev.checked_add(1)
+        .map(|r| r.to_string().into_bytes())
+        .ok_or_else(|| Error::InvalidOption(format!("schedule revision {rev} cannot grow")))
+}
+
+/// An optional number as the scripts take it: '' for none.
+fn optional(n: Option<u64>) -> Vec<u8> {
+    n.map(|n| n.to_string().into_bytes()).unwrap_or_default()
+}
+
+/// A schedule from its record in the schedules hash (schedule.lua):
+/// "rev\tnext_ms\tlast_ms\tlast_job\tpaused\n" then the definition.
+fn schedule_of(name: String, record: &Bytes) -> Result<StoredSchedule> {
+    let corrupt = || Error::Corrupt(format!("schedule {name:?} has a malformed record"));
+    let nl = record
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(corrupt)?;
+    let head = std::str::from_utf8(&record[..nl]).map_err(|_| corrupt())?;
+    let f: Vec<&str> = head.split('\t').collect();
+    let [rev, next_ms, last_ms, last_job, paused] = f[..] else {
+        return Err(corrupt());
+    };
+    let number = |s: &str| s.parse::<u64>().map_err(|_| corrupt());
+    Ok(StoredSchedule {
+        rev: number(rev)?,
+        next_ms: number(next_ms)?,
+        last_ms: (!last_ms.is_empty()).then(|| number(last_ms)).transpose()?,
+        last_job: (!last_job.is_empty()).then(|| JobId::new(last_job.to_string())),
+        paused: match paused {
+            "0" => false,
+            "1" => true,
+            _ => return Err(corrupt()),
+        },
+        definition: record.slice(nl + 1..),
+        name,
     })
 }
 

@@ -342,7 +342,8 @@ fn cancel(tx: &mut Tx<'_>, q: i64, picked: &[Picked]) -> Result<usize> {
 }
 
 /// One step of deleting a queue: at most [`STEP`] of its jobs (whatever their state), of
-/// its unique keys, of its leases, of its results and of its waiters; once none is left,
+/// its unique keys, of its leases, of its results, of its waiters and of its schedules;
+/// once none is left,
 /// its row (name, settings, paused). Every job examined goes, so each step starts again from the start.
 pub(crate) fn delete_queue(tx: &mut Tx<'_>, queue: &taskyard_core::QueueName) -> Result<Step> {
     let Some(q) = tx.queue(queue)? else {
@@ -352,8 +353,9 @@ pub(crate) fn delete_queue(tx: &mut Tx<'_>, queue: &taskyard_core::QueueName) ->
     // lease never goes before the jobs it belongs to, so if the deletion stops between
     // steps no job of the queue loses its key (another job could take it) or its lease
     // (a running job would never expire). A key row whose job is gone reads as free.
-    // Results and waiters last: both only ever name jobs that are gone or going.
-    let mut counts = [0; 5];
+    // Results and waiters last: both only ever name jobs that are gone or going; then
+    // the queue's schedules.
+    let mut counts = [0; 6];
     for (i, sql) in [
         "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE queue = ?1 LIMIT ?2)",
         "DELETE FROM uniques WHERE queue = ?1 AND key IN
@@ -361,6 +363,8 @@ pub(crate) fn delete_queue(tx: &mut Tx<'_>, queue: &taskyard_core::QueueName) ->
         "DELETE FROM leases WHERE token IN (SELECT token FROM leases WHERE queue = ?1 LIMIT ?2)",
         "DELETE FROM results WHERE job IN (SELECT job FROM results WHERE queue = ?1 LIMIT ?2)",
         "DELETE FROM waiters WHERE job IN (SELECT job FROM waiters WHERE queue = ?1 LIMIT ?2)",
+        "DELETE FROM schedules WHERE queue = ?1 AND name IN
+            (SELECT name FROM schedules WHERE queue = ?1 LIMIT ?2)",
     ]
     .into_iter()
     .enumerate()

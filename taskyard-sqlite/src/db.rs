@@ -19,7 +19,7 @@ const APPLICATION_ID: i32 = 0x7479_7264;
 /// The migrations, in order: `MIGRATIONS[n]` takes a file from schema `n` to `n + 1`.
 /// Each runs in one transaction with the `user_version` it sets, so a file is never left
 /// between two versions; a migration, once released, never changes.
-const MIGRATIONS: [&str; 5] = [SCHEMA_1, SCHEMA_2, SCHEMA_3, SCHEMA_4, SCHEMA_5];
+const MIGRATIONS: [&str; 6] = [SCHEMA_1, SCHEMA_2, SCHEMA_3, SCHEMA_4, SCHEMA_5, SCHEMA_6];
 
 /// How long one statement waits on another process's lock before SQLite gives up
 /// (`busy_timeout`); our own retry loop then keeps trying up to `Options::locked_for`.
@@ -183,6 +183,25 @@ CREATE TABLE signals (
 INSERT INTO signals (one, cancels, ends) VALUES (1, 0, 0);
 ";
 
+/// Schema 6: periodic jobs (issue 13). A queue's schedules, one row each; `rev` is the
+/// revision every change compares and bumps. Nothing else changes: a file without
+/// schedules pays nothing.
+const SCHEMA_6: &str = "
+CREATE TABLE schedules (
+    queue INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    -- The definition as the core wrote it (JSON); the store never reads it.
+    definition BLOB NOT NULL,
+    -- The next tick, Unix ms; NULL when the expression has none left.
+    next_ms INTEGER,
+    last_ms INTEGER,
+    last_job INTEGER,
+    paused INTEGER NOT NULL,
+    rev INTEGER NOT NULL,
+    PRIMARY KEY (queue, name)
+) WITHOUT ROWID;
+";
+
 /// What a read-only connection on a file of an older schema (read as it is, never
 /// migrated) is given so that this release's reads run on it: temporary views, which
 /// SQLite resolves before the file's own tables, with the later columns as NULL and the
@@ -194,6 +213,13 @@ CREATE TEMP VIEW IF NOT EXISTS results AS SELECT NULL AS job, NULL AS queue, NUL
     NULL AS attempt, NULL AS max_attempts, NULL AS enqueued_ms, NULL AS done_ms,
     NULL AS ends_ms, NULL AS value WHERE 0;
 CREATE TEMP VIEW IF NOT EXISTS signals AS SELECT 1 AS one, 0 AS cancels, 0 AS ends;
+";
+
+/// The same for a file before schema 6: no schedules.
+pub(crate) const SHIMS_BEFORE_6: &str = "
+CREATE TEMP VIEW IF NOT EXISTS schedules AS SELECT NULL AS queue, NULL AS name,
+    NULL AS definition, NULL AS next_ms, NULL AS last_ms, NULL AS last_job,
+    NULL AS paused, NULL AS rev WHERE 0;
 ";
 
 /// Whether an error is another connection holding a lock we need.
@@ -508,6 +534,9 @@ pub(crate) fn check_readable(path: &Path, conn: &Connection) -> Result<()> {
     }
     if id.user_version < 5 {
         conn.execute_batch(SHIMS_BEFORE_5).map_err(db)?;
+    }
+    if id.user_version < 6 {
+        conn.execute_batch(SHIMS_BEFORE_6).map_err(db)?;
     }
     Ok(())
 }

@@ -41,6 +41,7 @@ mod db;
 mod ops;
 mod read;
 mod room;
+mod schedules;
 mod unique;
 mod url;
 mod writer;
@@ -52,6 +53,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rusqlite::Connection;
+use taskyard_core::schedule::StoredSchedule;
 use taskyard_core::{
     Beat, Claim, Cursor, Enqueued, Error, JobFilter, JobId, JobInfo, JobState, Lease, LeaseToken,
     Maintenance, NewJob, Outcome, Page, QueueConfig, QueueName, QueueStats, Result, Step, Store,
@@ -666,6 +668,48 @@ impl Store for SqliteStore {
         let (queue, config) = (queue.clone(), *config);
         self.writer()?
             .call(move |tx| ops::configure(tx, &queue, &config))
+            .await
+    }
+
+    async fn schedules(&self, queue: &QueueName) -> Result<Vec<StoredSchedule>> {
+        let queue = queue.clone();
+        self.read(move |conn| schedules::list(conn, &queue)).await
+    }
+
+    async fn put_schedule(&self, queue: &QueueName, schedule: &StoredSchedule) -> Result<bool> {
+        let (queue, schedule) = (queue.clone(), schedule.clone());
+        self.writer()?
+            .call(move |tx| schedules::put(tx, &queue, &schedule))
+            .await
+    }
+
+    async fn remove_schedule(&self, queue: &QueueName, name: &str) -> Result<bool> {
+        let (queue, name) = (queue.clone(), name.to_string());
+        self.writer()?
+            .call(move |tx| schedules::remove(tx, &queue, &name))
+            .await
+    }
+
+    async fn fire(
+        &self,
+        queue: &QueueName,
+        name: &str,
+        rev: u64,
+        next_ms: u64,
+        last_ms: Option<u64>,
+        jobs: Vec<NewJob>,
+    ) -> Result<Option<Vec<JobId>>> {
+        let (queue, name) = (queue.clone(), name.to_string());
+        let room = self.inner.room.clone();
+        self.writer()?
+            .call(move |tx| {
+                let before = room::Pages::read(tx.conn)?;
+                let fired = schedules::fire(tx, &queue, &name, rev, next_ms, last_ms, &jobs)?;
+                if fired.as_ref().is_some_and(|ids| !ids.is_empty()) {
+                    room.check_enqueue(tx.conn, before)?;
+                }
+                Ok(fired)
+            })
             .await
     }
 }

@@ -203,8 +203,19 @@ async fn a_store_filled_to_its_cap_drains_with_a_worker_and_takes_jobs_again() {
     );
     assert!(acked.len() > 500, "the file held jobs: {}", acked.len());
 
-    // SQLite's own "full" (what ENOSPC becomes), with no reserve of ours in the way.
-    let size = std::fs::metadata(&path).unwrap().len();
+    // SQLite's own "full" (what ENOSPC becomes), with no reserve of ours in the way: a
+    // cap at the database's size now. Its pages may still be in the WAL (a checkpoint
+    // comes every 1,000 pages), so the size is SQLite's count, not the file's length.
+    let size = {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        let page: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        (pages * page) as u64
+    };
     let hard = SqliteStore::open_with(
         &path,
         Options {

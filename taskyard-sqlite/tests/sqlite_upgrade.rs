@@ -70,7 +70,7 @@ async fn a_store_file_written_by_0_1_opens_and_its_jobs_carry_on() {
         ..Options::default()
     };
     let store = SqliteStore::open_with(&path, options).await.unwrap();
-    assert_eq!(pragma(&path, "user_version"), 5);
+    assert_eq!(pragma(&path, "user_version"), 6);
     assert_eq!(pragma(&path, "application_id"), 0x7479_7264);
     let migrated = migrations(&path);
     let release = env!("CARGO_PKG_VERSION").to_string();
@@ -80,7 +80,8 @@ async fn a_store_file_written_by_0_1_opens_and_its_jobs_carry_on() {
             (2, release.clone()),
             (3, release.clone()),
             (4, release.clone()),
-            (5, release)
+            (5, release.clone()),
+            (6, release)
         ]
     );
 
@@ -180,7 +181,7 @@ async fn every_migration_leads_to_the_same_schema() {
     std::fs::copy(fixtures::path("store-0.1.db"), &old).unwrap();
     drop(SqliteStore::open(&old).await.unwrap());
     assert_eq!(schema(&fresh), schema(&old));
-    assert_eq!(pragma(&fresh, "user_version"), 5);
+    assert_eq!(pragma(&fresh, "user_version"), 6);
     let conn = rusqlite::Connection::open(&fresh).unwrap();
     let versions: Vec<i64> = conn
         .prepare("SELECT version FROM migrations ORDER BY version")
@@ -189,7 +190,7 @@ async fn every_migration_leads_to_the_same_schema() {
         .unwrap()
         .collect::<rusqlite::Result<_>>()
         .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
 }
 
 #[tokio::test]
@@ -362,7 +363,7 @@ async fn migration_4_keeps_the_jobs_and_their_claim_order() {
     assert_eq!(pragma(&path, "user_version"), 3, "reading changed nothing");
 
     let store = SqliteStore::open(&path).await.unwrap();
-    assert_eq!(pragma(&path, "user_version"), 5);
+    assert_eq!(pragma(&path, "user_version"), 6);
     assert_eq!(ready(&store).await, expected, "migrated");
     let releases = migrations(&path);
     let release = env!("CARGO_PKG_VERSION").to_string();
@@ -372,7 +373,8 @@ async fn migration_4_keeps_the_jobs_and_their_claim_order() {
             (2, "0.2.0".to_string()),
             (3, "0.2.0".to_string()),
             (4, release.clone()),
-            (5, release)
+            (5, release.clone()),
+            (6, release)
         ]
     );
 
@@ -403,9 +405,9 @@ async fn migration_4_keeps_the_jobs_and_their_claim_order() {
     );
 }
 
-/// Migration 5 (cancels, progress, results, waits) on a file of schema 4: read as it is
-/// by a read-only store (its queues read with the default result TTL, nothing cancelled,
-/// no progress or result), then upgraded, after which its running claim carries on: one
+/// Migrations 5 and 6 (cancels, progress, results, waits; schedules) on a file of schema
+/// 4: read as it is by a read-only store (its queues read with the default result TTL,
+/// nothing cancelled, no progress, result or schedule), then upgraded, after which its running claim carries on: one
 /// of its jobs is cancelled and reported to the claim's heartbeat, the other completes
 /// with a value that its retained record shows.
 #[tokio::test]
@@ -453,6 +455,7 @@ async fn migration_5_reads_a_schema_4_file_as_it_is_then_carries_it_on() {
         .await
         .unwrap();
     assert!(cancelled.jobs.is_empty());
+    assert!(reader.schedules(&upgrade).await.unwrap().is_empty());
     for job in &jobs {
         let found = reader.find(&job.id).await.unwrap().expect("found");
         assert_eq!(
@@ -478,7 +481,7 @@ async fn migration_5_reads_a_schema_4_file_as_it_is_then_carries_it_on() {
         ..Options::default()
     };
     let store = SqliteStore::open_with(&path, options).await.unwrap();
-    assert_eq!(pragma(&path, "user_version"), 5);
+    assert_eq!(pragma(&path, "user_version"), 6);
     let release = env!("CARGO_PKG_VERSION").to_string();
     assert_eq!(
         migrations(&path),
@@ -486,10 +489,24 @@ async fn migration_5_reads_a_schema_4_file_as_it_is_then_carries_it_on() {
             (2, "0.2.0".to_string()),
             (3, "0.2.0".to_string()),
             (4, "0.2.0".to_string()),
-            (5, release)
+            (5, release.clone()),
+            (6, release)
         ]
     );
     fixtures::assert_as_0_1_left_them(&store, &jobs).await;
+    // Migration 6: schedules, none yet; one can be stored.
+    assert!(store.schedules(&upgrade).await.unwrap().is_empty());
+    let daily = taskyard_core::schedule::StoredSchedule {
+        name: "daily".into(),
+        definition: bytes::Bytes::from_static(b"{}"),
+        next_ms: end_ms + 1000,
+        last_ms: None,
+        last_job: None,
+        paused: false,
+        rev: 0,
+    };
+    assert!(store.put_schedule(&upgrade, &daily).await.unwrap());
+    assert_eq!(store.schedules(&upgrade).await.unwrap()[0].rev, 1);
 
     // The running pair's claim, made by 0.1, carries on. Its token is renamed to one
     // this test can name (a token is only minted), the same in its lease and its jobs.

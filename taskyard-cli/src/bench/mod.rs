@@ -11,7 +11,10 @@
 //!   carries its enqueue time, the handler records the delay to its start;
 //! - delayed-job lateness: with an idle worker running, jobs due at random times over a
 //!   few seconds (the first 1 s after they are all added); each carries its due time, the
-//!   handler records how late it started.
+//!   handler records how late it started;
+//! - periodic-job lateness (`--cron-ticks N`, off by default): with an idle worker
+//!   running, a schedule every second; each handler records how late it started after
+//!   its tick (the second its job was enqueued in, store time).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -51,6 +54,9 @@ pub(crate) struct BenchArgs {
     /// Seconds over which the delayed jobs fall due.
     #[arg(long, default_value_t = 5.0)]
     delayed_secs: f64,
+    /// Ticks of a schedule every second in the periodic-job lateness phase (0 skips it).
+    #[arg(long, default_value_t = 0)]
+    cron_ticks: usize,
     /// Give the jobs mixed priorities, to measure what priorities cost: `all` (job i
     /// gets i × 37 mod 101, so every level of 0–100 and almost no job the default) or a
     /// list of levels the jobs take in turn (`80,50,20`).
@@ -101,6 +107,11 @@ struct Report {
     late_p99_ms: f64,
     late_max_ms: f64,
     late_min_ms: f64,
+    cron_ticks: usize,
+    tick_late_p50_ms: f64,
+    tick_late_p99_ms: f64,
+    tick_late_max_ms: f64,
+    tick_late_min_ms: f64,
     threads: usize,
     /// The `--priorities` mix, if any.
     priorities: Option<String>,
@@ -181,8 +192,10 @@ pub(crate) async fn run(
     let queue = QueueName::new(format!("bench-{stamp}"))?;
     let lat_queue = QueueName::new(format!("bench-lat-{stamp}"))?;
     let late_queue = QueueName::new(format!("bench-late-{stamp}"))?;
-    let result = measure(&store, &queue, &lat_queue, &late_queue, &args).await;
-    for q in [&queue, &lat_queue, &late_queue] {
+    let cron_queue = QueueName::new(format!("bench-cron-{stamp}"))?;
+    let queues = [queue, lat_queue, late_queue, cron_queue];
+    let result = measure(&store, &queues, &args).await;
+    for q in &queues {
         store.delete_queue(q).await?;
     }
     let report = result?;
@@ -202,15 +215,22 @@ pub(crate) async fn run(
             report.late_p99_ms,
             report.late_max_ms
         );
+        if report.cron_ticks > 0 {
+            println!(
+                "periodic job ticks ({}): started late p50 {} ms p99 {} ms max {} ms",
+                report.cron_ticks,
+                report.tick_late_p50_ms,
+                report.tick_late_p99_ms,
+                report.tick_late_max_ms
+            );
+        }
     }
     Ok(())
 }
 
 async fn measure(
     store: &AnyStore,
-    queue: &QueueName,
-    lat_queue: &QueueName,
-    late_queue: &QueueName,
+    [queue, lat_queue, late_queue, cron_queue]: &[QueueName; 4],
     args: &BenchArgs,
 ) -> Result<Report, Box<dyn std::error::Error>> {
     let client = Client::new(store.shared());
@@ -270,6 +290,11 @@ async fn measure(
     } else {
         vec![0.0]
     };
+    let ticks = if args.cron_ticks > 0 {
+        tick_lateness(store, cron_queue, args).await?
+    } else {
+        vec![0.0]
+    };
     let round = |x: f64| (x * 100.0).round() / 100.0;
     Ok(Report {
         system: "taskyard",
@@ -288,6 +313,11 @@ async fn measure(
         late_p99_ms: round(percentile(&late, 0.99)),
         late_max_ms: round(late[late.len() - 1]),
         late_min_ms: round(late[0]),
+        cron_ticks: args.cron_ticks,
+        tick_late_p50_ms: round(percentile(&ticks, 0.5)),
+        tick_late_p99_ms: round(percentile(&ticks, 0.99)),
+        tick_late_max_ms: round(ticks[ticks.len() - 1]),
+        tick_late_min_ms: round(ticks[0]),
         threads: args.threads,
         priorities: args.priorities.as_ref().map(|l| l.name.clone()),
         unique_keys: args.unique_keys,
@@ -372,6 +402,54 @@ fn timing_worker<T: serde::de::DeserializeOwned + 'static>(
         })
         .build()?;
     Ok((worker.spawn(), samples))
+}
+
+/// Periodic-job lateness: with an idle worker running (the bench's concurrency), a
+/// schedule every second; each handler records how late it started after its tick.
+/// A tick's job is enqueued in its tick's second (the worker wakes at the tick), so the
+/// tick is that second of its enqueue time. Returns the samples, sorted.
+async fn tick_lateness(
+    store: &AnyStore,
+    queue: &QueueName,
+    args: &BenchArgs,
+) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
+    let samples: Samples = Arc::new(Mutex::new(Vec::new()));
+    let s2 = samples.clone();
+    let worker = Worker::builder(store.shared())
+        .queue(queue.as_str())
+        .concurrency(args.concurrency)
+        .handle_raw("tick", move |ctx, _payload| {
+            let tick = ctx.enqueued_at_ms() / 1000 * 1000;
+            s2.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(unix_ms_f64() - tick as f64);
+            async { Ok::<(), JobError>(()) }
+        })
+        .build()?;
+    let every_second = taskyard::schedule::Schedule::raw(
+        "bench-tick",
+        "* * * * * *",
+        "tick",
+        b"{}".to_vec(),
+        &EnqueueOptions::default().queue(queue.as_str()),
+        RetryPolicy::default(),
+    )?;
+    let running = worker.spawn();
+    Client::new(store.shared()).schedule(&every_second).await?;
+    let deadline = Instant::now() + Duration::from_secs(args.cron_ticks as u64 + 30);
+    while samples.lock().unwrap_or_else(|e| e.into_inner()).len() < args.cron_ticks
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.shutdown().await?;
+    let mut s = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if s.len() < args.cron_ticks {
+        return Err(format!("only {} of {} ticks ran", s.len(), args.cron_ticks).into());
+    }
+    s.truncate(args.cron_ticks);
+    s.sort_by(|a, b| a.total_cmp(b));
+    Ok(s)
 }
 
 /// The `p` quantile of sorted samples (nearest rank).

@@ -17,6 +17,7 @@ pub(crate) mod logs;
 pub mod priorities;
 pub mod results;
 pub mod retries;
+pub mod schedules;
 pub(crate) mod stalled;
 pub mod timeouts;
 pub mod unique;

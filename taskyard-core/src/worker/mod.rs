@@ -7,6 +7,7 @@
 //!  watchdog    ── time out overrunning runs, report blocked handlers, give up leases no
 //!                 heartbeat renewed for a lease
 //!  maintenance ── promote due jobs, return expired leases, every second
+//!  cron        ── fire due schedules (periodic jobs) at their ticks
 //! ```
 //!
 //! Each part is one task in its own file. The fetcher claims as many jobs as there are
@@ -17,6 +18,7 @@
 
 mod book;
 mod completer;
+mod cron;
 mod executor;
 mod fetcher;
 mod handler;
@@ -153,6 +155,7 @@ pub struct WorkerBuilder {
     timeouts: HashMap<String, Duration>,
     timeout_grace: Duration,
     hooks: Vec<Arc<dyn Hook>>,
+    schedules: Vec<crate::schedule::Schedule>,
 }
 
 impl WorkerBuilder {
@@ -192,8 +195,18 @@ impl WorkerBuilder {
         self
     }
 
-    /// How often maintenance runs (promote due jobs, return expired leases).
-    /// Defaults to 1 s.
+    /// Declares a periodic job when the worker starts (see
+    /// [`Client::schedule`](crate::Client::schedule)): every process of an application
+    /// may declare the same schedules; each tick is enqueued once. A worker fires the
+    /// due schedules of the queues it serves, whoever declared them.
+    pub fn schedule(mut self, schedule: crate::schedule::Schedule) -> Self {
+        self.schedules.push(schedule);
+        self
+    }
+
+    /// How often maintenance runs (promote due jobs, return expired leases), and the
+    /// longest a worker waits before it reads its queues' schedules again (it wakes at
+    /// their next tick anyway). Defaults to 1 s.
     pub fn maintenance_every(mut self, every: Duration) -> Self {
         self.maintenance_every = every;
         self
@@ -343,6 +356,7 @@ impl WorkerBuilder {
                 timeouts: self.timeouts,
                 timeout_grace: self.timeout_grace,
                 hooks: self.hooks.into(),
+                schedules: self.schedules,
             }),
         })
     }
@@ -368,6 +382,8 @@ pub(crate) struct Shared {
     pub(crate) timeouts: HashMap<String, Duration>,
     pub(crate) timeout_grace: Duration,
     pub(crate) hooks: Arc<[Arc<dyn Hook>]>,
+    /// Schedules to declare when the worker starts.
+    pub(crate) schedules: Vec<crate::schedule::Schedule>,
 }
 
 impl Shared {
@@ -394,6 +410,7 @@ impl Worker {
             timeouts: HashMap::new(),
             timeout_grace: Duration::from_secs(5),
             hooks: Vec::new(),
+            schedules: Vec::new(),
         }
     }
 
@@ -413,6 +430,7 @@ impl Worker {
     /// again when their leases expire). Handlers' own failures are outcomes, not errors.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let shared = self.shared;
+        cron::declare(&shared, &shared.schedules).await?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (closing_tx, closing_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
@@ -421,6 +439,7 @@ impl Worker {
         let heartbeater = tokio::spawn(heartbeater::run(shared.clone()));
         let watchdog = tokio::spawn(watchdog::run(shared.clone(), done_tx.clone()));
         let maintenance = tokio::spawn(maintenance::run(shared.clone(), stop_rx.clone()));
+        let cron = tokio::spawn(cron::run(shared.clone(), stop_rx.clone()));
         let fetcher = tokio::spawn(fetcher::run(shared.clone(), stop_rx, done_tx));
 
         shutdown.await;
@@ -467,7 +486,11 @@ impl Worker {
         {
             failures.push(format!("the watchdog task failed: {e}"));
         }
-        for (name, task) in [("heartbeater", heartbeater), ("maintenance", maintenance)] {
+        for (name, task) in [
+            ("heartbeater", heartbeater),
+            ("maintenance", maintenance),
+            ("cron", cron),
+        ] {
             // They run until aborted; one that ended by itself panicked.
             if task.is_finished() {
                 noted(&mut failures, name, task.await);

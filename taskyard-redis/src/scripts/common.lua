@@ -40,7 +40,11 @@
 --                the job's envelope head (up to its payload), its attempts counted
 --  21 rexp       ZSET id -> when its result expires, for maintain to drop in bounded steps
 --  22 waiting    ZSET id -> deadline of its latest waiter (wait_job), trimmed by maintain
--- A queue that uses no option has none of 13-22, so its scripts check for them with one
+--  23 schedules  HASH schedule name -> "rev\tnext_ms\tlast_ms\tlast_job\tpaused\n" then
+--                its definition (opaque JSON; a reader splits at the FIRST newline).
+--                last_ms and last_job are '' when none, paused '0' or '1', next_ms the
+--                caller's text (u64::MAX when no tick is left: never a Lua number)
+-- A queue that uses no option has none of 13-23, so its scripts check for them with one
 -- EXISTS per call and then run as before, per job nothing more. Beside the keys, the
 -- channel EVENTS (not a key: PUBLISH only) carries "c" when a running job was cancelled
 -- and "e" followed by ids ("e1,2") when jobs a waiter waits for ended.
@@ -75,9 +79,9 @@ local DEAD, COMPLETED, ERRORS, META, SIGNAL = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local RUNNING, BATCHES, OLD_META = KEYS[10], KEYS[11], KEYS[12]
 local PRIO, UNIQUE, UEXP, DELETED = KEYS[13], KEYS[14], KEYS[15], KEYS[16]
 local CANCELLED, PROGRESS, REVOKED = KEYS[17], KEYS[18], KEYS[19]
-local RESULTS, REXP, WAITING = KEYS[20], KEYS[21], KEYS[22]
+local RESULTS, REXP, WAITING, SCHEDULES = KEYS[20], KEYS[21], KEYS[22], KEYS[23]
 -- How many keys a queue has in this layout: release 0.1's follow (upgrade, drop).
-local N_KEYS = 22
+local N_KEYS = 23
 -- The queue's channel of events: its keys' prefix (META less its name) and "events".
 local EVENTS = string.sub(META, 1, -5) .. 'events'
 
