@@ -27,7 +27,7 @@ fn scenario(store: &str, name: &str) -> Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().last().unwrap_or_else(|| {
         panic!(
-            "{name} printed nothing: {}",
+            "{name} on {store} printed nothing: {}",
             String::from_utf8_lossy(&out.stderr)
         )
     });

@@ -686,18 +686,20 @@ mod tests {
             .as_millisecond() as u64
     }
 
-    fn ticks(expr: &str, tz: &str, from: u64, n: usize) -> Vec<String> {
-        let s = Schedule::raw(
-            "t",
+    /// A schedule of an empty job, by name and expression.
+    fn def(name: &str, expr: &str) -> Result<Schedule> {
+        Schedule::raw(
+            name,
             expr,
             "k",
             b"{}".to_vec(),
             &EnqueueOptions::default(),
             RetryPolicy::default(),
         )
-        .unwrap()
-        .time_zone(tz)
-        .unwrap();
+    }
+
+    fn ticks(expr: &str, tz: &str, from: u64, n: usize) -> Vec<String> {
+        let s = def("t", expr).unwrap().time_zone(tz).unwrap();
         let zone = TimeZone::get(tz).unwrap();
         let mut out = Vec::new();
         let mut after = from;
@@ -767,16 +769,7 @@ mod tests {
 
     #[test]
     fn bad_definitions_are_refused_with_what_is_wrong() {
-        let raw = |name: &str, expr: &str| {
-            Schedule::raw(
-                name,
-                expr,
-                "k",
-                b"{}".to_vec(),
-                &EnqueueOptions::default(),
-                RetryPolicy::default(),
-            )
-        };
+        let raw = def;
         for expr in ["61 * * * *", "* * *", "every day", "*/0 * * * *", ""] {
             let e = raw("n", expr).unwrap_err().to_string();
             assert!(e.contains("cron expression"), "{expr:?}: {e}");
@@ -829,16 +822,7 @@ mod tests {
     }
 
     fn every_minute(misfire: Misfire) -> Schedule {
-        Schedule::raw(
-            "m",
-            "* * * * *",
-            "k",
-            b"{}".to_vec(),
-            &EnqueueOptions::default(),
-            RetryPolicy::default(),
-        )
-        .unwrap()
-        .misfire(misfire)
+        def("m", "* * * * *").unwrap().misfire(misfire)
     }
 
     #[test]
@@ -870,29 +854,10 @@ mod tests {
         // Late within the grace (a busy worker, not an outage): every due tick runs.
         let busy = every_minute(Misfire::Skip).plan(t, t + 59_000).unwrap();
         assert_eq!(busy.ticks, [t]);
-        let busy = Schedule::raw(
-            "s",
-            "* * * * * *",
-            "k",
-            b"{}".to_vec(),
-            &EnqueueOptions::default(),
-            RetryPolicy::default(),
-        )
-        .unwrap()
-        .plan(t, t + 2_500)
-        .unwrap();
+        let busy = def("s", "* * * * * *").unwrap().plan(t, t + 2_500).unwrap();
         assert_eq!(busy.ticks, [t, t + 1000, t + 2000]);
         assert_eq!(busy.next_ms, Some(t + 3000));
-        let hourly = Schedule::raw(
-            "h",
-            "0 * * * *",
-            "k",
-            b"{}".to_vec(),
-            &EnqueueOptions::default(),
-            RetryPolicy::default(),
-        )
-        .unwrap()
-        .misfire(Misfire::Skip);
+        let hourly = def("h", "0 * * * *").unwrap().misfire(Misfire::Skip);
         let skip = hourly.plan(t, t + 150 * 60_000).unwrap();
         assert!(skip.ticks.is_empty(), "all missed");
         assert_eq!(skip.next_ms, Some(t + 3 * 3_600_000));
