@@ -463,3 +463,55 @@ fn operators_list_pause_resume_run_and_remove_schedules_from_the_shell() {
         );
     });
 }
+
+/// A deploy, as processes: eight `taskyard cron add` processes declare one schedule at
+/// once — one stores it, seven find it unchanged; then four declare version 2 and four
+/// version 1 at once — one replaces it, no process fails, and version 2 is what stays.
+#[test]
+fn declaring_one_schedule_from_several_processes_at_once_stores_it_once() {
+    both(|store| {
+        // The store exists before the race, as it does in a deploy.
+        ok(store, &["enqueue", "warm", "{}", "-q", "dq"]);
+        let declare_at_once = |versions: &[&str]| {
+            let children: Vec<_> = versions
+                .iter()
+                .map(|v| {
+                    Command::new(env!("CARGO_BIN_EXE_taskyard"))
+                        .args(["cron", "add", "deploy", "*/5 * * * *", "k", "{}"])
+                        .args(["-q", "dq", "--version", v, "--tz", "UTC"])
+                        .env("TASKYARD_STORE", store)
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::piped())
+                        .spawn()
+                        .expect("run taskyard")
+                })
+                .collect();
+            let mut said: Vec<String> = children
+                .into_iter()
+                .map(|c| {
+                    let out = c.wait_with_output().unwrap();
+                    assert!(
+                        out.status.success(),
+                        "{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                    String::from_utf8_lossy(&out.stdout).trim().to_string()
+                })
+                .collect();
+            said.sort();
+            said
+        };
+        let mut want = vec!["unchanged"; 7];
+        want.insert(0, "created");
+        assert_eq!(declare_at_once(&["1"; 8]), want);
+        let said = declare_at_once(&["2", "1", "2", "1", "2", "1", "2", "1"]);
+        assert_eq!(
+            said.iter().filter(|s| *s == "replaced").count(),
+            1,
+            "{said:?}"
+        );
+        let listed = ok(store, &["cron", "list", "--json", "-q", "dq"]);
+        let v: Value = serde_json::from_str(listed.trim()).unwrap();
+        assert_eq!(v["version"], 2, "{listed}");
+    });
+}
