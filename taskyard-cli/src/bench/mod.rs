@@ -434,8 +434,11 @@ async fn tick_lateness(
         &EnqueueOptions::default().queue(queue.as_str()),
         RetryPolicy::default(),
     )?;
-    let running = worker.spawn();
+    // Declared before the worker starts, so its first read of the schedules has it: a
+    // schedule declared later is seen at the worker's next read, up to a maintenance
+    // interval after its tick, which is not what this phase measures.
     Client::new(store.shared()).schedule(&every_second).await?;
+    let running = worker.spawn();
     let deadline = Instant::now() + Duration::from_secs(args.cron_ticks as u64 + 30);
     while samples.lock().unwrap_or_else(|e| e.into_inner()).len() < args.cron_ticks
         && Instant::now() < deadline
