@@ -328,11 +328,21 @@ impl RedisStore {
         queue: &QueueName,
         args: Vec<Vec<u8>>,
     ) -> Result<Value> {
+        self.run_borrowed(script, queue, &args).await
+    }
+
+    /// [`RedisStore::run`], leaving the arguments with the caller.
+    pub(crate) async fn run_borrowed(
+        &self,
+        script: &Script,
+        queue: &QueueName,
+        args: &[Vec<u8>],
+    ) -> Result<Value> {
         let mut conn = self.conn();
-        match invoke(script, queue, &args, &mut conn).await {
+        match invoke(script, queue, args, &mut conn).await {
             Err(e) if needs_upgrade(&e) => {
                 self.upgrade(queue).await?;
-                invoke(script, queue, &args, &mut conn)
+                invoke(script, queue, args, &mut conn)
                     .await
                     .map_err(store_err)
             }
