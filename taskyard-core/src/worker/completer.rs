@@ -28,6 +28,9 @@ const MAX_BATCH: usize = 1000;
 
 type Outcomes = Arc<Mutex<mpsc::UnboundedReceiver<Done>>>;
 
+/// Ends on their way to the hooks' `ended`, in the order the store recorded them.
+type Ends = mpsc::UnboundedSender<Vec<Ended>>;
+
 /// Runs until every sender of outcomes is gone, or `closing` is set and every outcome is
 /// recorded (the book is empty): a handler blocking its thread holds a sender it may
 /// never drop.
@@ -37,12 +40,39 @@ pub(crate) async fn run(
     closing: watch::Receiver<bool>,
 ) {
     let rx: Outcomes = Arc::new(Mutex::new(rx));
-    let second = tokio::spawn(record_loop(shared.clone(), rx.clone(), closing.clone()));
-    record_loop(shared, rx, closing).await;
+    // One task tells the hooks of every end, in order (a job's retry before its death),
+    // off the completer's path, so a slow hook delays no outcome. It ends once the
+    // record loops have ended and it has told the hooks of what they sent.
+    let (ends, to_tell) = mpsc::unbounded_channel();
+    if !shared.hooks.is_empty() {
+        tokio::spawn(tell(shared.hooks.clone(), to_tell));
+    }
+    let second = tokio::spawn(record_loop(
+        shared.clone(),
+        rx.clone(),
+        closing.clone(),
+        ends.clone(),
+    ));
+    record_loop(shared, rx, closing, ends).await;
     let _ = second.await;
 }
 
-async fn record_loop(shared: Arc<Shared>, rx: Outcomes, mut closing: watch::Receiver<bool>) {
+async fn tell(hooks: Arc<[Arc<dyn super::Hook>]>, mut ends: mpsc::UnboundedReceiver<Vec<Ended>>) {
+    while let Some(batch) = ends.recv().await {
+        for end in &batch {
+            for hook in hooks.iter() {
+                hook.ended(end).await;
+            }
+        }
+    }
+}
+
+async fn record_loop(
+    shared: Arc<Shared>,
+    rx: Outcomes,
+    mut closing: watch::Receiver<bool>,
+    ends: Ends,
+) {
     let mut keys = Vec::with_capacity(MAX_BATCH);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -69,7 +99,7 @@ async fn record_loop(shared: Arc<Shared>, rx: Outcomes, mut closing: watch::Rece
                 }
             }
         }
-        record(&shared, &keys, &batch).await;
+        record(&shared, &keys, &batch, &ends).await;
         keys.clear();
         batch.clear();
     }
@@ -85,7 +115,7 @@ async fn drained(shared: &Shared, closing: &mut watch::Receiver<bool>) {
     }
 }
 
-async fn record(shared: &Shared, keys: &[u64], batch: &[(Lease, Outcome)]) {
+async fn record(shared: &Shared, keys: &[u64], batch: &[(Lease, Outcome)], tell: &Ends) {
     let mut failures = 0u32;
     let accepted = loop {
         match shared.store.finish(batch).await {
@@ -146,15 +176,9 @@ async fn record(shared: &Shared, keys: &[u64], batch: &[(Lease, Outcome)]) {
             })
         })
         .collect();
-    let hooks = shared.hooks.clone();
-    // Off the completer's path: a slow hook delays no outcome.
-    tokio::spawn(async move {
-        for end in &ends {
-            for hook in hooks.iter() {
-                hook.ended(end).await;
-            }
-        }
-    });
+    // Sent with no await since the store answered: a later run of one of these jobs
+    // (its retry) is recorded, and sent, after this.
+    let _ = tell.send(ends);
 }
 
 /// How an outcome the store answered `ok` for ended the job.

@@ -98,7 +98,9 @@ pub(crate) fn start(
             let leases = task_shared.book.release_unfinished_one(key);
             // The slot is held until the lease is given back: shutdown waits on the
             // slots, and returns once every job is recorded or given back.
-            super::release(&task_shared, &leases).await;
+            // Boxed: a rare path, whose state would otherwise make every run's future
+            // larger (it is written in full when the run is spawned).
+            Box::pin(super::release(&task_shared, &leases)).await;
             drop(permit);
             return;
         }

@@ -52,8 +52,10 @@ pub trait Hook: Send + Sync + 'static {
 
     /// Told once the store has recorded how a run ended (an outcome it refused, for a
     /// job whose lease was lost or which was cancelled meanwhile, is
-    /// [`How::Refused`]). Runs in a task of its own, so a slow hook delays no other job;
-    /// a job whose worker died before recording its outcome is not reported here.
+    /// [`How::Refused`]). Runs in a task of its own, one end after another in the order
+    /// the store recorded them (a job's retry before its death), so a slow hook delays no
+    /// other job; a job whose worker died before recording its outcome is not reported
+    /// here.
     async fn ended(&self, end: &Ended) {
         let _ = end;
     }
