@@ -25,6 +25,24 @@ pub(super) async fn run(c: &Ctx) -> Outcome {
     })
     .await?;
     zombie.signal(Signal::SIGSTOP)?;
+    // The embedded store has one writer at a time across processes: a stop that caught
+    // the zombie inside a write (a heartbeat's commit) holds the file's lock for the
+    // whole pause, and no other process could take the job — not what this scenario is
+    // about. A write from here tells; such a stop is undone and made again.
+    for _ in 0..5 {
+        if c.store.kind() != "sqlite" {
+            break;
+        }
+        let probe = c.store.shared();
+        match tokio::time::timeout(Duration::from_secs(2), probe.maintain(&c.queue)).await {
+            Ok(Ok(_)) => break,
+            _ => {
+                zombie.signal(Signal::SIGCONT)?;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                zombie.signal(Signal::SIGSTOP)?;
+            }
+        }
+    }
     let stopped = Instant::now();
     // The job's new holder runs in this process, its handler held until the zombie's
     // outcome is in: the zombie reports while the other holds the lease. Its lease is
