@@ -19,15 +19,12 @@ use crate::Lease;
 /// The least time between two heartbeats a cancel signal brought forward.
 const EARLY_BEATS_APART: Duration = Duration::from_millis(5);
 
-/// Runs until aborted: shutdown keeps it beating through the grace period.
-pub(crate) async fn run(shared: Arc<Shared>) {
+/// Runs until aborted: shutdown keeps it beating through the grace period. `signal` is
+/// the listener's ([`listen`]): one for the worker's life, calling `wait_cancel` again
+/// the moment it returns, so a cancel signalled while a beat is in flight is not missed
+/// (it leaves a permit in `signal` for the next look).
+pub(crate) async fn run(shared: Arc<Shared>, signal: Arc<tokio::sync::Notify>) {
     let every = shared.lease / 3;
-    // One listener for the worker's life, calling `wait_cancel` again the moment it
-    // returns, so a cancel signalled while a beat is in flight is not missed: it leaves
-    // a permit in `signal` for the next look.
-    let signal = Arc::new(tokio::sync::Notify::new());
-    let listener = tokio::spawn(listen(shared.clone(), signal.clone()));
-    let _stop_listener = AbortOnDrop(listener);
     // The runtime's clock (not `std`'s), so a paused test clock paces the beats too.
     let mut next = tokio::time::Instant::now() + every;
     let mut last = tokio::time::Instant::now();
@@ -55,7 +52,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 /// that ends before its (long) timeout is a signal, or a rare spurious return; a store
 /// that cannot be reached is asked again after a pause, and meanwhile the worker beats
 /// on its schedule.
-async fn listen(shared: Arc<Shared>, signal: Arc<tokio::sync::Notify>) {
+pub(crate) async fn listen(shared: Arc<Shared>, signal: Arc<tokio::sync::Notify>) {
     let queues = shared.queue_names();
     let timeout = shared.lease;
     loop {
@@ -73,15 +70,6 @@ async fn listen(shared: Arc<Shared>, signal: Arc<tokio::sync::Notify>) {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
-    }
-}
-
-/// Aborts the listener when the heartbeater itself is aborted (shutdown).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -436,7 +436,9 @@ impl Worker {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
 
         let completer = tokio::spawn(completer::run(shared.clone(), done_rx, closing_rx));
-        let heartbeater = tokio::spawn(heartbeater::run(shared.clone()));
+        let cancels = Arc::new(tokio::sync::Notify::new());
+        let listener = tokio::spawn(heartbeater::listen(shared.clone(), cancels.clone()));
+        let heartbeater = tokio::spawn(heartbeater::run(shared.clone(), cancels));
         let watchdog = tokio::spawn(watchdog::run(shared.clone(), done_tx.clone()));
         let maintenance = tokio::spawn(maintenance::run(shared.clone(), stop_rx.clone()));
         let cron = tokio::spawn(cron::run(shared.clone(), stop_rx.clone()));
@@ -486,16 +488,20 @@ impl Worker {
         {
             failures.push(format!("the watchdog task failed: {e}"));
         }
-        for (name, task) in [
-            ("heartbeater", heartbeater),
-            ("maintenance", maintenance),
-            ("cron", cron),
-        ] {
-            // They run until aborted; one that ended by itself panicked.
-            if task.is_finished() {
-                noted(&mut failures, name, task.await);
-            } else {
-                task.abort();
+        // The heartbeater and the cancel listener run until aborted (one that ended by
+        // itself panicked), and are waited for once aborted: an aborted task is dropped
+        // later, by the runtime, and until then it holds the store.
+        for (name, task) in [("heartbeater", heartbeater), ("cancel listener", listener)] {
+            task.abort();
+            noted(&mut failures, name, task.await);
+        }
+        // Maintenance and cron end at the stop signal, after the store call in hand: they
+        // are waited for, so no call of theirs is still running (and holding the store
+        // open) once the worker has returned.
+        for (name, mut task) in [("maintenance", maintenance), ("cron", cron)] {
+            match tokio::time::timeout(Duration::from_secs(5), &mut task).await {
+                Ok(joined) => noted(&mut failures, name, joined),
+                Err(_) => task.abort(),
             }
         }
         if failures.is_empty() {
