@@ -206,7 +206,8 @@ impl Schedule {
 
     /// The queue its jobs go to.
     pub fn queue(&self) -> QueueName {
-        QueueName::new(self.queue.clone()).unwrap_or_default()
+        QueueName::new(self.queue.clone())
+            .expect("a schedule's queue name is checked when it is made and when it is read")
     }
 
     /// The kind of its jobs.
@@ -263,6 +264,7 @@ impl Schedule {
         let s: Schedule = serde_json::from_slice(raw)
             .map_err(|e| Error::Corrupt(format!("a stored schedule: {e}")))?;
         check_name(&s.name)?;
+        QueueName::new(s.queue.clone())?;
         parse_cron(&s.cron)?;
         zone(&s.tz)?;
         Ok(s)
@@ -807,6 +809,13 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("not JSON"), "{e}");
+        // A stored definition is checked again when read: a queue name it could not
+        // have been made with is refused, not read as another queue.
+        let mut stored: serde_json::Value =
+            serde_json::from_slice(&def("n", "* * * * *").unwrap().encode()).unwrap();
+        stored["queue"] = "a{b}".into();
+        let raw = serde_json::to_vec(&stored).unwrap();
+        assert!(Schedule::decode(&raw).is_err());
         let bad_queue = EnqueueOptions::default().queue("a{b}");
         assert!(
             Schedule::raw(
