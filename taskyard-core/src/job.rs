@@ -226,9 +226,10 @@ impl serde::Serialize for JobId {
 }
 
 impl JobId {
-    /// Wraps an id as a store produced it.
-    pub fn new(id: impl Into<String>) -> Self {
-        JobId(Arc::from(id.into()))
+    /// Wraps an id as a store produced it. From a `&str`, one allocation (a worker makes
+    /// one id per claimed job).
+    pub fn new(id: impl Into<Arc<str>>) -> Self {
+        JobId(id.into())
     }
 
     /// The id as text.

@@ -93,6 +93,16 @@ pub(crate) fn tail(job: &NewJob) -> Vec<u8> {
 }
 
 pub(crate) fn parse(raw: Bytes) -> Result<Envelope> {
+    parse_sharing(raw, &mut None)
+}
+
+/// [`parse`], taking the kind from `last` when it is the same name, and leaving this
+/// envelope's kind there: the jobs of one claim mostly share a kind, so they share one
+/// allocation of its name.
+pub(crate) fn parse_sharing(
+    raw: Bytes,
+    last: &mut Option<std::sync::Arc<str>>,
+) -> Result<Envelope> {
     let bad = || {
         Error::Corrupt(format!(
             "malformed envelope: {:?}",
@@ -115,7 +125,14 @@ pub(crate) fn parse(raw: Bytes) -> Result<Envelope> {
     let attempt = next()?.parse().map_err(|_| bad())?;
     let enqueued_at_ms = next()?.parse().map_err(|_| bad())?;
     let max_attempts = next()?.parse().map_err(|_| bad())?;
-    let kind = std::sync::Arc::from(next()?);
+    let kind = match (next()?, last.as_ref()) {
+        (name, Some(kind)) if **kind == *name => kind.clone(),
+        (name, _) => {
+            let kind: std::sync::Arc<str> = std::sync::Arc::from(name);
+            *last = Some(kind.clone());
+            kind
+        }
+    };
     let backoff = match next()? {
         "" => None,
         b => {
@@ -193,6 +210,22 @@ mod tests {
         );
         assert_eq!(&env.payload[..], job.payload());
         assert_eq!(env.timeout, None);
+    }
+
+    /// The jobs of one claim share one allocation of a kind they share, and a job of
+    /// another kind gets its own.
+    #[test]
+    fn envelopes_of_one_kind_share_its_name() {
+        let mut last = None;
+        let a = parse_sharing(Bytes::from_static(b"2\t1\t0\t1\t3\tk\t\n{}"), &mut last).unwrap();
+        let b = parse_sharing(Bytes::from_static(b"2\t2\t0\t1\t3\tk\t\n{}"), &mut last).unwrap();
+        let c = parse_sharing(Bytes::from_static(b"2\t3\t0\t1\t3\tj\t\n{}"), &mut last).unwrap();
+        assert!(std::sync::Arc::ptr_eq(&a.kind, &b.kind));
+        assert_eq!((&*a.kind, &*c.kind), ("k", "j"));
+        assert_eq!(
+            (a.id.as_str(), b.id.as_str(), c.id.as_str()),
+            ("1", "2", "3")
+        );
     }
 
     #[test]

@@ -62,10 +62,11 @@ impl Store for RedisStore {
         };
         let envs = array(out.next().unwrap_or(Value::Nil))?;
         let mut jobs = Vec::with_capacity(envs.len());
+        let mut kind = None;
         for v in envs {
             // One unreadable envelope must not strand the rest of the batch: skip it, and
             // its lease expiry takes it to dead once its attempts are spent.
-            let env = match bytes(v).and_then(envelope::parse) {
+            let env = match bytes(v).and_then(|raw| envelope::parse_sharing(raw, &mut kind)) {
                 Ok(env) => env,
                 Err(e) => {
                     tracing::error!(queue = %queue, error = %e, "skipping an unreadable job");

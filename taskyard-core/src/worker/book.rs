@@ -12,23 +12,21 @@ use std::time::{Duration, Instant};
 
 use tokio::task::AbortHandle;
 
-use super::stop::{Stop, StopReason};
+use super::handler::Run;
+use super::stop::StopReason;
 use crate::{Lease, RetryPolicy};
 
 /// One held lease.
 pub(crate) struct Held {
-    pub(crate) lease: Lease,
-    /// Fires the handler's stop signal (shutdown, lease lost) and remembers why.
-    pub(crate) stop: Arc<Stop>,
+    /// The run: its lease, kind and attempt, and the stop signal that tells its handler
+    /// to stop (shutdown, lease lost, timeout, cancel) and remembers why.
+    pub(crate) run: Arc<Run>,
     pub(crate) abort: Option<AbortHandle>,
-    pub(crate) kind: Arc<str>,
     /// The run's timeout, and the instant it passes.
     pub(crate) timeout: Duration,
     deadline: Instant,
-    /// The retry policy and attempt, for the backoff of a run the watchdog times out.
+    /// The retry policy, for the backoff of a run the watchdog times out.
     policy: RetryPolicy,
-    pub(crate) attempt: u32,
-    pub(crate) max_attempts: u32,
     /// The last time the store is known to have renewed the lease: when the claim, or
     /// the last heartbeat it answered "held", was sent. The lease lasts at least until
     /// this plus the lease length, in the store's time.
@@ -42,37 +40,33 @@ pub(crate) struct Held {
     released: bool,
 }
 
-/// What a new entry of the book needs besides its lease, stop signal and task.
-pub(crate) struct Run {
-    pub(crate) kind: Arc<str>,
-    pub(crate) timeout: Duration,
-    pub(crate) policy: RetryPolicy,
-    pub(crate) attempt: u32,
-    pub(crate) max_attempts: u32,
-    /// When the claim that leased it was sent.
-    pub(crate) claimed_at: Instant,
-}
-
 impl Held {
-    pub(crate) fn new(lease: Lease, stop: Arc<Stop>, abort: AbortHandle, run: Run) -> Self {
+    /// A run just started, whose claim was sent at `claimed_at`.
+    pub(crate) fn new(
+        run: Arc<Run>,
+        abort: AbortHandle,
+        timeout: Duration,
+        policy: RetryPolicy,
+        claimed_at: Instant,
+    ) -> Self {
         Held {
-            lease,
-            stop,
+            run,
             abort: Some(abort),
-            kind: run.kind,
-            timeout: run.timeout,
+            timeout,
             // From the claim, which the run follows at once: no clock read per job (the
             // bench's worker spent ~1% of its time reading the clock for this). The
             // timeout is at most 7 days (`MAX_TIMEOUT`), far from overflowing.
-            deadline: run.claimed_at + run.timeout,
-            policy: run.policy,
-            attempt: run.attempt,
-            max_attempts: run.max_attempts,
-            renewed: run.claimed_at,
+            deadline: claimed_at + timeout,
+            policy,
+            renewed: claimed_at,
             told_timeout: false,
             finished: false,
             released: false,
         }
+    }
+
+    pub(crate) fn lease(&self) -> &Lease {
+        &self.run.lease
     }
 }
 
@@ -156,7 +150,7 @@ impl Book {
     pub(crate) fn leases(&self) -> (Vec<u64>, Vec<Lease>) {
         self.lock()
             .iter()
-            .map(|(k, h)| (*k, h.lease.clone()))
+            .map(|(k, h)| (*k, h.lease().clone()))
             .unzip()
     }
 
@@ -165,7 +159,7 @@ impl Book {
         self.lock()
             .values()
             .filter(|h| !h.finished && !h.released)
-            .filter_map(|h| Some((h.lease.clone(), h.stop.take_progress()?)))
+            .filter_map(|h| Some((h.lease().clone(), h.run.stop.take_progress()?)))
             .collect()
     }
 
@@ -180,9 +174,9 @@ impl Book {
         for h in book.values() {
             let hit = jobs
                 .iter()
-                .any(|(q, id)| *id == h.lease.id && *q == h.lease.queue);
-            if hit && h.stop.reason().is_none() {
-                h.stop.fire(StopReason::Cancelled);
+                .any(|(q, id)| *id == h.run.lease.id && *q == h.run.lease.queue);
+            if hit && h.run.stop.reason().is_none() {
+                h.run.stop.fire(StopReason::Cancelled);
                 news += 1;
             }
         }
@@ -194,9 +188,9 @@ impl Book {
     pub(crate) fn lost(&self, key: u64) -> bool {
         let book = self.lock();
         if let Some(h) = book.get(&key)
-            && h.stop.lose_lease()
+            && h.run.stop.lose_lease()
         {
-            let lease = &h.lease;
+            let lease = h.lease();
             tracing::warn!(queue = %lease.queue, id = %lease.id, "lease lost: the job may run elsewhere");
             return true;
         }
@@ -222,15 +216,15 @@ impl Book {
             if h.finished || h.released {
                 continue;
             }
-            if now.saturating_duration_since(h.renewed) >= lease && h.stop.lose_lease() {
-                found.lost.push(h.lease.clone());
+            if now.saturating_duration_since(h.renewed) >= lease && h.run.stop.lose_lease() {
+                found.lost.push(h.lease().clone());
             }
             if now < h.deadline {
                 continue;
             }
             if !h.told_timeout {
                 h.told_timeout = true;
-                h.stop.fire(StopReason::Timeout);
+                h.run.stop.fire(StopReason::Timeout);
             }
             if now >= h.deadline + grace {
                 h.finished = true;
@@ -239,11 +233,11 @@ impl Book {
                 }
                 found.timed_out.push(TimedOut {
                     key: *key,
-                    lease: h.lease.clone(),
-                    kind: h.kind.clone(),
+                    lease: h.lease().clone(),
+                    kind: h.run.kind.clone(),
                     timeout: h.timeout,
                     // Drawn only for a run that times out: most never do.
-                    retry_ms: h.policy.backoff(h.attempt).as_millis() as u64,
+                    retry_ms: h.policy.backoff(h.run.attempt).as_millis() as u64,
                     abort: h.abort.clone(),
                 });
             }
@@ -260,7 +254,7 @@ impl Book {
     pub(crate) fn stop_all(&self, reason: StopReason) {
         for h in self.lock().values() {
             if !h.finished {
-                h.stop.fire(reason);
+                h.run.stop.fire(reason);
             }
         }
     }
@@ -276,7 +270,7 @@ impl Book {
             if let Some(abort) = h.abort.take() {
                 abort.abort();
             }
-            leases.push(h.lease.clone());
+            leases.push(h.lease().clone());
             false
         });
         leases
@@ -287,9 +281,10 @@ impl Book {
     pub(crate) fn release_unfinished_one(&self, key: u64) -> Vec<Lease> {
         let mut book = self.lock();
         match book.get(&key) {
-            Some(h) if !h.finished && !h.released => {
-                book.remove(&key).map(|h| vec![h.lease]).unwrap_or_default()
-            }
+            Some(h) if !h.finished && !h.released => book
+                .remove(&key)
+                .map(|h| vec![h.lease().clone()])
+                .unwrap_or_default(),
             _ => Vec::new(),
         }
     }
@@ -310,6 +305,6 @@ impl Book {
 
     /// Why the run of `key` was asked to stop, if it was.
     pub(crate) fn reason(&self, key: u64) -> Option<StopReason> {
-        self.lock().get(&key).and_then(|h| h.stop.reason())
+        self.lock().get(&key).and_then(|h| h.run.stop.reason())
     }
 }

@@ -168,11 +168,11 @@ async fn record(shared: &Shared, keys: &[u64], batch: &[(Lease, Outcome)], tell:
             Some(Ended {
                 queue: lease.queue.clone(),
                 id: lease.id.clone(),
-                kind: held.kind.clone(),
-                attempt: held.attempt,
-                max_attempts: held.max_attempts,
+                kind: held.run.kind.clone(),
+                attempt: held.run.attempt,
+                max_attempts: held.run.max_attempts,
                 cancelled: *cancelled,
-                how: how(outcome, *ok, held.attempt, held.max_attempts),
+                how: how(outcome, *ok, held.run.attempt, held.run.max_attempts),
             })
         })
         .collect();

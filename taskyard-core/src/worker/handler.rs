@@ -12,50 +12,57 @@ use tokio_util::sync::CancellationToken;
 
 use super::stop::{Stop, StopReason};
 
-use crate::{Job, JobId, QueueName, RetryPolicy};
+use crate::{Job, JobId, Lease, QueueName, RetryPolicy};
 
-/// What a handler knows about the run it is in.
-#[derive(Debug, Clone)]
-pub struct JobContext {
-    pub(crate) id: JobId,
-    pub(crate) queue: QueueName,
+/// One run of a job: which job, which attempt, and its stop signal. Shared by the
+/// handler's context, the lease book and the run's task, so starting a run costs one
+/// allocation and a few reference counts, not a copy of each field for each holder.
+#[derive(Debug)]
+pub(crate) struct Run {
+    pub(crate) lease: Lease,
     pub(crate) kind: Arc<str>,
     pub(crate) attempt: u32,
     pub(crate) max_attempts: u32,
     pub(crate) enqueued_at_ms: u64,
-    pub(crate) stop: Arc<Stop>,
+    pub(crate) stop: Stop,
+}
+
+/// What a handler knows about the run it is in.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    pub(crate) run: Arc<Run>,
 }
 
 impl JobContext {
     /// The job's id: use it as the idempotency key of side effects, since a job may run
     /// more than once (delivery is at least once).
     pub fn id(&self) -> &JobId {
-        &self.id
+        &self.run.lease.id
     }
 
     /// The job's queue.
     pub fn queue(&self) -> &QueueName {
-        &self.queue
+        &self.run.lease.queue
     }
 
     /// The job's kind.
     pub fn kind(&self) -> &str {
-        &self.kind
+        &self.run.kind
     }
 
     /// This attempt's number, 1-based. Above 1, an earlier run failed or its worker died.
     pub fn attempt(&self) -> u32 {
-        self.attempt
+        self.run.attempt
     }
 
     /// Attempts in all.
     pub fn max_attempts(&self) -> u32 {
-        self.max_attempts
+        self.run.max_attempts
     }
 
     /// When the job was enqueued, Unix ms (store time).
     pub fn enqueued_at_ms(&self) -> u64 {
-        self.enqueued_at_ms
+        self.run.enqueued_at_ms
     }
 
     /// Whether this run's lease is lost: the store refused its heartbeat, or no heartbeat
@@ -63,7 +70,7 @@ impl JobContext {
     /// elsewhere. A long handler can check this and stop early; its outcome will be
     /// refused once another worker holds the job.
     pub fn lease_lost(&self) -> bool {
-        self.stop.lease_lost()
+        self.run.stop.lease_lost()
     }
 
     /// Resolves when this run is asked to stop early, with why: the worker is shutting
@@ -79,12 +86,12 @@ impl JobContext {
     /// }
     /// ```
     pub async fn stopped(&self) -> StopReason {
-        self.stop.stopped().await
+        self.run.stop.stopped().await
     }
 
     /// Why this run was asked to stop, if it was (the first reason is kept).
     pub fn stop_reason(&self) -> Option<StopReason> {
-        self.stop.reason()
+        self.run.stop.reason()
     }
 
     /// Reports how far the run has got: a small JSON value (a percentage, a count, a
@@ -102,14 +109,14 @@ impl JobContext {
                 crate::MAX_PROGRESS_BYTES
             )));
         }
-        self.stop.set_progress(Bytes::from(json));
+        self.run.stop.set_progress(Bytes::from(json));
         Ok(())
     }
 
     /// The same signal as a [`CancellationToken`], to hand to code that takes one. It is
     /// a child of the run's own token: cancelling it does not stop the run.
     pub fn cancellation_token(&self) -> CancellationToken {
-        self.stop.token()
+        self.run.stop.token()
     }
 }
 
@@ -291,9 +298,12 @@ impl Handler {
     {
         let f = Arc::new(f);
         Handler {
+            // The handler is called inside the run's future, as a typed one is: its code
+            // (even the part before its first `.await`) runs in the run's task, where a
+            // panic is caught as the run's failure.
             run: Arc::new(move |ctx, payload| {
-                let fut = f(ctx, payload);
-                Box::pin(async move { fut.await?.into_result() })
+                let f = f.clone();
+                Box::pin(async move { f(ctx, payload).await?.into_result() })
             }),
             policy: None,
         }

@@ -8,11 +8,12 @@
 //! (the run fails as "timed out" and is retried), cancel (the job already ended
 //! `cancelled` in the store; the outcome is refused).
 //!
-//! The same shared cell carries the run's latest progress from the handler to the
-//! heartbeater, so a run costs one allocation for both.
+//! The same signal carries the run's latest progress from the handler to the heartbeater;
+//! it lives in the run's shared [`Run`](super::handler::Run), so a run costs one
+//! allocation for both.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -53,10 +54,6 @@ pub(crate) struct Stop {
 }
 
 impl Stop {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Stop::default())
-    }
-
     /// Asks the run to stop. The first reason given is the one kept.
     pub(crate) fn fire(&self, reason: StopReason) {
         let _ = self.reason.set(reason);
