@@ -39,10 +39,11 @@ impl RedisStore {
                     .map_err(store_err)?
             }
         };
-        let out = match invoke(&self.inner.scripts.enqueue, queue, &args, &mut conn).await {
+        let keys = self.keys_of(queue);
+        let out = match invoke(&self.inner.scripts.enqueue, &keys, &args, &mut conn).await {
             Err(e) if needs_upgrade(&e) => {
                 self.upgrade(queue).await?;
-                invoke(&self.inner.scripts.enqueue, queue, &args, &mut conn).await
+                invoke(&self.inner.scripts.enqueue, &keys, &args, &mut conn).await
             }
             other => other,
         }

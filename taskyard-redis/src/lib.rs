@@ -49,7 +49,7 @@ mod reply;
 mod scripts;
 mod store;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -92,6 +92,8 @@ struct Inner {
     waiters: tokio::sync::Mutex<Vec<(MultiplexedConnection, Option<i64>)>>,
     scripts: Scripts,
     known_queues: Mutex<HashSet<String>>,
+    /// Each queue's keys, as every script takes them (`scripts::keys`).
+    keys: Mutex<HashMap<QueueName, Arc<[String]>>>,
     /// Connections for enqueues confirmed by replicas: `WAIT` blocks its connection, so
     /// it never runs on the shared one.
     acked: tokio::sync::Mutex<Vec<MultiplexedConnection>>,
@@ -199,6 +201,7 @@ impl RedisStore {
                 waiters: tokio::sync::Mutex::new(Vec::new()),
                 scripts,
                 known_queues: Mutex::new(HashSet::new()),
+                keys: Mutex::new(HashMap::new()),
                 acked: tokio::sync::Mutex::new(Vec::new()),
                 ids: tokio::sync::Mutex::new(ids::Block::default()),
                 unanswered: Mutex::new(HashSet::new()),

@@ -12,7 +12,7 @@
 -- A token already in use names a claim made before: this call is its retry after the
 -- reply was lost (a cut connection). It answers with the jobs the token still holds and
 -- renews their lease; it claims nothing more and counts no attempt.
-check_layout()
+local paused = checked_meta('paused')[1]
 local now = now_ms()
 local nxt = -1
 local head = redis.call('ZRANGE', SCHEDULED, 0, 0, 'WITHSCORES')
@@ -31,7 +31,7 @@ if redis.call('HEXISTS', BATCHES, '#' .. ARGV[3]) == 1 then
   redis.call('ZADD', LEASES, 'XX', now + tonumber(ARGV[2]), ARGV[3])
   return {now, nxt, held}
 end
-if redis.call('HEXISTS', META, 'paused') == 1 then return {now, nxt, {}} end
+if paused then return {now, nxt, {}} end
 local max = tonumber(ARGV[1])
 
 -- The ready list's head, without tombstones: where there are some, popped in chunks, a

@@ -109,6 +109,16 @@ local function check_layout(mark)
   return mark
 end
 
+-- check_layout() and a read of META's fields `...` in the same call: their values, in
+-- order (false where unset). For the scripts a worker calls per batch (claim, finish),
+-- which read META anyway: one call fewer per batch.
+local function checked_meta(...)
+  local v = redis.call('HMGET', META, 'layout', ...)
+  if v[1] ~= LAYOUT then check_layout() end
+  table.remove(v, 1)
+  return v
+end
+
 -- Store time: every deadline and due time comes from here, never from a client.
 local function now_ms()
   local t = redis.call('TIME')
@@ -465,9 +475,10 @@ local function add_error(id, attempt, now, message)
 end
 
 -- Retention settings, with the defaults of QueueConfig filled in by the Rust side.
-local function retention()
-  local v = redis.call('HMGET', META, 'dead_max', 'dead_max_age_ms', 'completed_max',
-    'completed_max_age_ms')
+-- `v`: these settings as checked_meta read them (RETENTION), else they are read here.
+local RETENTION = {'dead_max', 'dead_max_age_ms', 'completed_max', 'completed_max_age_ms'}
+local function retention(v)
+  v = v or redis.call('HMGET', META, unpack(RETENTION))
   return tonumber(v[1]) or @DEAD_MAX@, tonumber(v[2]) or @DEAD_MAX_AGE_MS@,
     tonumber(v[3]) or @COMPLETED_MAX@, tonumber(v[4]) or @COMPLETED_MAX_AGE_MS@
 end

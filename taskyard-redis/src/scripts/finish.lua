@@ -14,14 +14,14 @@
 -- Every job that leaves running here loses its progress; a job that ends (completed,
 -- dead) while a waiter waits for it is told on EVENTS, and one completed with no value
 -- then keeps an empty result, so the waiter learns it completed even once it is gone.
-check_layout()
+local meta = checked_meta(unpack(RETENTION))
 local replay = ARGV[1] == 'r'
 local gone = replay and 1 or 0
 local now = now_ms()
 local res = {}
 local at = 3
 local forgotten = {}
-local done_max, done_age
+local _, _, done_max, done_age = retention(meta)
 -- The options this call may meet, in one check when the queue uses none. A queue
 -- holding unique keys reads its completed jobs' envelopes, to give finished-mode keys
 -- back; one keeping progress drops it; one with waiters tells them.
