@@ -247,6 +247,52 @@ pub async fn handler_panic_is_a_failure_and_worker_lives_on(s: Subject) {
     assert_eq!(counters.failed(), 1);
 }
 
+/// A raw handler that panics before it returns its future (in its own synchronous code)
+/// fails that attempt like any panic: the job is retried, then dead with the panic's
+/// message, and the worker keeps running other jobs.
+pub async fn raw_handler_panic_before_its_future_is_a_failure(s: Subject) {
+    let q = unique_queue();
+    let calls = Arc::new(AtomicU32::new(0));
+    let c2 = calls.clone();
+    let w = worker(&s, &q)
+        .handle_raw("ping", move |_ctx: JobContext, payload: bytes::Bytes| {
+            c2.fetch_add(1, Ordering::SeqCst);
+            let job: Ping = serde_json::from_slice(&payload).unwrap();
+            if job.n == 0 {
+                panic!("raw handler bug");
+            }
+            async { Ok::<(), JobError>(()) }
+        })
+        .build()
+        .unwrap();
+    let counters = w.counters();
+    let running = w.spawn();
+    let policy = RetryPolicy::default()
+        .max_attempts(2)
+        .base(Duration::from_millis(10))
+        .cap(Duration::from_millis(20));
+    let opts = EnqueueOptions::default().queue(q.as_str()).retry(policy);
+    let client = Client::new(s.store.clone());
+    let bad = client
+        .enqueue_with(&Ping { n: 0 }, opts.clone())
+        .await
+        .unwrap();
+    client.enqueue_with(&Ping { n: 1 }, opts).await.unwrap();
+    until(&counters, |c| c.completed() == 1 && c.failed() == 2).await;
+    running
+        .shutdown()
+        .await
+        .expect("the worker shut down cleanly");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let info = s.store.job(&q, &bad).await.unwrap().unwrap();
+    assert_eq!((info.state, info.attempt), (JobState::Dead, 2));
+    assert!(
+        info.errors[0].message.contains("raw handler bug"),
+        "{:?}",
+        info.errors
+    );
+}
+
 /// A payload that does not decode for its kind sends the job to dead with the error.
 pub async fn undecodable_payload_goes_to_dead_with_decode_error(s: Subject) {
     let q = unique_queue();
