@@ -53,10 +53,6 @@ for _ = 1, tonumber(ARGV[2]) do
     names[i] = token .. '|' .. ids[i]
   end
   at = at + 2 + k
-  if not done_max then
-    local _
-    _, _, done_max, done_age = retention()
-  end
   if waits then
     -- Waited jobs' envelopes, read before they leave running: few, and only while
     -- someone waits on the queue.
@@ -135,10 +131,6 @@ local function complete(token, id, field, env, value)
   if uniq then free_key(env, id, 'f') end
   local _, before, _, p2 = fields(env)
   env = with_attempt(env, id, before + 1, p2)
-  if not done_max then
-    local _
-    _, _, done_max, done_age = retention()
-  end
   if done_max > 0 then
     redis.call('HSET', JOBS, id, env)
     redis.call('ZADD', COMPLETED, now, id)
